@@ -1,0 +1,120 @@
+"""Warehouse tables, built from the module table (one per Zoho module) plus the sync log.
+
+Every table is keyed by ``tenant_id`` first: one school's rows are never read or written by a
+query that does not name its tenant.
+"""
+
+import sqlalchemy as sa
+
+from sync_pipelines.zoho.modules import MODULES, Kind, ModuleSpec
+
+metadata = sa.MetaData()
+
+_BIGINT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+def column_type(kind: Kind) -> sa.types.TypeEngine:
+    """The SQL type a canonical kind is stored as."""
+    match kind:
+        case "date":
+            return sa.Date()
+        case "datetime":
+            return sa.DateTime(timezone=True)
+        case "boolean":
+            return sa.Boolean()
+        case "integer":
+            return sa.BigInteger()
+        case "double" | "currency":
+            return sa.Float()
+        case "lookup":
+            return sa.String(32)
+        case "textarea":
+            return sa.Text()
+        case _:
+            return sa.String(255)
+
+
+def _module_table(spec: ModuleSpec) -> sa.Table:
+    lookup_indexes = [
+        sa.Index(f"ix_{spec.table}_{f.column}", "tenant_id", f.column) for f in spec.fields if f.kind == "lookup"
+    ]
+    return sa.Table(
+        spec.table,
+        metadata,
+        sa.Column("tenant_id", sa.String(64), primary_key=True),
+        sa.Column("zoho_id", sa.String(32), primary_key=True),
+        *(sa.Column(f.column, column_type(f.kind), comment=f"Zoho {spec.api_name}.{f.api_name}") for f in spec.fields),
+        sa.Column("zoho_modified_time", sa.DateTime(timezone=True), comment="Zoho Modified_Time, when the module has it"),
+        sa.Column("fingerprint", sa.String(64), nullable=False, comment="SHA-256 of the business fields (format sp1)"),
+        sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), comment="set when Zoho reports the record deleted"),
+        sa.Column("sync_run_id", sa.String(36), nullable=False, comment="the sync run that last wrote this row"),
+        *lookup_indexes,
+        comment=f"One row per {spec.label}, per tenant.",
+    )
+
+
+MODULE_TABLES: dict[str, sa.Table] = {spec.name: _module_table(spec) for spec in MODULES}
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("sync_run_id", sa.String(36), primary_key=True),
+    sa.Column("dagster_run_id", sa.String(64)),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("module", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False, comment="success or failed"),
+    sa.Column("mode", sa.String(16), nullable=False, comment="incremental or full"),
+    sa.Column("counts", sa.Text(), comment="JSON: records per status"),
+    sa.Column("api_calls", sa.Integer()),
+    sa.Column("api_credits", sa.Integer()),
+    sa.Column("watermark", sa.String(32), comment="Modified_Time watermark after the run"),
+    sa.Column("error", sa.Text()),
+    sa.Index("ix_sync_runs_tenant_module", "tenant_id", "module", "started_at"),
+    comment="One row per module sync of one tenant.",
+)
+
+sync_results = sa.Table(
+    "sync_results",
+    metadata,
+    sa.Column("id", _BIGINT_ID, primary_key=True, autoincrement=True),
+    sa.Column("sync_run_id", sa.String(36), nullable=False),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("module", sa.String(64), nullable=False),
+    sa.Column("zoho_id", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text()),
+    sa.Column("changes", sa.Text(), comment="JSON {field: [old, new]} for UPDATED records"),
+    sa.Index("ix_sync_results_record", "tenant_id", "module", "zoho_id"),
+    sa.Index("ix_sync_results_run", "sync_run_id"),
+    comment="What each sync run did with each record it saw, and why.",
+)
+
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("module", sa.String(64), primary_key=True),
+    sa.Column("modified_since", sa.String(32), comment="If-Modified-Since for the next incremental read"),
+    sa.Column("deleted_since", sa.String(32), comment="If-Modified-Since for the next /deleted read"),
+    sa.Column("max_id", sa.String(32), comment="highest record id seen (modules without Modified_Time)"),
+    sa.Column("last_full_at", sa.DateTime(timezone=True), comment="last full reconciliation"),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Incremental-read position per tenant and module.",
+)
+
+sync_pending = sa.Table(
+    "sync_pending",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("module", sa.String(64), primary_key=True),
+    sa.Column("zoho_id", sa.String(32), primary_key=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False, comment="JSON canonical record, re-applied when its lookup arrives"),
+    sa.Column("first_skipped_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    comment="SKIPPED records waiting for the record they point at.",
+)

@@ -1,0 +1,46 @@
+"""The Zoho CRM resource: a client per tenant, built from the tenants file and the environment."""
+
+import dagster as dg
+from pydantic import Field
+
+from sync_pipelines.tenants import Tenant, load_tenants
+from sync_pipelines.zoho.client import ZohoClient
+
+
+class ZohoCRMResource(dg.ConfigurableResource):
+    """Zoho CRM access for every tenant of the tenants file.
+
+    The tenants file names each school's data centre (or explicit URLs, for any Zoho-compatible
+    endpoint) and the environment variables that hold its OAuth client id, client secret and
+    refresh token. The secrets are read from the environment when a client is built, and never
+    logged.
+    """
+
+    tenants_file: str = Field(description="Path of the tenants YAML file.")
+    timeout_seconds: float = Field(default=60.0, description="Read timeout of one HTTP call.")
+    max_retries: int = Field(default=5, description="Retries on 429, 5xx and connection errors.")
+    backoff_base_seconds: float = Field(default=0.5, description="First backoff step; doubles, with jitter.")
+    backoff_max_seconds: float = Field(default=30.0, description="Longest single backoff.")
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        tenants = load_tenants(self.tenants_file)
+        if tenant_id not in tenants:
+            raise dg.Failure(f"tenant {tenant_id} is not in the tenants file {self.tenants_file}")
+        return tenants[tenant_id]
+
+    def client(self, tenant_id: str) -> ZohoClient:
+        """A client for one tenant, with its own token cache and call counters."""
+        tenant = self.tenant(tenant_id)
+        z = tenant.zoho
+        return ZohoClient(
+            tenant_id=tenant.id,
+            accounts_url=z.accounts_url,
+            api_domain=z.api_domain,
+            client_id=tenant.secret(z.client_id_env),
+            client_secret=tenant.secret(z.client_secret_env),
+            refresh_token=tenant.secret(z.refresh_token_env),
+            timeout=(5.0, self.timeout_seconds),
+            max_retries=self.max_retries,
+            backoff_base=self.backoff_base_seconds,
+            backoff_max=self.backoff_max_seconds,
+        )

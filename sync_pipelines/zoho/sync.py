@@ -1,0 +1,190 @@
+"""One module sync for one tenant: fetch → canonicalise and validate → diff → apply → report.
+
+No Dagster here: the asset calls :func:`sync_module`, and so can a script or a test.
+
+How changes are found
+---------------------
+* Modules with ``Modified_Time``: ``If-Modified-Since`` the watermark (the greatest
+  ``Modified_Time`` seen; the header is inclusive, so a record at the watermark is read again and
+  found UNCHANGED), and ``/deleted`` since the greatest ``deleted_time`` seen.
+* Modules without it (``Products``, ``BTEC_Enrollments``): Zoho record ids grow with creation
+  time, so new records are read newest-first (``sort_by=id``, descending) and the read stops at
+  the first id already seen, usually one page; deletions come from ``/deleted`` as above; edits to
+  existing records are found by a full reconciliation, run when the last one is older than
+  ``reconcile_after_hours`` (default 24: the nightly run) or on demand, and between
+  reconciliations by webhook events.
+* A full read (first run, reconciliation, ``full_refresh``) also marks DELETED every stored record
+  Zoho no longer returns, which catches deletions purged from the recycle bin.
+"""
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from sync_pipelines.diff import ID, DependencyCheck, DiffResult, Status, diff, field_changes
+from sync_pipelines.warehouse import Cursor, RunInfo, Warehouse
+from sync_pipelines.zoho.canonical import INVALID_REASON, MODIFIED, canonicalise, frame_from_records
+from sync_pipelines.zoho.client import ZohoClient
+from sync_pipelines.zoho.modules import ModuleSpec, module
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModuleSyncReport:
+    """What one module sync did: the diff, the API cost and the new position."""
+
+    tenant_id: str
+    spec: ModuleSpec
+    mode: str
+    result: DiffResult
+    fetched: int
+    deleted_seen: int
+    api_calls: int
+    api_credits: int
+    cursor: Cursor
+    sync_run_id: str
+    pending: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.result.counts()
+
+
+def _parse_zoho_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _id_key(zoho_id: str) -> int:
+    return int(zoho_id) if zoho_id and zoho_id.isdigit() else -1
+
+
+def _newer_than(records: Iterator[dict], max_id: str | None) -> Iterator[dict]:
+    """Records of an id-descending read until the first one already seen."""
+    floor = _id_key(max_id) if max_id else -1
+    for rec in records:
+        if _id_key(str(rec.get("id"))) <= floor:
+            return
+        yield rec
+
+
+def sync_module(
+    *,
+    tenant_id: str,
+    spec: ModuleSpec,
+    client: ZohoClient,
+    warehouse: Warehouse,
+    full_refresh: bool = False,
+    reconcile_after_hours: float = 24.0,
+    dagster_run_id: str | None = None,
+    now: datetime | None = None,
+) -> ModuleSyncReport:
+    """Sync one Zoho module of one tenant into the warehouse.
+
+    Raises:
+        ZohoError: Zoho failed (after retries). Nothing was applied; the failure is logged in
+            ``sync_runs`` and the next run starts from the same cursor.
+    """
+    now = now or datetime.now(UTC)
+    calls0, credits0 = client.stats.calls, client.stats.credits
+    cursor = warehouse.cursor(tenant_id, spec)
+    first = cursor.modified_since is None and cursor.max_id is None and cursor.last_full_at is None
+    stale = cursor.last_full_at is None or now - cursor.last_full_at > timedelta(hours=reconcile_after_hours)
+    full = full_refresh or first or (not spec.has_modified_time and stale)
+    run = RunInfo(tenant_id=tenant_id, module=spec.name, mode="full" if full else "incremental",
+                  dagster_run_id=dagster_run_id)  # fmt: skip
+
+    try:
+        raw, deleted_rows = _fetch(client, spec, cursor, full)
+    except Exception as exc:
+        run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
+        warehouse.record_failure(run, f"{type(exc).__name__}: {exc}")
+        raise
+
+    incoming = canonicalise(spec, frame_from_records(spec, raw))
+    fetched_ids = set(incoming[ID].dropna())
+    pending = warehouse.load_pending(tenant_id, spec)
+    if len(pending):
+        pending[INVALID_REASON] = None
+        incoming = pd.concat([pending, incoming], ignore_index=True)  # a fresh copy wins
+
+    state = warehouse.load_state(tenant_id, spec)
+    deleted_ids = {str(d["id"]) for d in deleted_rows if d.get("id")}
+    if full:
+        live = state.loc[~state["deleted"], ID]
+        deleted_ids |= set(live) - fetched_ids
+    deps = [
+        DependencyCheck(d.column, warehouse.known_ids(tenant_id, module(d.target)), d.reason)
+        for d in spec.dependencies
+    ]
+    result = diff(
+        incoming,
+        state,
+        fingerprint_columns=spec.fingerprint_columns,
+        dependencies=deps,
+        deleted_ids=deleted_ids,
+        natural_key=spec.natural_key,
+    )
+    updated = result.of(Status.UPDATED)
+    if len(updated):
+        old = warehouse.load_rows(tenant_id, spec, updated[ID].tolist())
+        result.changes = field_changes(updated.set_index(ID), old, spec.fingerprint_columns)
+
+    new_cursor = _advance(cursor, incoming, raw, deleted_rows, full, now)
+    run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
+    warehouse.apply(spec, result, run, new_cursor)
+    counts = result.counts()
+    logger.info("tenant %s %s (%s): %s", tenant_id, spec.name, run.mode, counts)
+    return ModuleSyncReport(
+        tenant_id=tenant_id,
+        spec=spec,
+        mode=run.mode,
+        result=result,
+        fetched=len(raw),
+        deleted_seen=len(deleted_rows),
+        api_calls=run.api_calls,
+        api_credits=run.api_credits,
+        cursor=new_cursor,
+        sync_run_id=run.sync_run_id,
+        pending=counts[Status.SKIPPED],
+    )
+
+
+def _fetch(client: ZohoClient, spec: ModuleSpec, cursor: Cursor, full: bool) -> tuple[list[dict], list[dict]]:
+    if spec.has_modified_time:
+        since = None if full else cursor.modified_since
+        records = list(client.iter_records(spec.api_name, spec.api_fields, modified_since=since))
+    elif full:
+        records = list(client.iter_records(spec.api_name, spec.api_fields, sort_by="id", sort_order="desc"))
+    else:
+        newest_first = client.iter_records(spec.api_name, spec.api_fields, sort_by="id", sort_order="desc")
+        records = list(_newer_than(newest_first, cursor.max_id))
+    deleted = list(client.iter_deleted(spec.api_name, since=cursor.deleted_since))
+    return records, deleted
+
+
+def _advance(
+    cursor: Cursor, incoming: pd.DataFrame, raw: list[dict], deleted: list[dict], full: bool, now: datetime
+) -> Cursor:
+    modified = cursor.modified_since
+    if MODIFIED in incoming and incoming[MODIFIED].notna().any():
+        newest = _parse_zoho_time(incoming[MODIFIED].dropna().max())
+        modified = max(filter(None, [modified, newest]))
+    deleted_since = cursor.deleted_since
+    times = [t for t in (_parse_zoho_time(d.get("deleted_time")) for d in deleted) if t]
+    if times:
+        deleted_since = max(filter(None, [deleted_since, *times]))
+    ids = [str(r.get("id")) for r in raw if r.get("id")]
+    max_id = max([*ids, *([cursor.max_id] if cursor.max_id else [])], key=_id_key, default=None)
+    return Cursor(
+        modified_since=modified,
+        deleted_since=deleted_since,
+        max_id=max_id,
+        last_full_at=now if full else cursor.last_full_at,
+    )

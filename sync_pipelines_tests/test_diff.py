@@ -1,0 +1,102 @@
+import hashlib
+
+import pandas as pd
+import pytest
+
+from sync_pipelines.diff import DependencyCheck, Status, diff, field_changes, fingerprint
+
+COLS = ["first_name", "last_name", "email"]
+
+
+def _incoming(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["zoho_id", *COLS, "invalid_reason"], dtype=object)
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def _state(incoming: pd.DataFrame, deleted: tuple[str, ...] = ()) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"zoho_id": incoming["zoho_id"], "fingerprint": fingerprint(incoming, COLS),
+         "deleted": incoming["zoho_id"].isin(deleted), "email": incoming["email"]}
+    )  # fmt: skip
+
+
+def test_fingerprint_matches_the_documented_format_recomputed_by_hand():
+    row = {"zoho_id": "1", "first_name": "Amal", "last_name": None, "email": "a@school.example"}
+    got = fingerprint(pd.DataFrame([row], dtype=object), COLS).iloc[0]
+    text = "sp1" + "\x1eemail\x1fa@school.example" + "\x1efirst_name\x1fAmal" + "\x1elast_name\x1f\x00"
+    assert got == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_fingerprint_does_not_depend_on_column_order_or_string_dtype():
+    frame = pd.DataFrame({"first_name": ["عمر", "Ayşe"], "last_name": ["Haddad", None], "email": ["x@y.z", "q@r.s"]})
+    as_object = fingerprint(frame.astype(object), COLS)
+    as_string = fingerprint(frame.astype("string")[["email", "last_name", "first_name"]], list(reversed(COLS)))
+    assert as_object.tolist() == as_string.tolist()
+    assert as_object.iloc[0] != as_object.iloc[1]
+
+
+def test_missing_and_empty_string_are_different_values():
+    frame = pd.DataFrame({"first_name": [None, ""], "last_name": ["a", "a"], "email": ["b", "b"]}, dtype=object)
+    fp = fingerprint(frame, COLS)
+    assert fp.iloc[0] != fp.iloc[1]
+
+
+def test_every_status_with_reasons_and_field_changes():
+    stored = _incoming([
+        {"zoho_id": "1", "first_name": "Amal", "last_name": "Haddad", "email": "amal@s.e"},
+        {"zoho_id": "2", "first_name": "Omar", "last_name": "Nasser", "email": "omar@s.e"},
+        {"zoho_id": "3", "first_name": "Lina", "last_name": "Saleh", "email": "lina@s.e"},
+    ])  # fmt: skip
+    incoming = _incoming([
+        {"zoho_id": "1", "first_name": "Amal", "last_name": "Haddad", "email": "amal@s.e"},
+        {"zoho_id": "2", "first_name": "Omar", "last_name": "Al-Nasser", "email": "omar@s.e"},
+        {"zoho_id": "4", "first_name": "Sara", "last_name": "Kaya", "email": "sara@s.e"},
+        {"zoho_id": "5", "first_name": None, "last_name": "X", "email": "x@s.e", "invalid_reason": "First_Name: required"},
+        {"zoho_id": "6", "first_name": "Yusuf", "last_name": "Demir", "email": "amal@s.e"},
+        {"zoho_id": "7", "first_name": "Ali", "last_name": "Veli", "email": "ali@s.e"},
+    ])  # fmt: skip
+    incoming["program_id"] = [None, None, "p1", None, None, "p404"]
+    deps = [DependencyCheck("program_id", pd.Index(["p1"]), "programme_not_synced_yet")]
+
+    result = diff(incoming, _state(stored), fingerprint_columns=COLS, dependencies=deps,
+                  deleted_ids=["3"], natural_key=["email"])  # fmt: skip
+    by_id = result.records.set_index("zoho_id")
+    assert by_id["status"].to_dict() == {
+        "1": "UNCHANGED", "2": "UPDATED", "4": "NEW", "5": "INVALID", "6": "INVALID", "7": "SKIPPED", "3": "DELETED",
+    }  # fmt: skip
+    assert by_id.loc["5", "reason"] == "First_Name: required"
+    assert by_id.loc["6", "reason"] == "duplicate email: already on 1"
+    assert by_id.loc["7", "reason"] == "programme_not_synced_yet"
+    assert result.counts() == {"NEW": 1, "UNCHANGED": 1, "UPDATED": 1, "INVALID": 2, "SKIPPED": 1, "DELETED": 1}
+
+    updated = result.of(Status.UPDATED).set_index("zoho_id")
+    changes = field_changes(updated, stored.set_index("zoho_id"), COLS)
+    assert changes.to_dict("records") == [{"zoho_id": "2", "field": "last_name", "old": "Nasser", "new": "Al-Nasser"}]
+
+
+def test_deletion_wins_over_a_fetched_copy_and_unknown_deletions_are_ignored():
+    stored = _incoming([{"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"}])
+    result = diff(stored, _state(stored), fingerprint_columns=COLS, deleted_ids=["1", "999"])
+    assert result.records[["zoho_id", "status"]].to_dict("records") == [{"zoho_id": "1", "status": "DELETED"}]
+
+
+def test_a_deleted_record_that_comes_back_is_new_and_two_new_duplicates_keep_the_older():
+    stored = _incoming([{"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"}])
+    incoming = _incoming([
+        {"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"},
+        {"zoho_id": "9", "first_name": "C", "last_name": "D", "email": "same@b.c"},
+        {"zoho_id": "8", "first_name": "E", "last_name": "F", "email": "same@b.c"},
+    ])  # fmt: skip
+    result = diff(incoming, _state(stored, deleted=("1",)), fingerprint_columns=COLS, natural_key=["email"])
+    by_id = result.records.set_index("zoho_id")
+    assert by_id.loc["1", "status"] == "NEW"
+    assert by_id.loc["8", "status"] == "NEW"
+    assert (by_id.loc["9", "status"], by_id.loc["9", "reason"]) == ("INVALID", "duplicate email: already on 8")
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000])
+def test_diff_of_identical_state_is_all_unchanged(n: int):
+    frame = _incoming([{"zoho_id": str(i), "first_name": f"n{i}", "last_name": "x", "email": f"{i}@s.e"} for i in range(n)])
+    result = diff(frame, _state(frame), fingerprint_columns=COLS, natural_key=["email"])
+    assert result.counts()["UNCHANGED"] == n
+    assert sum(result.counts().values()) == n
