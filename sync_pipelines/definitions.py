@@ -28,7 +28,11 @@ def _warehouse() -> WarehouseResource:
 
 
 def _tenants_file() -> str | dg.EnvVar:
-    return dg.EnvVar(TENANTS_FILE_ENV) if os.environ.get(TENANTS_FILE_ENV) else str(default_tenants_file().resolve())
+    return (
+        dg.EnvVar(TENANTS_FILE_ENV)
+        if os.environ.get(TENANTS_FILE_ENV)
+        else str(default_tenants_file().resolve())
+    )
 
 
 defs = dg.Definitions(

@@ -180,7 +180,12 @@ def field_changes(new: pd.DataFrame, old: pd.DataFrame, columns: Sequence[str]) 
         if changed.any():
             parts.append(
                 pd.DataFrame(
-                    {ID: new.index[changed], "field": col, "old": a[changed].to_numpy(), "new": b[changed].to_numpy()}
+                    {
+                        ID: new.index[changed],
+                        "field": col,
+                        "old": a[changed].to_numpy(),
+                        "new": b[changed].to_numpy(),
+                    }
                 )
             )
     if not parts:

@@ -163,7 +163,9 @@ def load_tenants(path: str | Path | None = None) -> dict[str, Tenant]:
     return parse_tenants(document, source=str(path))
 
 
-def partition_changes(wanted: set[str], existing: set[str]) -> list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]:
+def partition_changes(
+    wanted: set[str], existing: set[str]
+) -> list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]:
     """The requests that make the partitions equal the tenants of the file."""
     requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     if add := sorted(wanted - existing):

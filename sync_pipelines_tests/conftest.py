@@ -27,7 +27,7 @@ def _postgres_database() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def warehouse_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # noqa: ANN001
+def warehouse_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A fresh, empty warehouse URL: once on SQLite, once on PostgreSQL."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'warehouse.db'}"

@@ -28,15 +28,21 @@ def test_fingerprint_matches_the_documented_format_recomputed_by_hand():
 
 
 def test_fingerprint_does_not_depend_on_column_order_or_string_dtype():
-    frame = pd.DataFrame({"first_name": ["عمر", "Ayşe"], "last_name": ["Haddad", None], "email": ["x@y.z", "q@r.s"]})
+    frame = pd.DataFrame(
+        {"first_name": ["عمر", "Ayşe"], "last_name": ["Haddad", None], "email": ["x@y.z", "q@r.s"]}
+    )
     as_object = fingerprint(frame.astype(object), COLS)
-    as_string = fingerprint(frame.astype("string")[["email", "last_name", "first_name"]], list(reversed(COLS)))
+    as_string = fingerprint(
+        frame.astype("string")[["email", "last_name", "first_name"]], list(reversed(COLS))
+    )
     assert as_object.tolist() == as_string.tolist()
     assert as_object.iloc[0] != as_object.iloc[1]
 
 
 def test_missing_and_empty_string_are_different_values():
-    frame = pd.DataFrame({"first_name": [None, ""], "last_name": ["a", "a"], "email": ["b", "b"]}, dtype=object)
+    frame = pd.DataFrame(
+        {"first_name": [None, ""], "last_name": ["a", "a"], "email": ["b", "b"]}, dtype=object
+    )
     fp = fingerprint(frame, COLS)
     assert fp.iloc[0] != fp.iloc[1]
 
@@ -67,11 +73,20 @@ def test_every_status_with_reasons_and_field_changes():
     assert by_id.loc["5", "reason"] == "First_Name: required"
     assert by_id.loc["6", "reason"] == "duplicate email: already on 1"
     assert by_id.loc["7", "reason"] == "programme_not_synced_yet"
-    assert result.counts() == {"NEW": 1, "UNCHANGED": 1, "UPDATED": 1, "INVALID": 2, "SKIPPED": 1, "DELETED": 1}
+    assert result.counts() == {
+        "NEW": 1,
+        "UNCHANGED": 1,
+        "UPDATED": 1,
+        "INVALID": 2,
+        "SKIPPED": 1,
+        "DELETED": 1,
+    }
 
     updated = result.of(Status.UPDATED).set_index("zoho_id")
     changes = field_changes(updated, stored.set_index("zoho_id"), COLS)
-    assert changes.to_dict("records") == [{"zoho_id": "2", "field": "last_name", "old": "Nasser", "new": "Al-Nasser"}]
+    assert changes.to_dict("records") == [
+        {"zoho_id": "2", "field": "last_name", "old": "Nasser", "new": "Al-Nasser"}
+    ]
 
 
 def test_deletion_wins_over_a_fetched_copy_and_unknown_deletions_are_ignored():
@@ -91,12 +106,17 @@ def test_a_deleted_record_that_comes_back_is_new_and_two_new_duplicates_keep_the
     by_id = result.records.set_index("zoho_id")
     assert by_id.loc["1", "status"] == "NEW"
     assert by_id.loc["8", "status"] == "NEW"
-    assert (by_id.loc["9", "status"], by_id.loc["9", "reason"]) == ("INVALID", "duplicate email: already on 8")
+    assert (by_id.loc["9", "status"], by_id.loc["9", "reason"]) == (
+        "INVALID",
+        "duplicate email: already on 8",
+    )
 
 
 @pytest.mark.parametrize("n", [0, 1, 1000])
 def test_diff_of_identical_state_is_all_unchanged(n: int):
-    frame = _incoming([{"zoho_id": str(i), "first_name": f"n{i}", "last_name": "x", "email": f"{i}@s.e"} for i in range(n)])
+    frame = _incoming(
+        [{"zoho_id": str(i), "first_name": f"n{i}", "last_name": "x", "email": f"{i}@s.e"} for i in range(n)]
+    )
     result = diff(frame, _state(frame), fingerprint_columns=COLS, natural_key=["email"])
     assert result.counts()["UNCHANGED"] == n
     assert sum(result.counts().values()) == n

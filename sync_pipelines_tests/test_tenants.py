@@ -40,7 +40,13 @@ def test_tenant_ids_are_validated(bad_id: object):
         (_doc({"id": "a", "zoho": {"data_centre": "mars", **ZOHO}}), "unknown data_centre"),
         (_doc({"id": "a", "zoho": {"client_id_env": "X"}}), "give zoho.data_centre or zoho.accounts_url"),
         (_doc({"id": "a", "zoho": {"data_centre": "eu"}}), "'client_id_env' is required"),
-        (_doc({"id": "a", "zoho": {"data_centre": "eu", **ZOHO}}, {"id": "a", "zoho": {"data_centre": "eu", **ZOHO}}), "listed twice"),
+        (
+            _doc(
+                {"id": "a", "zoho": {"data_centre": "eu", **ZOHO}},
+                {"id": "a", "zoho": {"data_centre": "eu", **ZOHO}},
+            ),
+            "listed twice",
+        ),
         ({"schools": []}, "'tenants' list"),
     ],
 )
@@ -49,7 +55,9 @@ def test_bad_tenants_files_say_what_is_wrong(doc: dict, message: str):
         parse_tenants(doc)
 
 
-def test_a_missing_secret_names_the_variable_but_a_present_one_is_never_echoed(monkeypatch: pytest.MonkeyPatch):
+def test_a_missing_secret_names_the_variable_but_a_present_one_is_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+):
     tenant = parse_tenants(_doc({"id": "a", "zoho": {"data_centre": "eu", **ZOHO}}))["a"]
     monkeypatch.delenv("A_SECRET", raising=False)
     with pytest.raises(TenantConfigError, match="A_SECRET is not set"):
@@ -59,10 +67,12 @@ def test_a_missing_secret_names_the_variable_but_a_present_one_is_never_echoed(m
     assert "s3cr3t-value" not in repr(tenant)
 
 
-def test_sensor_keeps_partitions_in_step_with_the_file(tmp_path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001
+def test_sensor_keeps_partitions_in_step_with_the_file(tmp_path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "tenants.yaml"
     monkeypatch.setenv("SYNC_TENANTS_FILE", str(path))
-    path.write_text(yaml.safe_dump(_doc(*({"id": t, "zoho": {"data_centre": "eu", **ZOHO}} for t in ("a", "b")))))
+    path.write_text(
+        yaml.safe_dump(_doc(*({"id": t, "zoho": {"data_centre": "eu", **ZOHO}} for t in ("a", "b"))))
+    )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(tenant_partitions.name, ["b", "gone"])
         result = tenants_sensor(dg.build_sensor_context(instance=instance))

@@ -36,20 +36,38 @@ def column_type(kind: Kind) -> sa.types.TypeEngine:
 
 def _module_table(spec: ModuleSpec) -> sa.Table:
     lookup_indexes = [
-        sa.Index(f"ix_{spec.table}_{f.column}", "tenant_id", f.column) for f in spec.fields if f.kind == "lookup"
+        sa.Index(f"ix_{spec.table}_{f.column}", "tenant_id", f.column)
+        for f in spec.fields
+        if f.kind == "lookup"
     ]
     return sa.Table(
         spec.table,
         metadata,
         sa.Column("tenant_id", sa.String(64), primary_key=True),
         sa.Column("zoho_id", sa.String(32), primary_key=True),
-        *(sa.Column(f.column, column_type(f.kind), comment=f"Zoho {spec.api_name}.{f.api_name}") for f in spec.fields),
-        sa.Column("zoho_modified_time", sa.DateTime(timezone=True), comment="Zoho Modified_Time, when the module has it"),
-        sa.Column("fingerprint", sa.String(64), nullable=False, comment="SHA-256 of the business fields (format sp1)"),
+        *(
+            sa.Column(f.column, column_type(f.kind), comment=f"Zoho {spec.api_name}.{f.api_name}")
+            for f in spec.fields
+        ),
+        sa.Column(
+            "zoho_modified_time",
+            sa.DateTime(timezone=True),
+            comment="Zoho Modified_Time, when the module has it",
+        ),
+        sa.Column(
+            "fingerprint",
+            sa.String(64),
+            nullable=False,
+            comment="SHA-256 of the business fields (format sp1)",
+        ),
         sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("deleted_at", sa.DateTime(timezone=True), comment="set when Zoho reports the record deleted"),
-        sa.Column("sync_run_id", sa.String(36), nullable=False, comment="the sync run that last wrote this row"),
+        sa.Column(
+            "deleted_at", sa.DateTime(timezone=True), comment="set when Zoho reports the record deleted"
+        ),
+        sa.Column(
+            "sync_run_id", sa.String(36), nullable=False, comment="the sync run that last wrote this row"
+        ),
         *lookup_indexes,
         comment=f"One row per {spec.label}, per tenant.",
     )
@@ -113,7 +131,12 @@ sync_pending = sa.Table(
     sa.Column("module", sa.String(64), primary_key=True),
     sa.Column("zoho_id", sa.String(32), primary_key=True),
     sa.Column("reason", sa.Text(), nullable=False),
-    sa.Column("payload", sa.Text(), nullable=False, comment="JSON canonical record, re-applied when its lookup arrives"),
+    sa.Column(
+        "payload",
+        sa.Text(),
+        nullable=False,
+        comment="JSON canonical record, re-applied when its lookup arrives",
+    ),
     sa.Column("first_skipped_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
     comment="SKIPPED records waiting for the record they point at.",

@@ -106,11 +106,16 @@ def from_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
             case "datetime":
                 v = pd.to_datetime(s, utc=True, errors="coerce").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
             case "boolean":
-                v = s.map({True: "true", False: "false", 1: "true", 0: "false"})
+                v = s.map({True: "true", False: "false"})
             case "integer":
                 v = pd.to_numeric(s, errors="coerce").astype("Int64").astype(str)
             case "double" | "currency":
-                v = pd.to_numeric(s, errors="coerce").astype(float).astype(str).str.replace(r"\.0$", "", regex=True)
+                v = (
+                    pd.to_numeric(s, errors="coerce")
+                    .astype(float)
+                    .astype(str)
+                    .str.replace(r"\.0$", "", regex=True)
+                )
             case _:
                 v = s
         out[f.column] = v.astype(object).where(present, None)
@@ -189,10 +194,14 @@ class Warehouse:
         )
         with self.engine.connect() as conn:
             payloads = conn.execute(q).scalars().all()
-        return pd.DataFrame([json.loads(p) for p in payloads], columns=[ID, *spec.columns, MODIFIED], dtype=object)
+        return pd.DataFrame(
+            [json.loads(p) for p in payloads], columns=[ID, *spec.columns, MODIFIED], dtype=object
+        )
 
     def cursor(self, tenant_id: str, spec: ModuleSpec) -> Cursor:
-        q = sa.select(sync_cursors).where(sync_cursors.c.tenant_id == tenant_id, sync_cursors.c.module == spec.name)
+        q = sa.select(sync_cursors).where(
+            sync_cursors.c.tenant_id == tenant_id, sync_cursors.c.module == spec.name
+        )
         with self.engine.connect() as conn:
             row = conn.execute(q).mappings().first()
         if row is None:
@@ -267,14 +276,23 @@ class Warehouse:
         with self.engine.begin() as conn:
             conn.execute(
                 sync_runs.insert().values(
-                    sync_run_id=run.sync_run_id, dagster_run_id=run.dagster_run_id, tenant_id=run.tenant_id,
-                    module=run.module, started_at=run.started_at, finished_at=now, outcome="failed",
-                    mode=run.mode, counts=None, api_calls=run.api_calls, api_credits=run.api_credits,
-                    watermark=None, error=error[:4000],
-                )  # fmt: skip
+                    sync_run_id=run.sync_run_id,
+                    dagster_run_id=run.dagster_run_id,
+                    tenant_id=run.tenant_id,
+                    module=run.module,
+                    started_at=run.started_at,
+                    finished_at=now,
+                    outcome="failed",
+                    mode=run.mode,
+                    counts=None,
+                    api_calls=run.api_calls,
+                    api_credits=run.api_credits,
+                    watermark=None,
+                    error=error[:4000],
+                )
             )
 
-    def _insert(self, table: sa.Table):  # noqa: ANN202 - dialect-specific Insert
+    def _insert(self, table: sa.Table):
         return (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(table)
 
     def _upsert_rows(
@@ -298,7 +316,9 @@ class Warehouse:
         )
         conn.execute(stmt, rows)
 
-    def _upsert_pending(self, conn: sa.Connection, spec: ModuleSpec, tenant: str, skipped: pd.DataFrame, now: datetime) -> None:
+    def _upsert_pending(
+        self, conn: sa.Connection, spec: ModuleSpec, tenant: str, skipped: pd.DataFrame, now: datetime
+    ) -> None:
         cols = [ID, *spec.columns, *([MODIFIED] if MODIFIED in skipped else [])]
         payloads = skipped[cols].astype(object).where(skipped[cols].notna(), None).to_dict("records")
         rows = [
@@ -313,14 +333,31 @@ class Warehouse:
         )
         conn.execute(stmt, rows)
 
-    def _log(self, conn: sa.Connection, spec: ModuleSpec, result: DiffResult, run: RunInfo, cursor: Cursor, now: datetime) -> None:
+    def _log(
+        self,
+        conn: sa.Connection,
+        spec: ModuleSpec,
+        result: DiffResult,
+        run: RunInfo,
+        cursor: Cursor,
+        now: datetime,
+    ) -> None:
         conn.execute(
             sync_runs.insert().values(
-                sync_run_id=run.sync_run_id, dagster_run_id=run.dagster_run_id, tenant_id=run.tenant_id,
-                module=spec.name, started_at=run.started_at, finished_at=now, outcome="success", mode=run.mode,
-                counts=json.dumps(result.counts()), api_calls=run.api_calls, api_credits=run.api_credits,
-                watermark=_iso(cursor.modified_since), error=None,
-            )  # fmt: skip
+                sync_run_id=run.sync_run_id,
+                dagster_run_id=run.dagster_run_id,
+                tenant_id=run.tenant_id,
+                module=spec.name,
+                started_at=run.started_at,
+                finished_at=now,
+                outcome="success",
+                mode=run.mode,
+                counts=json.dumps(result.counts()),
+                api_calls=run.api_calls,
+                api_credits=run.api_credits,
+                watermark=_iso(cursor.modified_since),
+                error=None,
+            )
         )
         recs = result.records
         if recs.empty:
@@ -334,7 +371,9 @@ class Warehouse:
         ]  # fmt: skip
         conn.execute(sync_results.insert(), rows)
 
-    def _save_cursor(self, conn: sa.Connection, spec: ModuleSpec, tenant: str, cursor: Cursor, now: datetime) -> None:
+    def _save_cursor(
+        self, conn: sa.Connection, spec: ModuleSpec, tenant: str, cursor: Cursor, now: datetime
+    ) -> None:
         values = {
             "tenant_id": tenant,
             "module": spec.name,
@@ -352,7 +391,7 @@ class Warehouse:
         conn.execute(stmt)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers (the UI, reports) never block a sync
     cur.execute("PRAGMA busy_timeout=30000")  # tenants sync in parallel processes

@@ -46,12 +46,12 @@ def md_table(frame: pd.DataFrame, *, limit: int = MD_ROWS) -> str:
     return "\n".join(lines)
 
 
-def report_metadata(report: ModuleSyncReport, row_count: int) -> dict[str, dg.RawMetadataValue]:
+def report_metadata(report: ModuleSyncReport, row_count: int) -> dict[str, object]:
     """What the data team sees on a materialization."""
     counts = report.counts
     recs = report.result.records
     problems = recs.loc[recs["status"].isin([Status.INVALID, Status.SKIPPED]), [ID, "status", "reason"]]
-    meta: dict[str, dg.RawMetadataValue] = {
+    meta: dict[str, object] = {
         "dagster/row_count": row_count,
         **{status.lower(): n for status, n in counts.items()},
         "mode": report.mode,
@@ -71,7 +71,9 @@ def report_metadata(report: ModuleSyncReport, row_count: int) -> dict[str, dg.Ra
 def _column_schema(spec: ModuleSpec) -> dg.TableSchema:
     cols = [dg.TableColumn("tenant_id", "string"), dg.TableColumn("zoho_id", "string")]
     cols += [
-        dg.TableColumn(f.column, str(column_type(f.kind)).lower(), description=f"{spec.api_name}.{f.api_name}")
+        dg.TableColumn(
+            f.column, str(column_type(f.kind)).lower(), description=f"{spec.api_name}.{f.api_name}"
+        )
         for f in spec.fields
     ]
     cols += [dg.TableColumn(c, "string" if c == "fingerprint" else "timestamp") for c in

@@ -64,7 +64,7 @@ def canonicalise(spec: ModuleSpec, raw: pd.DataFrame) -> pd.DataFrame:
     reasons = pd.Series("", index=raw.index, dtype=object)
 
     for f in spec.fields:
-        value, bad = _canonical_column(f, raw[f.api_name] if f.api_name in raw else None, raw.index)
+        value, bad = _canonical_column(f, raw.get(f.api_name), raw.index)
         out[f.column] = value
         reasons = _add_reason(reasons, bad, f"{f.api_name}: invalid {f.kind}")
         if f.required:
@@ -78,7 +78,9 @@ def canonicalise(spec: ModuleSpec, raw: pd.DataFrame) -> pd.DataFrame:
     if spec.date_order:
         start, end = spec.date_order
         before = out[end].notna() & out[start].notna() & (out[end] < out[start])
-        reasons = _add_reason(reasons, before, f"{spec.field(end).api_name}: before {spec.field(start).api_name}")
+        reasons = _add_reason(
+            reasons, before, f"{spec.field(end).api_name}: before {spec.field(start).api_name}"
+        )
     reasons = _add_reason(reasons, out[ID].isna(), "id: missing")
 
     out[INVALID_REASON] = reasons.str.removesuffix("; ").replace("", None)
@@ -165,7 +167,9 @@ def _canonical_column(f: FieldSpec, s: pd.Series | None, index: pd.Index) -> tup
 
     if f.kind == "date":
         text = _as_text(s)
-        parsed = pd.to_datetime(text.where(text.str.match(_DATE).fillna(False).astype(bool)), errors="coerce", format="%Y-%m-%d")
+        parsed = pd.to_datetime(
+            text.where(text.str.match(_DATE).fillna(False).astype(bool)), errors="coerce", format="%Y-%m-%d"
+        )
         return text, text.notna() & parsed.isna()
 
     if f.kind == "datetime":

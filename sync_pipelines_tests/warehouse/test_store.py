@@ -22,7 +22,9 @@ def _classes(*overrides: dict) -> pd.DataFrame:
     return canonicalise(CLASSES, frame_from_records(CLASSES, rows))
 
 
-def _sync(store: Warehouse, incoming: pd.DataFrame, tenant: str = "school_a", deleted: tuple = ()) -> DiffResult:
+def _sync(
+    store: Warehouse, incoming: pd.DataFrame, tenant: str = "school_a", deleted: tuple = ()
+) -> DiffResult:
     state = store.load_state(tenant, CLASSES)
     result = diff(incoming, state, fingerprint_columns=CLASSES.fingerprint_columns, deleted_ids=deleted,
                   natural_key=CLASSES.natural_key)  # fmt: skip
@@ -30,7 +32,9 @@ def _sync(store: Warehouse, incoming: pd.DataFrame, tenant: str = "school_a", de
     if len(updated):
         old = store.load_rows(tenant, CLASSES, updated["zoho_id"].tolist())
         result.changes = field_changes(updated.set_index("zoho_id"), old, CLASSES.fingerprint_columns)
-    store.apply(CLASSES, result, RunInfo(tenant_id=tenant, module="classes"), Cursor(modified_since=T0, max_id="1002"))
+    store.apply(
+        CLASSES, result, RunInfo(tenant_id=tenant, module="classes"), Cursor(modified_since=T0, max_id="1002")
+    )
     return result
 
 
@@ -50,7 +54,10 @@ def test_new_then_unchanged_then_updated_then_deleted_round_trip(warehouse: Ware
     again = _sync(warehouse, _classes({}, {}, {"Class_Name": "Databases"}))
     assert again.counts()["UNCHANGED"] == 3
 
-    changed = _sync(warehouse, _classes({}, {"End_Date": "2027-02-01", "English_Teaching": False}, {"Class_Name": "Databases"}))
+    changed = _sync(
+        warehouse,
+        _classes({}, {"End_Date": "2027-02-01", "English_Teaching": False}, {"Class_Name": "Databases"}),
+    )
     assert changed.counts()["UPDATED"] == 1
     assert changed.changes[["field", "old", "new"]].to_dict("records") == [
         {"field": "end_date", "old": "2027-01-15", "new": "2027-02-01"},
@@ -79,14 +86,22 @@ def test_tenants_never_see_each_others_rows(warehouse: Warehouse):
 
 def test_a_failing_apply_leaves_nothing_behind(warehouse: Warehouse):
     _sync(warehouse, _classes({}))
-    before = (warehouse.read_table("school_a", CLASSES), warehouse.cursor("school_a", CLASSES), len(warehouse.runs("school_a")))
+    before = (
+        warehouse.read_table("school_a", CLASSES),
+        warehouse.cursor("school_a", CLASSES),
+        len(warehouse.runs("school_a")),
+    )
     result = diff(_classes({"Class_Name": "Renamed"}, {}), warehouse.load_state("school_a", CLASSES),
                   fingerprint_columns=CLASSES.fingerprint_columns)  # fmt: skip
     # a result row without an id fails the log insert, after the upsert already ran in the transaction
-    broken = pd.concat([result.records, pd.DataFrame([{"zoho_id": None, "status": "INVALID", "reason": "x"}])])
+    broken = pd.concat(
+        [result.records, pd.DataFrame([{"zoho_id": None, "status": "INVALID", "reason": "x"}])]
+    )
     later = Cursor(modified_since=datetime(2030, 1, 1, tzinfo=UTC))
     with pytest.raises(sa.exc.IntegrityError):
-        warehouse.apply(CLASSES, DiffResult(records=broken), RunInfo(tenant_id="school_a", module="classes"), later)
+        warehouse.apply(
+            CLASSES, DiffResult(records=broken), RunInfo(tenant_id="school_a", module="classes"), later
+        )
     assert warehouse.read_table("school_a", CLASSES).equals(before[0])
     assert warehouse.cursor("school_a", CLASSES) == before[1]
     assert len(warehouse.runs("school_a")) == before[2]

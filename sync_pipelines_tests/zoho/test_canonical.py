@@ -8,7 +8,7 @@ PAYMENTS = module("payments")
 CLASSES = module("classes")
 
 
-def _one(spec, **fields):  # noqa: ANN001, ANN202
+def _one(spec, **fields):
     base = {"id": "5843017000000000001"}
     if spec is STUDENTS:
         base |= {"First_Name": "Amal", "Last_Name": "Haddad", "Academic_Email": "amal@school.example"}
@@ -22,13 +22,25 @@ def _one(spec, **fields):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize(
     ("spec", "field", "raw", "column", "expected"),
     [
-        (STUDENTS, "Academic_Email", "  Amal.Haddad@School.EXAMPLE ", "academic_email", "amal.haddad@school.example"),
+        (
+            STUDENTS,
+            "Academic_Email",
+            "  Amal.Haddad@School.EXAMPLE ",
+            "academic_email",
+            "amal.haddad@school.example",
+        ),
         (STUDENTS, "Gender", "-None-", "gender", None),
         (STUDENTS, "First_Name", " \u0639\u0645\u0631\u0000 ", "first_name", "عمر"),
         (STUDENTS, "First_Name", "Cafe\u0301", "first_name", "Café"),  # NFC
         (STUDENTS, "City", "", "city", None),
         (STUDENTS, "Birth_Date", "2004-02-29", "birth_date", "2004-02-29"),
-        (STUDENTS, "Program", {"name": "Level 5 IT", "id": "5843017000000000777"}, "program_id", "5843017000000000777"),
+        (
+            STUDENTS,
+            "Program",
+            {"name": "Level 5 IT", "id": "5843017000000000777"},
+            "program_id",
+            "5843017000000000777",
+        ),
         (STUDENTS, "Program", None, "program_id", None),
         (STUDENTS, "Synced_to_Moodle", True, "synced_to_moodle", "true"),
         (STUDENTS, "Last_Sync_Date", "2026-11-01T10:00:00+03:00", "last_sync_date", "2026-11-01T07:00:00Z"),
@@ -37,7 +49,7 @@ def _one(spec, **fields):  # noqa: ANN001, ANN202
         (PAYMENTS, "Installment_No", 3, "instalment_no", "3"),
     ],
 )
-def test_canonical_values(spec, field, raw, column, expected):  # noqa: ANN001
+def test_canonical_values(spec, field, raw, column, expected):
     row = _one(spec, **{field: raw})
     assert row[column] == expected
     assert row["invalid_reason"] is None
@@ -59,7 +71,7 @@ def test_canonical_values(spec, field, raw, column, expected):  # noqa: ANN001
         (CLASSES, {"Start_Date": "2026-09-01", "End_Date": "2026-06-01"}, "End_Date: before Start_Date"),
     ],
 )
-def test_invalid_values_are_reported_with_their_reason(spec, fields, reason):  # noqa: ANN001
+def test_invalid_values_are_reported_with_their_reason(spec, fields, reason):
     row = _one(spec, **fields)
     assert reason in row["invalid_reason"]
 
@@ -75,6 +87,8 @@ def test_every_failing_rule_is_named_and_valid_rows_in_the_batch_are_untouched()
 
 
 def test_fields_outside_the_module_table_are_dropped():
-    frame = canonicalise(STUDENTS, frame_from_records(STUDENTS, [{"id": "1", "Academic_Password": "hunter2"}]))
+    frame = canonicalise(
+        STUDENTS, frame_from_records(STUDENTS, [{"id": "1", "Academic_Password": "hunter2"}])
+    )
     assert "Academic_Password" not in frame.columns
     assert "hunter2" not in frame.to_string()
