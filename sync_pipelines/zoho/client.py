@@ -1,0 +1,886 @@
+"""A Zoho CRM REST API v8 client, written to Zoho's documented behaviour.
+
+What it does, and the Zoho rule behind each choice:
+
+* **OAuth.** ``POST {accounts_url}/oauth/v2/token`` with the refresh token. The answer names the
+  ``api_domain`` to call (Zoho: "call the api_domain it returns"); it wins over the configured one.
+  The access token lives an hour (``expires_in``) and the token endpoint throttles refreshes (about
+  10 in 10 minutes, answered with HTTP 400 ``{"error": "Access Denied"}``), so the token is cached
+  until shortly before it expires and a throttled refresh is retried with backoff. Zoho answers a
+  refused refresh with **HTTP 200** and ``{"error": "invalid_code"}`` (refresh token wrong or
+  revoked) or ``{"error": "invalid_client"}`` (client id/secret wrong, or the wrong data centre),
+  so the body is checked, not the status. An API call answered 401 ``INVALID_TOKEN`` refreshes once
+  and retries once.
+* **Reading.** ``fields`` is required and takes at most 50 API names, so wider reads are split and
+  merged by ``id``. ``page`` reaches only the first 2,000 records; past that the read continues with
+  ``page_token`` (``info.next_page_token``), never both. HTTP 204 means no records; 304 means nothing
+  changed since ``If-Modified-Since``.
+* **Writing.** Upsert takes at most 100 records a call and answers one result per record, in order,
+  with HTTP 200 (all succeeded), 207 (mixed) or 400 (all failed).
+* **Failures.** 429 (Zoho sends no ``Retry-After``), 5xx and dropped connections are retried with
+  exponential backoff and full jitter (:mod:`sync_pipelines.http`); every other error is raised at
+  once as a :class:`ZohoError` carrying Zoho's ``code``, ``message`` and ``details``. Nothing is
+  swallowed: a failed read raises, it never returns an empty list.
+* **Accounting.** Every HTTP attempt is counted in :attr:`ZohoClient.stats`, with the API credits
+  Zoho charges for it (estimated from Zoho's published price list).
+
+Secrets (client secret, refresh token, access tokens) never appear in exceptions, logs or reprs.
+"""
+
+import logging
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from sync_pipelines.http import RETRIABLE_STATUSES, RetryingSession, RetryPolicy, TransportError
+
+logger = logging.getLogger(__name__)
+
+#: Zoho's cap on API names in one ``fields`` parameter.
+MAX_FIELDS_PER_REQUEST = 50
+#: Zoho's cap on ``per_page``.
+MAX_PER_PAGE = 200
+#: Records reachable with ``page``; beyond this Zoho requires ``page_token``.
+DISCRETE_PAGINATION_LIMIT = 2000
+#: Zoho's cap on records in one upsert call.
+MAX_UPSERT_BATCH = 100
+#: Upsert costs one credit per this many records (rounded up).
+RECORDS_PER_UPSERT_CREDIT = 10
+#: Never refresh the token later than this many seconds before it expires.
+TOKEN_REFRESH_MARGIN = 300.0
+#: ``type`` values the deleted-records endpoint accepts.
+DELETED_TYPES = frozenset({"all", "recycle", "permanent"})
+
+_MODIFIED_TIME = "Modified_Time"
+_COQL_LIMIT = re.compile(r"\blimit\s+(\d+)(?:\s*,\s*(\d+))?", re.IGNORECASE)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+class ZohoError(Exception):
+    """Zoho CRM refused or failed a request.
+
+    ``str()`` names the tenant, the HTTP status, Zoho's code and message, never a secret.
+
+    Attributes:
+        tenant_id: the tenant whose Zoho org was called.
+        status: HTTP status of the answer, or ``None`` when no answer came (connection failure).
+        code: Zoho's error code (``INVALID_MODULE``, ``invalid_client``...), or one of this client's
+            own (``CONNECTION_ERROR``, ``INVALID_RESPONSE``, ``MISSING_PAGE_TOKEN``...).
+        message: Zoho's message.
+        details: Zoho's ``details`` object (``{}`` if none).
+        endpoint: which kind of call failed (``list``, ``upsert``, ``token``...), if known.
+    """
+
+    def __init__(
+        self,
+        tenant_id: str,
+        status: int | None,
+        code: str,
+        message: str,
+        details: dict | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details if details is not None else {}
+        self.endpoint = endpoint
+        # All constructor arguments in args, so the error pickles (Dagster ships errors across
+        # processes) and rebuilds as the same subclass.
+        super().__init__(tenant_id, status, code, message, self.details, endpoint)
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.status}" if self.status is not None else "no HTTP answer"
+        where = f" ({self.endpoint})" if self.endpoint else ""
+        return f"Zoho CRM, tenant {self.tenant_id!r}{where}: {status} {self.code}: {self.message}"
+
+
+class ZohoAuthError(ZohoError):
+    """Zoho refused the credentials: ``invalid_client``, ``invalid_code``, ``OAUTH_SCOPE_MISMATCH``,
+    ``NO_PERMISSION``, or ``INVALID_TOKEN`` right after a refresh. Fatal: retrying cannot help."""
+
+
+class ZohoRateLimitError(ZohoError):
+    """Zoho kept throttling (HTTP 429, or the token endpoint's "Access Denied") after all retries."""
+
+
+# --- results and accounting -----------------------------------------------------------------------
+
+
+@dataclass
+class CallStats:
+    """What a client has cost: every HTTP attempt, and the API credits Zoho charges for them.
+
+    Attributes:
+        calls: HTTP attempts, retries and token requests included.
+        credits: estimated API credits consumed (Zoho's rolling 24-hour budget). Throttled (429),
+            unauthenticated (401) and failed (5xx) answers, and token requests, are not charged.
+        token_refreshes: access tokens obtained.
+        retries: attempts that repeated an earlier one (backoff retries and the re-call after a
+            refresh).
+        by_endpoint: attempts per kind of call: ``list``, ``deleted``, ``get``, ``upsert``,
+            ``coql``, ``token``.
+    """
+
+    calls: int = 0
+    credits: int = 0
+    token_refreshes: int = 0
+    retries: int = 0
+    by_endpoint: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def record_attempt(self, endpoint: str, *, retry: bool) -> None:
+        """Count one HTTP attempt against ``endpoint``."""
+        with self._lock:
+            self.calls += 1
+            self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
+            if retry:
+                self.retries += 1
+
+    def add_credits(self, credits: int) -> None:
+        """Count credits charged for one answered call."""
+        with self._lock:
+            self.credits += credits
+
+    def add_retry(self) -> None:
+        """Count a retry decided above the HTTP layer (the re-call after a token refresh)."""
+        with self._lock:
+            self.retries += 1
+
+    def add_token_refresh(self) -> None:
+        """Count one access token obtained."""
+        with self._lock:
+            self.token_refreshes += 1
+
+    def as_metadata(self) -> dict[str, int]:
+        """The counters as flat Dagster metadata, e.g. ``{"zoho_calls": 12, "zoho_calls.list": 9}``."""
+        with self._lock:
+            meta = {
+                "zoho_calls": self.calls,
+                "zoho_credits": self.credits,
+                "zoho_token_refreshes": self.token_refreshes,
+                "zoho_retries": self.retries,
+            }
+            for endpoint, count in sorted(self.by_endpoint.items()):
+                meta[f"zoho_calls.{endpoint}"] = count
+            return meta
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """Zoho's answer for one record of an upsert.
+
+    Attributes:
+        index: position of the record in the ``records`` passed to :meth:`ZohoClient.upsert`.
+        status: ``"success"`` or ``"error"``.
+        code: Zoho's code: ``SUCCESS``, ``INVALID_DATA``, ``DUPLICATE_DATA``, ``MANDATORY_NOT_FOUND``...
+        action: ``"insert"`` or ``"update"`` on success, else ``None``.
+        record_id: the Zoho id of the inserted or updated record on success, else ``None``.
+        message: Zoho's message.
+        details: Zoho's ``details`` (on error: ``api_name``, ``json_path``, ``expected_data_type``...).
+    """
+
+    index: int
+    status: str
+    code: str
+    action: str | None
+    record_id: str | None
+    message: str
+    details: dict
+
+    @property
+    def ok(self) -> bool:
+        """Whether Zoho accepted the record."""
+        return self.status == "success"
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _json(response: requests.Response) -> Any:
+    """The response body as JSON, or ``None`` if it is empty or not JSON."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _is_token_throttle(response: requests.Response) -> bool:
+    """Zoho's token endpoint throttle: ``{"error": "Access Denied", "error_description": ...}``."""
+    body = _json(response)
+    return isinstance(body, dict) and body.get("error") == "Access Denied"
+
+
+def _if_modified_since(value: datetime | None, argument: str) -> dict[str, str]:
+    """The ``If-Modified-Since`` header Zoho expects: ISO 8601 with the offset."""
+    if value is None:
+        return {}
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{argument} must be timezone-aware, got naive {value!r}")
+    # Seconds precision: truncating makes the (inclusive) filter wider, never narrower.
+    return {"If-Modified-Since": value.isoformat(timespec="seconds")}
+
+
+def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _coql_credits(query: str) -> int:
+    """Credits Zoho charges for a COQL call, from the query's LIMIT (200 when none is given)."""
+    matches = _COQL_LIMIT.findall(query)
+    limit = 200
+    if matches:
+        first, second = matches[-1]
+        limit = int(second or first)
+    if limit <= 200:
+        return 1
+    if limit <= 1000:
+        return 2
+    return 3
+
+
+def _charged(status: int) -> bool:
+    """Whether Zoho charges credits for an answer with this status (an estimate: throttled,
+    unauthenticated and failed calls are not charged)."""
+    return status < 500 and status not in (401, 429)
+
+
+def _segment(value: str) -> str:
+    """A module name or record id, quoted for use as one URL path segment."""
+    if not value:
+        raise ValueError("module names and record ids must not be empty")
+    return quote(value, safe="")
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+class ZohoClient:
+    """One tenant's Zoho CRM org, over REST API v8.
+
+    Args:
+        tenant_id: the tenant this org belongs to (named in every error).
+        accounts_url: the data centre's accounts server, e.g. ``https://accounts.zoho.eu``.
+        client_id: OAuth client id.
+        client_secret: OAuth client secret.
+        refresh_token: OAuth refresh token.
+        api_domain: API server to use when the token answer names none, e.g.
+            ``https://www.zohoapis.eu``. The token answer's ``api_domain`` wins.
+        api_version: the API version in URLs.
+        timeout: ``(connect, read)`` timeout in seconds for every request.
+        max_retries: retries of a retriable failure (429, 5xx, connection error, token throttle).
+        backoff_base: ceiling of the first backoff, in seconds; doubles every retry.
+        backoff_max: largest backoff, in seconds.
+        session: a ``requests.Session`` to use (one is created if omitted).
+        sleep: called with every backoff delay (tests pass a recorder).
+        clock: monotonic clock deciding when the cached token is stale (tests pass a fake).
+        rng: random source for the backoff jitter (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        accounts_url: str,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        api_domain: str | None = None,
+        api_version: str = "v8",
+        timeout: tuple[float, float] = (5.0, 60.0),
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not tenant_id:
+            raise ValueError("tenant_id is required")
+        if not accounts_url:
+            raise ValueError("accounts_url is required")
+        self.tenant_id = tenant_id
+        self.accounts_url = accounts_url.rstrip("/")
+        self.api_version = api_version
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._refresh_token = refresh_token
+        self._configured_api_domain = api_domain.rstrip("/") if api_domain else None
+        self._http = RetryingSession(
+            timeout=timeout,
+            policy=RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max),
+            session=session,
+            sleep=sleep,
+            rng=rng,
+        )
+        self._clock = clock
+        self._token_lock = threading.Lock()
+        self._access_token: str | None = None
+        self._token_stale_at = 0.0
+        self._token_api_domain: str | None = None
+        # Every secret this client has held, scrubbed from any text it puts in an error.
+        self._secrets: set[str] = {s for s in (client_secret, refresh_token) if s}
+        self.stats = CallStats()
+
+    def __repr__(self) -> str:
+        return (
+            f"ZohoClient(tenant_id={self.tenant_id!r}, accounts_url={self.accounts_url!r}, "
+            f"api_domain={self.api_domain!r}, api_version={self.api_version!r})"
+        )
+
+    def close(self) -> None:
+        """Close the HTTP session if the client created it."""
+        self._http.close()
+
+    def __enter__(self) -> "ZohoClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def api_domain(self) -> str | None:
+        """The API server in use: the token answer's, else the configured one."""
+        return self._token_api_domain or self._configured_api_domain
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def iter_records(
+        self,
+        module: str,
+        fields: Sequence[str],
+        *,
+        modified_since: datetime | None = None,
+        sort_by: str | None = None,
+        sort_order: str | None = None,
+        per_page: int = MAX_PER_PAGE,
+    ) -> Iterator[dict]:
+        """Every record of ``module`` (modified since ``modified_since``, if given).
+
+        Pages with ``page`` while ``page * per_page <= 2000``, then with ``page_token``, until
+        ``info.more_records`` is false. One page costs one credit.
+
+        More than 50 fields cannot go in one request. They are then read in chunks of at most 50,
+        each chunk a full paged read, and merged by ``id``. A record missing from any chunk is left
+        out of this read: it was created (or left the ``modified_since`` window) while the chunks
+        were being read, and the next read picks it up. When ``Modified_Time`` is among the fields
+        it is requested in every chunk, and a record whose ``Modified_Time`` differs between chunks
+        (edited mid-read, so its chunks would mix two versions) is left out likewise. For the next
+        read to pick these records up, its ``modified_since`` must not be later than the moment
+        this read started. A chunked read holds the module in memory until its last chunk is done.
+
+        Args:
+            module: module API name, e.g. ``BTEC_Students``.
+            fields: field API names to read (``id`` always comes back).
+            modified_since: only records modified at or after this time; must be timezone-aware.
+            sort_by: ``id``, ``Created_Time`` or ``Modified_Time``.
+            sort_order: ``asc`` or ``desc``.
+            per_page: records per page, 1 to 200.
+
+        Returns:
+            A lazy iterator over the records as Zoho returns them (lookups as ``{"name", "id"}``
+            dicts). Nothing is requested until it is iterated.
+
+        Raises:
+            ValueError: at call time, for no fields, a bad ``per_page`` or a naive
+                ``modified_since``.
+            ZohoError: while iterating, when Zoho refuses or fails a request.
+        """
+        # Arguments are checked here, eagerly; the generator below only runs when iterated.
+        names = list(dict.fromkeys(f for f in fields if f))
+        if not names:
+            raise ValueError("fields is required: Zoho returns nothing without it")
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise ValueError(f"per_page must be between 1 and {MAX_PER_PAGE}, got {per_page}")
+        headers = _if_modified_since(modified_since, "modified_since")
+        params: dict[str, Any] = {}
+        if sort_by:
+            params["sort_by"] = sort_by
+        if sort_order:
+            params["sort_order"] = sort_order
+        path = f"/{_segment(module)}"
+
+        def read(chunk: list[str]) -> Iterator[dict]:
+            return self._paged("list", path, {**params, "fields": ",".join(chunk)}, headers, per_page)
+
+        if len(names) <= MAX_FIELDS_PER_REQUEST:
+            return read(names)
+        return self._read_chunked(module, names, read)
+
+    def _read_chunked(
+        self, module: str, names: list[str], read: Callable[[list[str]], Iterator[dict]]
+    ) -> Iterator[dict]:
+        """Read ``names`` in chunks of at most 50 and merge the chunks by ``id``."""
+        check_modified = _MODIFIED_TIME in names
+        if check_modified:
+            others = [n for n in names if n != _MODIFIED_TIME]
+            chunks = [[*c, _MODIFIED_TIME] for c in _chunks(others, MAX_FIELDS_PER_REQUEST - 1)]
+        else:
+            chunks = _chunks(names, MAX_FIELDS_PER_REQUEST)
+
+        merged: dict[str, dict] = {}
+        for record in read(chunks[0]):
+            merged[str(record["id"])] = dict(record)
+        inconsistent: set[str] = set()
+        for chunk in chunks[1:]:
+            seen: set[str] = set()
+            for record in read(chunk):
+                record_id = str(record["id"])
+                target = merged.get(record_id)
+                if target is None:
+                    continue  # created after the first chunk was read: next read
+                seen.add(record_id)
+                if check_modified and record.get(_MODIFIED_TIME) != target.get(_MODIFIED_TIME):
+                    inconsistent.add(record_id)
+                target.update(record)
+            for record_id in merged.keys() - seen:
+                del merged[record_id]
+        for record_id in inconsistent:
+            merged.pop(record_id, None)
+        logger.debug(
+            "%s: merged %d chunks, %d records, %d changed mid-read",
+            module,
+            len(chunks),
+            len(merged),
+            len(inconsistent),
+        )
+        yield from merged.values()
+
+    def iter_deleted(
+        self, module: str, *, since: datetime | None = None, type: str = "all"
+    ) -> Iterator[dict]:
+        """The deleted records of ``module`` (deleted since ``since``, if given).
+
+        ``GET /crm/v8/{module}/deleted?type=…`` pages like :meth:`iter_records`. One page costs one
+        credit.
+
+        Args:
+            module: module API name.
+            since: only records deleted at or after this time; must be timezone-aware.
+            type: ``all``, ``recycle`` (still in the recycle bin) or ``permanent``.
+
+        Returns:
+            A lazy iterator over ``{"id", "display_name", "type", "deleted_time", "deleted_by"}``
+            dicts.
+
+        Raises:
+            ValueError: at call time, for an unknown ``type`` or a naive ``since``.
+            ZohoError: while iterating, when Zoho refuses or fails a request.
+        """
+        if type not in DELETED_TYPES:
+            raise ValueError(f"type must be one of {sorted(DELETED_TYPES)}, got {type!r}")
+        headers = _if_modified_since(since, "since")
+        return self._paged("deleted", f"/{_segment(module)}/deleted", {"type": type}, headers, MAX_PER_PAGE)
+
+    def get_record(self, module: str, record_id: str, fields: Sequence[str] | None = None) -> dict | None:
+        """Fetch one record, or ``None`` if Zoho has no such record (HTTP 204).
+
+        Args:
+            module: module API name.
+            record_id: the record's Zoho id.
+            fields: field API names to read; all fields if ``None``. More than 50 are read in
+                chunks (one credit each) and merged.
+
+        Raises:
+            ZohoError: Zoho refused or failed the request.
+        """
+        path = f"/{_segment(module)}/{_segment(str(record_id))}"
+        names = list(dict.fromkeys(f for f in fields if f)) if fields is not None else []
+        chunks: list[list[str] | None] = list(_chunks(names, MAX_FIELDS_PER_REQUEST)) if names else [None]
+        merged: dict | None = None
+        for chunk in chunks:
+            params = {"fields": ",".join(chunk)} if chunk else None
+            response = self._call("get", "GET", path, params=params, credits=1)
+            if response.status_code == 204:
+                return None
+            body = self._expect_json(response, "get", ok=(200,))
+            data = body.get("data")
+            if not isinstance(data, list) or not data:
+                return None
+            merged = {**(merged or {}), **data[0]}
+        return merged
+
+    def coql(self, query: str) -> list[dict]:
+        """Run one COQL query (one call; page with LIMIT/OFFSET yourself).
+
+        Credits follow the query's LIMIT: up to 200 records 1, up to 1,000 2, up to 2,000 3.
+
+        Args:
+            query: e.g. ``select id, Name from BTEC_Enrollments where ... limit 2000 offset 0``.
+
+        Returns:
+            The records (``[]`` when Zoho answers 204).
+
+        Raises:
+            ZohoError: Zoho refused or failed the query.
+        """
+        response = self._call(
+            "coql", "POST", "/coql", json={"select_query": query}, credits=_coql_credits(query)
+        )
+        if response.status_code == 204:
+            return []
+        body = self._expect_json(response, "coql", ok=(200,))
+        data = body.get("data")
+        return list(data) if isinstance(data, list) else []
+
+    def _paged(
+        self,
+        endpoint: str,
+        path: str,
+        params: dict[str, Any],
+        headers: dict[str, str],
+        per_page: int,
+    ) -> Iterator[dict]:
+        """Follow Zoho's pagination: ``page`` for the first 2,000 records, then ``page_token``."""
+        page = 1
+        page_token: str | None = None
+        while True:
+            query = {**params, "per_page": per_page}
+            if page_token is None:
+                query["page"] = page
+            else:
+                query["page_token"] = page_token  # never with ``page``: Zoho rejects both
+            response = self._call(endpoint, "GET", path, params=query, headers=headers, credits=1)
+            if response.status_code in (204, 304):
+                # 204: no records; 304: nothing modified since If-Modified-Since.
+                logger.debug("%s %s page %d: HTTP %d", endpoint, path, page, response.status_code)
+                return
+            body = self._expect_json(response, endpoint, ok=(200,))
+            data = body.get("data") or []
+            info = body.get("info") or {}
+            logger.debug("%s %s page %d: %d records", endpoint, path, page, len(data))
+            yield from data
+            if not info.get("more_records"):
+                return
+            page += 1
+            if page_token is None and page * per_page <= DISCRETE_PAGINATION_LIMIT:
+                continue
+            page_token = info.get("next_page_token")
+            if not page_token:
+                # Stopping here would silently truncate the read at 2,000 records.
+                raise self._error(
+                    response.status_code,
+                    "MISSING_PAGE_TOKEN",
+                    f"more_records is true after {(page - 1) * per_page} records but Zoho sent no "
+                    "next_page_token; the read cannot continue past the page limit",
+                    endpoint=endpoint,
+                )
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        module: str,
+        records: Sequence[dict],
+        *,
+        duplicate_check_fields: Sequence[str] = (),
+        trigger: Sequence[str] = (),
+    ) -> list[UpsertResult]:
+        """Insert or update ``records``, matching existing ones on ``duplicate_check_fields``.
+
+        Sent in batches of at most 100; a batch costs one credit per 10 records. Upsert is
+        idempotent (it matches on the duplicate-check fields), so a batch is retried like a read on
+        429, 5xx and dropped connections.
+
+        Args:
+            module: module API name.
+            records: records keyed by field API name.
+            duplicate_check_fields: fields Zoho matches existing records on. When empty the key is
+                left out and Zoho uses the module's system and unique fields.
+            trigger: workflows to run (``workflow``, ``approval``, ``blueprint``); empty (the
+                default) runs none, so the sync's own writes never fire the school's webhooks.
+
+        Returns:
+            One result per record, in the order of ``records``.
+
+        Raises:
+            ZohoError: a batch was refused as a whole (no per-record answers), or failed. Batches
+                before it are already written; upsert being idempotent, running the whole call
+                again is safe.
+        """
+        results: list[UpsertResult] = []
+        path = f"/{_segment(module)}/upsert"
+        for offset in range(0, len(records), MAX_UPSERT_BATCH):
+            batch = list(records[offset : offset + MAX_UPSERT_BATCH])
+            payload: dict[str, Any] = {"data": batch, "trigger": list(trigger)}
+            if duplicate_check_fields:
+                payload["duplicate_check_fields"] = list(duplicate_check_fields)
+            response = self._call(
+                "upsert",
+                "POST",
+                path,
+                json=payload,
+                credits=math.ceil(len(batch) / RECORDS_PER_UPSERT_CREDIT),
+            )
+            body = _json(response)
+            items = body.get("data") if isinstance(body, dict) else None
+            # 200, 207 and 400 all carry one answer per record; a 400 without them is a
+            # request-level refusal (bad module, bad JSON...) and is raised.
+            if response.status_code not in (200, 201, 207, 400) or not isinstance(items, list):
+                raise self._api_error(response, "upsert")
+            if len(items) != len(batch):
+                raise self._error(
+                    response.status_code,
+                    "INVALID_RESPONSE",
+                    f"upsert of {len(batch)} records answered {len(items)} results",
+                    endpoint="upsert",
+                )
+            results.extend(self._upsert_result(offset + i, item) for i, item in enumerate(items))
+            logger.debug(
+                "upsert %s: batch at %d, %d records, HTTP %d",
+                module,
+                offset,
+                len(batch),
+                response.status_code,
+            )
+        return results
+
+    @staticmethod
+    def _upsert_result(index: int, item: Any) -> UpsertResult:
+        if not isinstance(item, dict):
+            item = {}
+        details = item.get("details")
+        details = details if isinstance(details, dict) else {}
+        status = str(item.get("status") or "error")
+        record_id = details.get("id") if status == "success" else None
+        return UpsertResult(
+            index=index,
+            status=status,
+            code=str(item.get("code") or ""),
+            action=item.get("action"),
+            record_id=str(record_id) if record_id is not None else None,
+            message=str(item.get("message") or ""),
+            details=details,
+        )
+
+    # --- HTTP and OAuth ---------------------------------------------------------------------------
+
+    def _call(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        credits: int,
+    ) -> requests.Response:
+        """Send one API call with a valid token; on ``INVALID_TOKEN`` refresh once and retry once.
+
+        Returns the answer, whatever its status (the caller checks it), except that a second
+        ``INVALID_TOKEN`` and connection failures are raised.
+        """
+        for auth_attempt in range(2):
+            token = self._token()
+            url = f"{self._api_base()}{path}"
+            all_headers = {"Authorization": f"Zoho-oauthtoken {token}", **(headers or {})}
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers=all_headers,
+                    on_attempt=self._counter(endpoint),
+                )
+            except TransportError as exc:
+                raise self._error(None, "CONNECTION_ERROR", str(exc), endpoint=endpoint) from None
+            if _charged(response.status_code):
+                self.stats.add_credits(credits)
+            if response.status_code == 401 and self._code_of(response) == "INVALID_TOKEN":
+                if auth_attempt == 0:
+                    logger.debug("%s: INVALID_TOKEN, refreshing the token once", endpoint)
+                    self._invalidate(token)
+                    self.stats.add_retry()
+                    continue
+                raise self._api_error(response, endpoint)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _counter(self, endpoint: str) -> Callable[[int], None]:
+        def count(attempt: int) -> None:
+            self.stats.record_attempt(endpoint, retry=attempt > 0)
+
+        return count
+
+    def _api_base(self) -> str:
+        domain = self.api_domain
+        if not domain:
+            raise self._error(
+                None,
+                "NO_API_DOMAIN",
+                "the token answer named no api_domain and none is configured",
+                endpoint="token",
+            )
+        return f"{domain}/crm/{self.api_version}"
+
+    def _token(self) -> str:
+        """A valid access token: the cached one, or a fresh one if it is missing or nearly stale."""
+        with self._token_lock:
+            if self._access_token is not None and self._clock() < self._token_stale_at:
+                return self._access_token
+            return self._refresh_locked()
+
+    def _invalidate(self, token: str) -> None:
+        """Drop ``token`` if it is still the cached one (another thread may have refreshed it)."""
+        with self._token_lock:
+            if self._access_token == token:
+                self._access_token = None
+
+    def _refresh_locked(self) -> str:
+        """Obtain a new access token. The caller holds ``_token_lock``."""
+        started = self._clock()
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+            "refresh_token": self._refresh_token,
+        }
+        try:
+            response = self._http.request(
+                "POST",
+                f"{self.accounts_url}/oauth/v2/token",
+                data=form,
+                retry_if=_is_token_throttle,
+                on_attempt=self._counter("token"),
+            )
+        except TransportError as exc:
+            raise self._error(None, "CONNECTION_ERROR", str(exc), endpoint="token") from None
+        status = response.status_code
+        body = _json(response)
+        if not isinstance(body, dict):
+            code = "TOKEN_ENDPOINT_FAILED" if status in RETRIABLE_STATUSES else "INVALID_RESPONSE"
+            raise self._error(status, code, "the token endpoint answered without JSON", endpoint="token")
+        error = body.get("error")
+        token = body.get("access_token")
+        if error is None and status == 200 and not token:
+            raise self._error(
+                status, "INVALID_RESPONSE", "the token answer has no access_token", endpoint="token"
+            )
+        if error is not None or status != 200:
+            # Zoho answers refused credentials with HTTP 200 and an "error" key: look at the body.
+            code = str(error) if error is not None else f"HTTP_{status}"
+            message = str(body.get("error_description") or "the token endpoint refused the refresh")
+            if error == "Access Denied" or status == 429:
+                cls: type[ZohoError] = ZohoRateLimitError
+            elif status >= 500:
+                cls = ZohoError
+            else:
+                cls = ZohoAuthError
+            raise self._error(status, code, message, endpoint="token", cls=cls)
+
+        expires_in = float(body.get("expires_in_sec") or body.get("expires_in") or 3600)
+        margin = min(TOKEN_REFRESH_MARGIN, 0.1 * expires_in)
+        self._access_token = str(token)
+        self._secrets.add(self._access_token)
+        self._token_stale_at = started + expires_in - margin
+        api_domain = body.get("api_domain")
+        if api_domain:
+            self._token_api_domain = str(api_domain).rstrip("/")
+        self.stats.add_token_refresh()
+        logger.debug(
+            "tenant %s: new access token, valid %.0fs, refreshed %.0fs early",
+            self.tenant_id,
+            expires_in,
+            margin,
+        )
+        return self._access_token
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _code_of(response: requests.Response) -> str | None:
+        body = _json(response)
+        return body.get("code") if isinstance(body, dict) else None
+
+    def _expect_json(self, response: requests.Response, endpoint: str, *, ok: tuple[int, ...]) -> dict:
+        """The JSON object of a successful answer; any other answer is raised."""
+        if response.status_code not in ok:
+            raise self._api_error(response, endpoint)
+        body = _json(response)
+        if not isinstance(body, dict):
+            raise self._error(
+                response.status_code,
+                "INVALID_RESPONSE",
+                "Zoho answered without a JSON object",
+                endpoint=endpoint,
+            )
+        return body
+
+    def _api_error(self, response: requests.Response, endpoint: str) -> ZohoError:
+        """The typed error for a failed answer: Zoho's code, message and details."""
+        status = response.status_code
+        body = _json(response)
+        error: dict = {}
+        if isinstance(body, dict):
+            error = body
+            data = body.get("data")
+            if "code" not in body and isinstance(data, list) and data and isinstance(data[0], dict):
+                error = data[0]  # some errors come wrapped like per-record answers
+        code = str(error.get("code") or f"HTTP_{status}")
+        message = str(error.get("message") or response.reason or "unexpected answer")
+        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        if status == 429:
+            cls: type[ZohoError] = ZohoRateLimitError
+        elif status in (401, 403):
+            cls = ZohoAuthError
+        else:
+            cls = ZohoError
+        return self._error(status, code, message, details=details, endpoint=endpoint, cls=cls)
+
+    def _error(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        *,
+        details: dict | None = None,
+        endpoint: str | None = None,
+        cls: type[ZohoError] = ZohoError,
+    ) -> ZohoError:
+        """Build an error with every secret this client holds scrubbed from its text."""
+        return cls(
+            self.tenant_id,
+            status,
+            self._scrub(code),
+            self._scrub(message),
+            self._scrub(details or {}),
+            endpoint,
+        )
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        return value
+
+
+__all__ = [
+    "CallStats",
+    "UpsertResult",
+    "ZohoAuthError",
+    "ZohoClient",
+    "ZohoError",
+    "ZohoRateLimitError",
+]
