@@ -32,6 +32,10 @@ from sync_pipelines.zoho.modules import ModuleSpec, module
 
 logger = logging.getLogger(__name__)
 
+#: How far before a read's start the next incremental read begins (covers edits during the read
+#: and clock skew between this machine and Zoho).
+WATERMARK_OVERLAP = timedelta(minutes=5)
+
 
 @dataclass
 class ModuleSyncReport:
@@ -169,17 +173,28 @@ def _fetch(client: ZohoClient, spec: ModuleSpec, cursor: Cursor, full: bool) -> 
     return records, deleted
 
 
+def _watermark(previous: datetime | None, seen: datetime | None, started: datetime) -> datetime | None:
+    """The next ``If-Modified-Since``: the newest time seen, but never past the read's start.
+
+    A record edited while a read is under way can get a ``Modified_Time`` older than another
+    record read after it; capping at the start (less an overlap for clock skew) re-reads such
+    records next time instead of skipping them. Re-reads are cheap: they come back UNCHANGED.
+    """
+    if seen is None:
+        return previous
+    capped = min(seen, started - WATERMARK_OVERLAP)
+    return max(filter(None, [previous, capped]))
+
+
 def _advance(
     cursor: Cursor, incoming: pd.DataFrame, raw: list[dict], deleted: list[dict], full: bool, now: datetime
 ) -> Cursor:
-    modified = cursor.modified_since
+    newest = None
     if MODIFIED in incoming and incoming[MODIFIED].notna().any():
         newest = _parse_zoho_time(incoming[MODIFIED].dropna().max())
-        modified = max(filter(None, [modified, newest]))
-    deleted_since = cursor.deleted_since
+    modified = _watermark(cursor.modified_since, newest, now)
     times = [t for t in (_parse_zoho_time(d.get("deleted_time")) for d in deleted) if t]
-    if times:
-        deleted_since = max(filter(None, [deleted_since, *times]))
+    deleted_since = _watermark(cursor.deleted_since, max(times) if times else None, now)
     ids = [str(r.get("id")) for r in raw if r.get("id")]
     max_id = max([*ids, *([cursor.max_id] if cursor.max_id else [])], key=_id_key, default=None)
     return Cursor(
