@@ -7,6 +7,7 @@ This is a command-line program: its output is for the person who ran it.
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -30,7 +31,7 @@ COUNT_COLUMNS = ["NEW", "UNCHANGED", "UPDATED", "INVALID", "SKIPPED", "DELETED"]
 def _report(store: Warehouse, run_id: str) -> pd.DataFrame:
     runs = store.runs(TENANT)
     runs = runs[runs["dagster_run_id"] == run_id].set_index("module").reindex([m.name for m in MODULES])
-    counts = pd.DataFrame([pd.read_json(c, typ="series") for c in runs["counts"]], index=runs.index)
+    counts = pd.DataFrame([json.loads(c) for c in runs["counts"]], index=runs.index)
     table = counts.reindex(columns=COUNT_COLUMNS).fillna(0).astype(int)
     table.insert(0, "mode", runs["mode"])
     table["api_calls"] = runs["api_calls"].astype(int)
@@ -42,7 +43,10 @@ def _report(store: Warehouse, run_id: str) -> pd.DataFrame:
 
 def _run(instance: dg.DagsterInstance) -> str:
     job = defs.resolve_job_def("zoho_full_sync")
-    result = job.execute_in_process(instance=instance, partition_key=TENANT, raise_on_error=False)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the report below says it all
+    result = job.execute_in_process(
+        instance=instance, partition_key=TENANT, run_config=quiet, raise_on_error=False
+    )
     if not result.success:
         for event in result.all_events:
             if event.is_failure and event.step_failure_data:
@@ -94,7 +98,7 @@ def _print_examples(store: Warehouse, run_id: str) -> None:
             continue
         print(f"\n  {status} ({len(rows)}), first few:")
         for r in rows.head(4).itertuples():
-            detail = r.changes if status == "UPDATED" else (r.reason or "")
+            detail = r.changes if status == "UPDATED" else (r.reason if isinstance(r.reason, str) else "")
             print(f"    {r.module:<13} {r.zoho_id}  {detail}")
 
 

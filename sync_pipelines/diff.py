@@ -62,8 +62,8 @@ class DiffResult:
     """The outcome of one diff.
 
     Attributes:
-        records: one row per incoming record and per deletion: ``zoho_id``, ``status``,
-            ``reason``, ``fingerprint`` and the canonical columns (missing for DELETED rows).
+        records: one row per incoming record and per deletion: ``zoho_id``, ``sync_status``,
+            ``sync_reason``, ``fingerprint`` and the canonical columns (missing for DELETED rows).
         changes: UPDATED records' changed fields, long form: ``zoho_id``, ``field``, ``old``,
             ``new``. Filled by :func:`field_changes`.
     """
@@ -74,14 +74,14 @@ class DiffResult:
     )
 
     def ids(self, *statuses: Status) -> pd.Index:
-        mask = self.records["status"].isin([str(s) for s in statuses])
+        mask = self.records["sync_status"].isin([str(s) for s in statuses])
         return pd.Index(self.records.loc[mask, ID])
 
     def of(self, *statuses: Status) -> pd.DataFrame:
-        return self.records[self.records["status"].isin([str(s) for s in statuses])]
+        return self.records[self.records["sync_status"].isin([str(s) for s in statuses])]
 
     def counts(self) -> dict[str, int]:
-        got = self.records["status"].value_counts()
+        got = self.records["sync_status"].value_counts()
         return {str(s): int(got.get(str(s), 0)) for s in Status}
 
 
@@ -137,13 +137,13 @@ def diff(
         [Status.INVALID, Status.SKIPPED, Status.NEW, Status.UNCHANGED],
         default=Status.UPDATED,
     )
-    inc.insert(1, "status", pd.Series(status, index=inc.index).astype(str).astype(object))
-    inc.insert(2, "reason", reason.where(invalid, skip_reason))
+    inc.insert(1, "sync_status", pd.Series(status, index=inc.index).astype(str).astype(object))
+    inc.insert(2, "sync_reason", reason.where(invalid, skip_reason))
     inc = inc.drop(columns=[invalid_reason], errors="ignore")
 
     gone = pd.DataFrame({ID: deleted[deleted.isin(live[ID])]}, dtype=object)
-    gone["status"] = str(Status.DELETED)
-    gone["reason"] = None
+    gone["sync_status"] = str(Status.DELETED)
+    gone["sync_reason"] = None
     records = pd.concat([inc, gone], ignore_index=True) if len(gone) else inc
     return DiffResult(records=records)
 

@@ -67,12 +67,12 @@ def test_every_status_with_reasons_and_field_changes():
     result = diff(incoming, _state(stored), fingerprint_columns=COLS, dependencies=deps,
                   deleted_ids=["3"], natural_key=["email"])  # fmt: skip
     by_id = result.records.set_index("zoho_id")
-    assert by_id["status"].to_dict() == {
+    assert by_id["sync_status"].to_dict() == {
         "1": "UNCHANGED", "2": "UPDATED", "4": "NEW", "5": "INVALID", "6": "INVALID", "7": "SKIPPED", "3": "DELETED",
     }  # fmt: skip
-    assert by_id.loc["5", "reason"] == "First_Name: required"
-    assert by_id.loc["6", "reason"] == "duplicate email: already on 1"
-    assert by_id.loc["7", "reason"] == "programme_not_synced_yet"
+    assert by_id.loc["5", "sync_reason"] == "First_Name: required"
+    assert by_id.loc["6", "sync_reason"] == "duplicate email: already on 1"
+    assert by_id.loc["7", "sync_reason"] == "programme_not_synced_yet"
     assert result.counts() == {
         "NEW": 1,
         "UNCHANGED": 1,
@@ -92,7 +92,9 @@ def test_every_status_with_reasons_and_field_changes():
 def test_deletion_wins_over_a_fetched_copy_and_unknown_deletions_are_ignored():
     stored = _incoming([{"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"}])
     result = diff(stored, _state(stored), fingerprint_columns=COLS, deleted_ids=["1", "999"])
-    assert result.records[["zoho_id", "status"]].to_dict("records") == [{"zoho_id": "1", "status": "DELETED"}]
+    assert result.records[["zoho_id", "sync_status"]].to_dict("records") == [
+        {"zoho_id": "1", "sync_status": "DELETED"}
+    ]
 
 
 def test_a_deleted_record_that_comes_back_is_new_and_two_new_duplicates_keep_the_older():
@@ -104,9 +106,9 @@ def test_a_deleted_record_that_comes_back_is_new_and_two_new_duplicates_keep_the
     ])  # fmt: skip
     result = diff(incoming, _state(stored, deleted=("1",)), fingerprint_columns=COLS, natural_key=["email"])
     by_id = result.records.set_index("zoho_id")
-    assert by_id.loc["1", "status"] == "NEW"
-    assert by_id.loc["8", "status"] == "NEW"
-    assert (by_id.loc["9", "status"], by_id.loc["9", "reason"]) == (
+    assert by_id.loc["1", "sync_status"] == "NEW"
+    assert by_id.loc["8", "sync_status"] == "NEW"
+    assert (by_id.loc["9", "sync_status"], by_id.loc["9", "sync_reason"]) == (
         "INVALID",
         "duplicate email: already on 8",
     )

@@ -57,6 +57,11 @@ def _iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat() if ts else None
 
 
+def _aware(ts: datetime | None) -> datetime | None:
+    """SQLite hands back naive date-times; everything this store writes is UTC."""
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
 def _parse(ts: str | None) -> datetime | None:
     return datetime.fromisoformat(ts) if ts else None
 
@@ -210,7 +215,7 @@ class Warehouse:
             modified_since=_parse(row["modified_since"]),
             deleted_since=_parse(row["deleted_since"]),
             max_id=row["max_id"],
-            last_full_at=row["last_full_at"],
+            last_full_at=_aware(row["last_full_at"]),
         )
 
     def runs(self, tenant_id: str, module: str | None = None) -> pd.DataFrame:
@@ -242,10 +247,10 @@ class Warehouse:
         tenant = run.tenant_id
         records = result.records
         t = MODULE_TABLES[spec.name]
-        write = records[records["status"].isin([Status.NEW, Status.UPDATED])]
-        deleted = records.loc[records["status"] == Status.DELETED, ID].tolist()
-        skipped = records[records["status"] == Status.SKIPPED]
-        resolved = records.loc[records["status"] != Status.SKIPPED, ID].tolist()
+        write = records[records["sync_status"].isin([Status.NEW, Status.UPDATED])]
+        deleted = records.loc[records["sync_status"] == Status.DELETED, ID].tolist()
+        skipped = records[records["sync_status"] == Status.SKIPPED]
+        resolved = records.loc[records["sync_status"] != Status.SKIPPED, ID].tolist()
 
         with self.engine.begin() as conn:
             if len(write):
@@ -324,7 +329,7 @@ class Warehouse:
         rows = [
             {"tenant_id": tenant, "module": spec.name, "zoho_id": p[ID], "reason": reason,
              "payload": json.dumps(p, ensure_ascii=False), "first_skipped_at": now, "last_seen_at": now}
-            for p, reason in zip(payloads, skipped["reason"], strict=True)
+            for p, reason in zip(payloads, skipped["sync_reason"], strict=True)
         ]  # fmt: skip
         stmt = self._insert(sync_pending)
         stmt = stmt.on_conflict_do_update(
@@ -367,7 +372,7 @@ class Warehouse:
             {"sync_run_id": run.sync_run_id, "tenant_id": run.tenant_id, "module": spec.name, "zoho_id": zid,
              "status": status, "reason": reason if isinstance(reason, str) else None,
              "changes": json.dumps(changed[zid], ensure_ascii=False) if zid in changed else None}
-            for zid, status, reason in recs[[ID, "status", "reason"]].itertuples(index=False)
+            for zid, status, reason in recs[[ID, "sync_status", "sync_reason"]].itertuples(index=False)
         ]  # fmt: skip
         conn.execute(sync_results.insert(), rows)
 

@@ -4,9 +4,10 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines.diff import ID, Status
-from sync_pipelines.tenants import tenant_partitions
+from sync_pipelines.tenants import TenantConfigError, tenant_partitions
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.warehouse.schema import column_type
+from sync_pipelines.zoho.client import ZohoError
 from sync_pipelines.zoho.modules import MODULES, ModuleSpec, module
 from sync_pipelines.zoho.resource import ZohoCRMResource
 from sync_pipelines.zoho.sync import ModuleSyncReport, sync_module
@@ -50,7 +51,10 @@ def report_metadata(report: ModuleSyncReport, row_count: int) -> dict[str, objec
     """What the data team sees on a materialization."""
     counts = report.counts
     recs = report.result.records
-    problems = recs.loc[recs["status"].isin([Status.INVALID, Status.SKIPPED]), [ID, "status", "reason"]]
+    problems = recs.loc[
+        recs["sync_status"].isin([Status.INVALID, Status.SKIPPED]), [ID, "sync_status", "sync_reason"]
+    ]
+    problems = problems.rename(columns={"sync_status": "status", "sync_reason": "reason"})
     meta: dict[str, object] = {
         "dagster/row_count": row_count,
         **{status.lower(): n for status, n in counts.items()},
@@ -113,17 +117,20 @@ def build_zoho_asset(spec: ModuleSpec) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         tenant_id = context.partition_key
-        client = zoho.client(tenant_id)
         store = warehouse.get()
-        report = sync_module(
-            tenant_id=tenant_id,
-            spec=spec,
-            client=client,
-            warehouse=store,
-            full_refresh=config.full_refresh,
-            reconcile_after_hours=config.reconcile_after_hours,
-            dagster_run_id=context.run_id,
-        )
+        try:
+            report = sync_module(
+                tenant_id=tenant_id,
+                spec=spec,
+                client=zoho.client(tenant_id),
+                warehouse=store,
+                full_refresh=config.full_refresh,
+                reconcile_after_hours=config.reconcile_after_hours,
+                dagster_run_id=context.run.run_id,
+            )
+        except (ZohoError, TenantConfigError) as exc:
+            # The message already names the tenant and Zoho's code, and never a secret.
+            raise dg.Failure(description=str(exc), metadata={"error_type": type(exc).__name__}) from exc
         context.log.info(f"{spec.name} for {tenant_id}: {report.counts} in {report.api_calls} API calls")
         return dg.MaterializeResult(metadata=report_metadata(report, store.count(tenant_id, spec)))
 

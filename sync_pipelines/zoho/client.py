@@ -27,6 +27,7 @@ What it does, and the Zoho rule behind each choice:
 Secrets (client secret, refresh token, access tokens) never appear in exceptions, logs or reprs.
 """
 
+import hashlib
 import logging
 import math
 import random
@@ -269,6 +270,39 @@ def _segment(value: str) -> str:
 # --- the client -----------------------------------------------------------------------------------
 
 
+@dataclass
+class _TokenSlot:
+    """One access token and what is known about it; shared by clients of the same credentials."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    access_token: str | None = None
+    stale_at: float = 0.0
+    api_domain: str | None = None
+
+
+class TokenCache:
+    """Access tokens shared by every client of the same credentials that uses this cache.
+
+    Zoho throttles the token endpoint (about ten refreshes in ten minutes per client). A sync
+    run builds one client per module, so without sharing, one run of the nine modules would
+    refresh nine times and be throttled. Keys hold the secrets only as a SHA-256 digest.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[tuple[str, str, str], _TokenSlot] = {}
+
+    def slot(self, accounts_url: str, client_id: str, client_secret: str, refresh_token: str) -> _TokenSlot:
+        """The slot of one set of credentials (changed credentials never reuse a token)."""
+        digest = hashlib.sha256(f"{client_secret}\x00{refresh_token}".encode()).hexdigest()
+        key = (accounts_url, client_id, digest)
+        with self._lock:
+            return self._slots.setdefault(key, _TokenSlot())
+
+    def __repr__(self) -> str:
+        return f"TokenCache({len(self._slots)} credential sets)"
+
+
 class ZohoClient:
     """One tenant's Zoho CRM org, over REST API v8.
 
@@ -289,6 +323,8 @@ class ZohoClient:
         sleep: called with every backoff delay (tests pass a recorder).
         clock: monotonic clock deciding when the cached token is stale (tests pass a fake).
         rng: random source for the backoff jitter (tests pass a seeded one).
+        token_cache: where access tokens are kept; clients given the same cache and the same
+            credentials share one token. Without one, the client keeps its own.
     """
 
     def __init__(
@@ -309,6 +345,7 @@ class ZohoClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        token_cache: "TokenCache | None" = None,
     ) -> None:
         if not tenant_id:
             raise ValueError("tenant_id is required")
@@ -329,10 +366,9 @@ class ZohoClient:
             rng=rng,
         )
         self._clock = clock
-        self._token_lock = threading.Lock()
-        self._access_token: str | None = None
-        self._token_stale_at = 0.0
-        self._token_api_domain: str | None = None
+        self._slot = (token_cache or TokenCache()).slot(
+            self.accounts_url, client_id, client_secret, refresh_token
+        )
         # Every secret this client has held, scrubbed from any text it puts in an error.
         self._secrets: set[str] = {s for s in (client_secret, refresh_token) if s}
         self.stats = CallStats()
@@ -356,7 +392,7 @@ class ZohoClient:
     @property
     def api_domain(self) -> str | None:
         """The API server in use: the token answer's, else the configured one."""
-        return self._token_api_domain or self._configured_api_domain
+        return self._slot.api_domain or self._configured_api_domain
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -732,16 +768,17 @@ class ZohoClient:
 
     def _token(self) -> str:
         """A valid access token: the cached one, or a fresh one if it is missing or nearly stale."""
-        with self._token_lock:
-            if self._access_token is not None and self._clock() < self._token_stale_at:
-                return self._access_token
+        with self._slot.lock:
+            if self._slot.access_token is not None and self._clock() < self._slot.stale_at:
+                self._secrets.add(self._slot.access_token)
+                return self._slot.access_token
             return self._refresh_locked()
 
     def _invalidate(self, token: str) -> None:
         """Drop ``token`` if it is still the cached one (another thread may have refreshed it)."""
-        with self._token_lock:
-            if self._access_token == token:
-                self._access_token = None
+        with self._slot.lock:
+            if self._slot.access_token == token:
+                self._slot.access_token = None
 
     def _refresh_locked(self) -> str:
         """Obtain a new access token. The caller holds ``_token_lock``."""
@@ -787,12 +824,12 @@ class ZohoClient:
 
         expires_in = float(body.get("expires_in_sec") or body.get("expires_in") or 3600)
         margin = min(TOKEN_REFRESH_MARGIN, 0.1 * expires_in)
-        self._access_token = str(token)
-        self._secrets.add(self._access_token)
-        self._token_stale_at = started + expires_in - margin
+        self._slot.access_token = str(token)
+        self._secrets.add(self._slot.access_token)
+        self._slot.stale_at = started + expires_in - margin
         api_domain = body.get("api_domain")
         if api_domain:
-            self._token_api_domain = str(api_domain).rstrip("/")
+            self._slot.api_domain = str(api_domain).rstrip("/")
         self.stats.add_token_refresh()
         logger.debug(
             "tenant %s: new access token, valid %.0fs, refreshed %.0fs early",
@@ -800,7 +837,7 @@ class ZohoClient:
             expires_in,
             margin,
         )
-        return self._access_token
+        return self._slot.access_token
 
     # --- errors -----------------------------------------------------------------------------------
 

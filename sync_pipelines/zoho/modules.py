@@ -412,6 +412,12 @@ MODULES: tuple[ModuleSpec, ...] = (
     GRADES,
 )
 
+#: Columns the pipeline adds beside a module's own; no field may take one of these names.
+RESERVED_COLUMNS = frozenset({
+    "tenant_id", "zoho_id", "zoho_modified_time", "fingerprint", "first_seen_at", "updated_at", "deleted_at",
+    "sync_run_id", "sync_status", "sync_reason", "invalid_reason",
+})  # fmt: skip
+
 MODULES_BY_API_NAME: dict[str, ModuleSpec] = {m.api_name: m for m in MODULES}
 MODULES_BY_NAME: dict[str, ModuleSpec] = {m.name: m for m in MODULES}
 
@@ -428,6 +434,7 @@ __all__ = [
     "MODULES",
     "MODULES_BY_API_NAME",
     "MODULES_BY_NAME",
+    "RESERVED_COLUMNS",
     "Dependency",
     "FieldSpec",
     "Kind",

@@ -4,7 +4,11 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipelines.tenants import Tenant, load_tenants
-from sync_pipelines.zoho.client import ZohoClient
+from sync_pipelines.zoho.client import TokenCache, ZohoClient
+
+#: One token cache per process: every asset of a run (and every run of a long-lived process)
+#: reuses the tenant's access token until it nears expiry.
+_TOKENS = TokenCache()
 
 
 class ZohoCRMResource(dg.ConfigurableResource):
@@ -43,4 +47,5 @@ class ZohoCRMResource(dg.ConfigurableResource):
             max_retries=self.max_retries,
             backoff_base=self.backoff_base_seconds,
             backoff_max=self.backoff_max_seconds,
+            token_cache=_TOKENS,
         )

@@ -95,7 +95,7 @@ def test_a_failing_apply_leaves_nothing_behind(warehouse: Warehouse):
                   fingerprint_columns=CLASSES.fingerprint_columns)  # fmt: skip
     # a result row without an id fails the log insert, after the upsert already ran in the transaction
     broken = pd.concat(
-        [result.records, pd.DataFrame([{"zoho_id": None, "status": "INVALID", "reason": "x"}])]
+        [result.records, pd.DataFrame([{"zoho_id": None, "sync_status": "INVALID", "sync_reason": "x"}])]
     )
     later = Cursor(modified_since=datetime(2030, 1, 1, tzinfo=UTC))
     with pytest.raises(sa.exc.IntegrityError):

@@ -1,6 +1,6 @@
 import pytest
 
-from sync_pipelines.zoho.modules import MODULES, ModuleSpec, metadata_for, module
+from sync_pipelines.zoho.modules import MODULES, RESERVED_COLUMNS, ModuleSpec, metadata_for, module
 
 NINE = {"BTEC_Students", "BTEC_Teachers", "Products", "BTEC", "BTEC_Classes", "BTEC_Enrollments",
         "BTEC_Registrations", "BTEC_Payments", "BTEC_Grades"}  # fmt: skip
@@ -27,6 +27,7 @@ def test_module_table_matches_the_orgs_field_metadata(spec: ModuleSpec):
     for col in spec.natural_key:
         spec.field(col)
     assert len(set(spec.columns)) == len(spec.columns)
+    assert not set(spec.columns) & RESERVED_COLUMNS, "a field would collide with a column the pipeline adds"
 
 
 def test_modules_without_modified_time_are_the_documented_two():

@@ -1,0 +1,1525 @@
+"""A local, faithful simulator of the Zoho CRM REST API (v8) and of the Zoho accounts token endpoint.
+
+One stdlib ``ThreadingHTTPServer`` on loopback answers both ``POST /oauth/v2/token`` and the CRM API
+under ``/crm/v2`` … ``/crm/v8``. It is built from the org's field metadata (``zoho_fields.json``,
+read through :mod:`sync_pipelines.zoho.modules`), never from per-module code: every module of the
+org answers the same way, and the quirks of the real service are kept on purpose:
+
+* ``fields`` is required and capped at 50 API names; ``page`` reaches only the first 2,000 records,
+  ``page_token`` (opaque, expiring, bound to the query it came from) reaches 100,000;
+* no records is HTTP 204 with an empty body, nothing modified since ``If-Modified-Since`` is 304;
+* modules without ``Modified_Time`` (``Products``, ``BTEC_Enrollments``) cannot be read
+  incrementally;
+* access tokens expire, the token endpoint throttles refreshes, API credits run out over a rolling
+  24 hours and concurrent calls are capped, all answered with 429 and no ``Retry-After`` header;
+* writes are validated per record against the field metadata (picklists, data types, mandatory
+  fields, lookups) with Zoho's per-record result bodies and 200/207/400 statuses.
+
+Error bodies follow Zoho's ``{"code","message","status":"error","details":{…}}`` shape; codes, messages
+and details were checked against Zoho's OpenAPI spec (``zoho/crm-oas`` v8.0 examples).
+"""
+
+import copy
+import json
+import logging
+import math
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+logger = logging.getLogger(__name__)
+
+#: The simulated org's time zone: Zoho answers every date-time in the org's (user's) offset.
+ORG_TZ = timezone(timedelta(hours=3))
+#: First 13 digits of record ids; ids are this prefix plus a 6-digit counter (19 digits in all).
+DEFAULT_ID_PREFIX = "5843017000000"
+#: The demo connected app: client id, client secret, refresh token.
+DEFAULT_CLIENT_ID = "sandbox-client"
+DEFAULT_CLIENT_SECRET = "sandbox-secret"
+DEFAULT_REFRESH_TOKEN = "sandbox-refresh"
+
+MAX_FIELDS = 50
+MAX_PER_PAGE = 200
+DISCRETE_PAGINATION_LIMIT = 2_000
+PAGE_TOKEN_LIMIT = 100_000
+MAX_WRITE_RECORDS = 100
+MAX_COQL_LIMIT = 2_000
+DEFAULT_COQL_LIMIT = 200
+CREDIT_WINDOW = timedelta(hours=24)
+REFRESH_WINDOW = timedelta(seconds=60)
+
+_ID_COUNTER_START = 100_000  # the first generated id ends in 100001; lower suffixes stay free
+_SIM_USER = {"name": "Sandbox Admin", "id": DEFAULT_ID_PREFIX + "000001"}
+_SYSTEM_FIELDS = frozenset(
+    {"Created_Time", "Modified_Time", "Created_By", "Modified_By", "Last_Activity_Time"}
+)
+_READ_ONLY_TYPES = frozenset({"autonumber", "formula"})
+_TEXT_LIMITS = {"text": 255, "textarea": 32_000, "phone": 50, "website": 255, "email": 100}
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_API_PATH_RE = re.compile(r"^/crm/v[2-8]/(?P<rest>.*)$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RECORD_ID_RE = re.compile(r"^\d{1,19}$")
+
+
+def format_time(moment: datetime) -> str:
+    """Format a date-time as Zoho does: seconds precision, in the org's offset.
+
+    Args:
+        moment: an aware date-time.
+
+    Returns:
+        For example ``2026-11-01T10:00:00+03:00``.
+    """
+    return moment.astimezone(ORG_TZ).replace(microsecond=0).isoformat()
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a Zoho date-time (ISO 8601 with an offset) into an aware ``datetime``.
+
+    Raises:
+        ValueError: the text is not an ISO 8601 date-time with an offset.
+    """
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"date-time without an offset: {text!r}")
+    return moment
+
+
+def make_record_id(prefix: str, number: int) -> str:
+    """A Zoho-style record id: ``prefix`` followed by ``number`` on 6 digits."""
+    return f"{prefix}{number:06d}"
+
+
+@cache
+def _org_metadata() -> dict[str, tuple[dict, ...]]:
+    """Every module of the org's ``zoho_fields.json``, with its field list in metadata order."""
+    text = resources.files("sync_pipelines.zoho").joinpath("zoho_fields.json").read_text("utf-8")
+    return {module: tuple(fields) for module, fields in json.loads(text)["modules"].items()}
+
+
+@cache
+def _fields_of(module: str) -> dict[str, dict]:
+    return {f["api_name"]: f for f in _org_metadata()[module]}
+
+
+def org_modules() -> tuple[str, ...]:
+    """API names of every module in the simulated org (the nine synced ones and any others)."""
+    return tuple(_org_metadata())
+
+
+@dataclass(frozen=True)
+class RequestLog:
+    """One request the simulator answered.
+
+    Attributes:
+        method: HTTP method.
+        path: URL path, without the query string.
+        query: query parameters (last value wins).
+        headers: request headers of interest (``If-Modified-Since`` when sent).
+        status: HTTP status answered.
+        credits: API credits charged for the call.
+        time: the simulator clock when the request was answered.
+        body: the parsed JSON body of API writes (never logged for the token endpoint).
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    status: int
+    credits: int
+    time: datetime
+    body: Any = None
+
+
+@dataclass
+class _Response:
+    status: int
+    body: dict | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    credits: int = 0
+
+
+class _ApiError(Exception):
+    """A request-level error, answered with Zoho's error body."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details if details is not None else {}
+
+    def response(self) -> _Response:
+        return _Response(
+            self.status,
+            {"code": self.code, "message": self.message, "status": "error", "details": self.details},
+        )
+
+
+@dataclass(frozen=True)
+class _PageToken:
+    signature: tuple
+    cursor: tuple | None  # sort key of the last record before the page; None = from the start
+    offset: int  # records served before the page (gives the page number and the 100,000 cap)
+    expires: datetime
+
+
+@dataclass
+class _Failure:
+    remaining: int
+    status: int
+    code: str
+    path_contains: str
+
+
+def _record_error(code: str, message: str, details: dict) -> dict:
+    return {"code": code, "details": details, "message": message, "status": "error"}
+
+
+class ZohoSimulator:
+    """An in-process Zoho CRM: accounts endpoint and CRM API v8 on one loopback HTTP server.
+
+    Example:
+        >>> with ZohoSimulator(data={"BTEC_Teachers": [...]}) as sim:  # doctest: +SKIP
+        ...     requests.post(f"{sim.accounts_url}/oauth/v2/token", data={...})
+
+    Args:
+        data: module API name → records in API shape (lookups as ``{"name","id"}``). Records keep
+            their ``id`` when they have one; ``None`` is an empty org.
+        clients: client id → (client secret, refresh token) accepted by the token endpoint.
+        token_ttl: lifetime of access tokens, in seconds (``expires_in``).
+        refresh_limit_per_minute: refreshes allowed per client within 60 s; ``None`` = unlimited.
+        daily_credit_limit: API credits per rolling 24 hours; ``None`` = unlimited.
+        max_concurrency: API calls allowed in flight at once; ``None`` = unlimited.
+        clock: returns the current aware date-time; defaults to the wall clock in the org's offset.
+            Token expiry, throttling windows, credits and Modified_Time all follow it.
+        id_prefix: first 13 digits of the ids this org assigns (another tenant may use another).
+        page_token_ttl: lifetime of ``page_token`` values, in seconds.
+        response_delay: seconds every API call takes while counted in flight (to provoke the
+            concurrency limit in tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        data: dict[str, list[dict]] | None = None,
+        clients: dict[str, tuple[str, str]] | None = None,
+        token_ttl: int = 3600,
+        refresh_limit_per_minute: int | None = 5,
+        daily_credit_limit: int | None = None,
+        max_concurrency: int | None = 10,
+        clock: Callable[[], datetime] | None = None,
+        id_prefix: str = DEFAULT_ID_PREFIX,
+        page_token_ttl: int = 86_400,
+        response_delay: float = 0.0,
+    ) -> None:
+        if len(id_prefix) != 13 or not id_prefix.isdigit():
+            raise ValueError("id_prefix must be 13 digits (ids are 19 digits)")
+        self.clients = dict(clients or {DEFAULT_CLIENT_ID: (DEFAULT_CLIENT_SECRET, DEFAULT_REFRESH_TOKEN)})
+        self.token_ttl = token_ttl
+        self.refresh_limit_per_minute = refresh_limit_per_minute
+        self.daily_credit_limit = daily_credit_limit
+        self.max_concurrency = max_concurrency
+        self.page_token_ttl = page_token_ttl
+        self.response_delay = response_delay
+        self.id_prefix = id_prefix
+        self._clock = clock or (lambda: datetime.now(ORG_TZ))
+        self._lock = threading.RLock()
+        self._records: dict[str, dict[str, dict]] = {m: {} for m in org_modules()}
+        self._deleted: dict[str, list[dict]] = {m: [] for m in org_modules()}
+        self._max_id = int(make_record_id(id_prefix, _ID_COUNTER_START))
+        self._autonumbers: dict[tuple[str, str], tuple[str, int, int]] = {}
+        self._tokens: dict[str, tuple[str, datetime]] = {}
+        self._refreshes: dict[str, deque[datetime]] = {}
+        self._credits: deque[tuple[datetime, int]] = deque()
+        self._page_tokens: dict[str, _PageToken] = {}
+        self._failures: list[_Failure] = []
+        self._in_flight = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.requests: list[RequestLog] = []
+        for module, records in (data or {}).items():
+            self._check_module(module)
+            for rec in records:
+                self.insert(module, rec)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start serving in a daemon thread.
+
+        Args:
+            host: interface to bind.
+            port: TCP port; 0 picks a free one.
+
+        Returns:
+            The base URL, e.g. ``http://127.0.0.1:8770``.
+        """
+        if self._server is not None:
+            raise RuntimeError("the simulator is already running")
+        self._server = _Server((host, port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="zoho-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        logger.info("Zoho simulator listening on %s", self.base_url)
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; a stopped simulator may be started again."""
+        server, thread = self._server, self._thread
+        self._server, self._thread = None, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> "ZohoSimulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running server."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not running: call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def accounts_url(self) -> str:
+        """Where the token endpoint lives (``{accounts_url}/oauth/v2/token``): the base URL."""
+        return self.base_url
+
+    @property
+    def api_domain(self) -> str:
+        """What the token endpoint answers as ``api_domain``: the base URL."""
+        return self.base_url
+
+    # --- state, for tests and the demo --------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The simulator's clock."""
+        return self._clock()
+
+    def insert(self, module: str, record: dict) -> str:
+        """Add a record as-is (no validation: dirty data is welcome).
+
+        Assigns ``id`` when missing, ``Created_Time``/``Modified_Time`` where the module has them
+        and they are missing, and autonumber fields left empty. Lookups given as a bare id or as
+        ``{"id"}`` are stored as ``{"name","id"}``.
+
+        Returns:
+            The record id.
+        """
+        self._check_module(module)
+        rec = copy.deepcopy(record)
+        meta = _fields_of(module)
+        with self._lock:
+            for name in ("Created_Time", "Modified_Time"):
+                if name not in meta:
+                    rec.pop(name, None)
+            if rec.get("id"):
+                rec["id"] = str(rec["id"])
+                if rec["id"].isdigit():
+                    self._max_id = max(self._max_id, int(rec["id"]))
+            else:
+                rec["id"] = self._new_id()
+            stamp = format_time(self.now())
+            if "Created_Time" in meta and not rec.get("Created_Time"):
+                rec["Created_Time"] = rec.get("Modified_Time") or stamp
+            if "Modified_Time" in meta and not rec.get("Modified_Time"):
+                rec["Modified_Time"] = rec.get("Created_Time") or stamp
+            self._fill_autonumbers(module, rec)
+            self._normalize_lookups(module, rec)
+            self._records[module][rec["id"]] = rec
+            return rec["id"]
+
+    def update(self, module: str, record_id: str, **fields: Any) -> None:
+        """Change fields of a record as-is and bump its ``Modified_Time`` (unless given).
+
+        Raises:
+            KeyError: no such record.
+        """
+        self._check_module(module)
+        with self._lock:
+            rec = self._records[module].get(str(record_id))
+            if rec is None:
+                raise KeyError(f"{module} has no record {record_id}")
+            rec.update(copy.deepcopy(fields))
+            if "Modified_Time" in _fields_of(module) and "Modified_Time" not in fields:
+                rec["Modified_Time"] = format_time(self.now())
+            self._normalize_lookups(module, rec)
+
+    def delete(self, module: str, record_id: str, *, permanent: bool = False) -> None:
+        """Delete a record: it moves to the recycle bin (or is gone for good with ``permanent``).
+
+        Either way it is listed by ``GET /{module}/deleted``.
+
+        Raises:
+            KeyError: no such record.
+        """
+        self._check_module(module)
+        with self._lock:
+            rec = self._records[module].pop(str(record_id), None)
+            if rec is None:
+                raise KeyError(f"{module} has no record {record_id}")
+            self._deleted[module].append(self._deleted_entry(module, rec, permanent=permanent))
+
+    def record(self, module: str, record_id: str) -> dict | None:
+        """A copy of one live record, or ``None``."""
+        self._check_module(module)
+        with self._lock:
+            rec = self._records[module].get(str(record_id))
+            return copy.deepcopy(rec) if rec is not None else None
+
+    def records(self, module: str) -> list[dict]:
+        """Copies of the live records of ``module``, in id (creation) order."""
+        self._check_module(module)
+        with self._lock:
+            return [copy.deepcopy(r) for r in self._sorted_by_id(module)]
+
+    def deleted(self, module: str) -> list[dict]:
+        """Copies of the deleted-record entries of ``module``, oldest first."""
+        self._check_module(module)
+        with self._lock:
+            return copy.deepcopy(self._deleted[module])
+
+    def expire_tokens(self) -> None:
+        """Make every access token issued so far invalid (the next API call answers 401)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def fail_next(
+        self, count: int, *, status: int = 500, code: str = "INTERNAL_ERROR", path_contains: str = ""
+    ) -> None:
+        """Answer the next ``count`` matching calls with an error instead of serving them.
+
+        Replaces any injected failure still pending, so ``fail_next(0)`` cancels it.
+
+        Args:
+            count: how many calls fail.
+            status: HTTP status of the injected error.
+            code: Zoho error code of the injected error.
+            path_contains: only paths containing this fail. Empty matches every API call under
+                ``/crm/``; a non-empty value matches any path, so ``"/oauth/"`` makes the token
+                endpoint fail.
+        """
+        with self._lock:
+            self._failures = [_Failure(count, status, code, path_contains)] if count > 0 else []
+
+    def reset_log(self) -> None:
+        """Forget the request log."""
+        with self._lock:
+            self.requests.clear()
+
+    def credits_used(self) -> int:
+        """API credits charged within the rolling 24-hour window."""
+        with self._lock:
+            return self._credit_usage(self.now())
+
+    # --- internals: records -------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_module(module: str) -> None:
+        if module not in _org_metadata():
+            raise KeyError(f"the simulated org has no module {module!r}")
+
+    def _new_id(self) -> str:
+        self._max_id += 1
+        return str(self._max_id)
+
+    def _sorted_by_id(self, module: str) -> list[dict]:
+        return sorted(self._records[module].values(), key=lambda r: int(r["id"]))
+
+    @staticmethod
+    def _display_name(rec: dict) -> str | None:
+        for name in ("Name", "Product_Name"):
+            if rec.get(name):
+                return str(rec[name])
+        return None
+
+    def _normalize_lookups(self, module: str, rec: dict) -> None:
+        for api_name, meta in _fields_of(module).items():
+            value = rec.get(api_name)
+            if meta["data_type"] != "lookup" or value is None:
+                continue
+            if isinstance(value, str | int):
+                value = {"id": str(value)}
+            if isinstance(value, dict) and "name" not in value and value.get("id"):
+                target = self._records.get(meta.get("lookup_module", ""), {}).get(str(value["id"]))
+                rec[api_name] = {
+                    "name": self._display_name(target) if target else None,
+                    "id": str(value["id"]),
+                }
+
+    def _fill_autonumbers(self, module: str, rec: dict) -> None:
+        """Give empty autonumber fields the next number, following the format already in use."""
+        for api_name, meta in _fields_of(module).items():
+            if meta["data_type"] != "autonumber":
+                continue
+            prefix, width, highest = self._autonumbers.get((module, api_name), ("", 0, 0))
+            if not rec.get(api_name):
+                rec[api_name] = f"{prefix}{highest + 1:0{width}d}"
+            match = re.match(r"^(.*?)(\d+)$", str(rec[api_name]))
+            if match and int(match.group(2)) > highest:
+                self._autonumbers[(module, api_name)] = (
+                    match.group(1),
+                    len(match.group(2)),
+                    int(match.group(2)),
+                )
+
+    def _deleted_entry(self, module: str, rec: dict, *, permanent: bool) -> dict:
+        return {
+            "id": rec["id"],
+            "display_name": None if permanent else self._display_name(rec),
+            "type": "permanent" if permanent else "recycle",
+            "deleted_time": format_time(self.now()),
+            "deleted_by": None if permanent else dict(_SIM_USER),
+            "created_by": None if permanent else dict(_SIM_USER),
+        }
+
+    # --- internals: HTTP entry point -----------------------------------------------------------------
+
+    def _handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> _Response:
+        parts = urlsplit(raw_path)
+        path = parts.path.rstrip("/") or "/"
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        logged_headers = {}
+        if headers.get("If-Modified-Since"):
+            logged_headers["If-Modified-Since"] = headers["If-Modified-Since"]
+        parsed_body: Any = None
+        try:
+            failure = self._take_failure(path)
+            if failure is not None:
+                response = failure
+            elif path == "/oauth/v2/token":
+                response = self._token_endpoint(method, query, body)
+            elif path.startswith("/crm/"):
+                parsed_body = _json_or_none(body)
+                response = self._api_call(method, path, query, headers, body)
+            else:
+                response = _ApiError(
+                    404, "INVALID_URL_PATTERN", "Please check if the URL trying to access is a correct one"
+                ).response()
+        except Exception:  # a simulator bug must still answer like the service does
+            logger.exception("Zoho simulator failed on %s %s", method, raw_path)
+            response = _ApiError(500, "INTERNAL_ERROR", "Internal Server Error").response()
+        with self._lock:
+            self.requests.append(
+                RequestLog(
+                    method=method,
+                    path=path,
+                    query=query,
+                    headers=logged_headers,
+                    status=response.status,
+                    credits=response.credits,
+                    time=self.now(),
+                    body=parsed_body,
+                )
+            )
+        logger.info("%s %s -> %s (%s credits)", method, raw_path, response.status, response.credits)
+        return response
+
+    def _take_failure(self, path: str) -> _Response | None:
+        with self._lock:
+            for failure in self._failures:
+                # An empty path_contains means "any API call", never the token endpoint.
+                matches = failure.path_contains in path if failure.path_contains else path.startswith("/crm/")
+                if failure.remaining > 0 and matches:
+                    failure.remaining -= 1
+                    self._failures = [f for f in self._failures if f.remaining > 0]
+                    return _ApiError(
+                        failure.status, failure.code, "injected failure (simulator fail_next)"
+                    ).response()
+        return None
+
+    # --- internals: the accounts endpoint ------------------------------------------------------------
+
+    def _token_endpoint(self, method: str, query: dict[str, str], body: bytes) -> _Response:
+        if method != "POST":
+            return _ApiError(
+                404, "INVALID_URL_PATTERN", "Please check if the URL trying to access is a correct one"
+            ).response()
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        params = {**query, **form}  # Zoho accepts the parameters in the query string as well
+        if params.get("grant_type") != "refresh_token":
+            return _Response(200, {"error": "unsupported_grant_type"})
+        client_id = params.get("client_id", "")
+        known = self.clients.get(client_id)
+        if known is None or known[0] != params.get("client_secret"):
+            return _Response(200, {"error": "invalid_client"})
+        if known[1] != params.get("refresh_token"):
+            return _Response(200, {"error": "invalid_code"})
+        with self._lock:
+            now = self.now()
+            window = self._refreshes.setdefault(client_id, deque())
+            while window and now - window[0] >= REFRESH_WINDOW:
+                window.popleft()
+            if self.refresh_limit_per_minute is not None and len(window) >= self.refresh_limit_per_minute:
+                return _Response(
+                    400,
+                    {
+                        "error": "Access Denied",
+                        "error_description": (
+                            "You have made too many requests continuously. Please try again after some time."
+                        ),
+                        "status": "failure",
+                    },
+                )
+            window.append(now)
+            token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+            self._tokens[token] = (client_id, now + timedelta(seconds=self.token_ttl))
+        return _Response(
+            200,
+            {
+                "access_token": token,
+                "expires_in": self.token_ttl,
+                "api_domain": self.api_domain,
+                "token_type": "Bearer",
+            },
+        )
+
+    # --- internals: the CRM API ----------------------------------------------------------------------
+
+    def _api_call(
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
+    ) -> _Response:
+        with self._lock:
+            if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
+                return _ApiError(
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    "You have exceeded the concurrency limit of the API",
+                    {"limit": self.max_concurrency},
+                ).response()
+            self._in_flight += 1
+        try:
+            if self.response_delay:
+                time.sleep(self.response_delay)
+            try:
+                self._authenticate(headers.get("Authorization"))
+                response = self._route(method, path, query, headers, body)
+            except _ApiError as error:
+                response = error.response()
+            self._add_credit_header(response)
+            return response
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _authenticate(self, authorization: str | None) -> None:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme != "Zoho-oauthtoken" or not token.strip():
+            # Zoho answers a missing header or another scheme ("Bearer") with AUTHENTICATION_FAILURE.
+            raise _ApiError(401, "AUTHENTICATION_FAILURE", "Authentication failed")
+        with self._lock:
+            issued = self._tokens.get(token.strip())
+            if issued is None or issued[1] <= self.now():
+                raise _ApiError(401, "INVALID_TOKEN", "invalid oauth token")
+
+    def _route(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> _Response:
+        match = _API_PATH_RE.match(path)
+        if match is None:
+            raise _invalid_url()
+        segments = match.group("rest").split("/")
+        if segments == ["settings", "fields"]:
+            self._require_method(method, "GET")
+            return self._settings_fields(query)
+        if segments == ["coql"]:
+            self._require_method(method, "POST")
+            return self._coql(_json_body(body))
+        module = segments[0]
+        if len(segments) > 2 or not module:
+            raise _invalid_url()
+        if module not in _org_metadata():
+            raise _ApiError(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {"resource_path_index": 0}
+            )
+        if len(segments) == 1:
+            if method == "GET":
+                return self._get_records(module, query, headers)
+            if method in ("POST", "PUT"):
+                mode = "insert" if method == "POST" else "update"
+                return self._write(module, _json_body(body), mode=mode)
+            if method == "DELETE":
+                return self._delete_records(module, query)
+            raise _invalid_method()
+        action = segments[1]
+        if action == "deleted":
+            self._require_method(method, "GET")
+            return self._get_deleted(module, query, headers)
+        if action == "upsert":
+            self._require_method(method, "POST")
+            return self._write(module, _json_body(body), mode="upsert")
+        if _RECORD_ID_RE.match(action):
+            self._require_method(method, "GET")
+            return self._get_record(module, action, query)
+        raise _invalid_url()
+
+    @staticmethod
+    def _require_method(method: str, expected: str) -> None:
+        if method != expected:
+            raise _invalid_method()
+
+    # --- credits --------------------------------------------------------------------------------------
+
+    def _credit_usage(self, now: datetime) -> int:
+        while self._credits and now - self._credits[0][0] >= CREDIT_WINDOW:
+            self._credits.popleft()
+        return sum(cost for _, cost in self._credits)
+
+    def _charge(self, cost: int) -> int:
+        """Charge ``cost`` credits for a call about to be served, or answer 429 past the limit.
+
+        Only calls that pass request-level validation are charged (errors answered before the
+        work starts cost nothing); a charged call may still answer 204, 304 or 400 per record.
+        """
+        with self._lock:
+            used = self._credit_usage(self.now())
+            if self.daily_credit_limit is not None and used + cost > self.daily_credit_limit:
+                raise _ApiError(
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    "You have exceeded the maximum number of API credits allowed in 24 hours",
+                    {"limit": self.daily_credit_limit},
+                )
+            self._credits.append((self.now(), cost))
+            return cost
+
+    def _add_credit_header(self, response: _Response) -> None:
+        if self.daily_credit_limit is None:
+            return
+        with self._lock:
+            used = self._credit_usage(self.now())
+        if used * 2 >= self.daily_credit_limit:
+            response.headers["X-API-CREDITS-REMAINING"] = str(max(0, self.daily_credit_limit - used))
+
+    # --- GET records ----------------------------------------------------------------------------------
+
+    def _get_records(self, module: str, query: dict[str, str], headers: Any) -> _Response:
+        meta = _fields_of(module)
+        fields = _parse_fields(query.get("fields"), required=True)
+        per_page = _int_param(query, "per_page", default=MAX_PER_PAGE, maximum=MAX_PER_PAGE)
+        if "page" in query and "page_token" in query:
+            raise _ApiError(
+                400,
+                "AMBIGUITY_DURING_PROCESSING",
+                "ambiguity while processing the request",
+                {"ambiguity_due_to": [{"param_name": "page"}, {"param_name": "page_token"}]},
+            )
+        sortable = ["id", *(f for f in ("Created_Time", "Modified_Time") if f in meta)]
+        sort_by = query.get("sort_by", "id")
+        if sort_by not in sortable:
+            raise _ApiError(
+                400, "INVALID_DATA", "invalid data", {"param_name": "sort_by", "supported_values": sortable}
+            )
+        sort_order = query.get("sort_order", "desc")
+        if sort_order not in ("asc", "desc"):
+            raise _ApiError(
+                400,
+                "INVALID_DATA",
+                "invalid data",
+                {"param_name": "sort_order", "supported_values": ["asc", "desc"]},
+            )
+        since_header = headers.get("If-Modified-Since")
+        since = _parse_since(since_header)
+        # Modules without Modified_Time (Products, BTEC_Enrollments) ignore If-Modified-Since and
+        # answer everything: a client cannot read them incrementally and must diff full reads (or
+        # use ids and the deleted list); answering 304 would silently hide every change.
+        if "Modified_Time" not in meta:
+            since = None
+        signature = (module, tuple(fields), per_page, sort_by, sort_order, since_header or "")
+
+        token_value = query.get("page_token")
+        if token_value is not None:
+            state = self._page_token(token_value, signature)
+            cursor, served_before = state.cursor, state.offset
+            if served_before + per_page > PAGE_TOKEN_LIMIT:
+                raise _ApiError(
+                    400,
+                    "PAGINATION_LIMIT_EXCEEDED",
+                    "You can only get upto 100000 records using page_token param",
+                    {"param_name": "page_token"},
+                )
+        else:
+            page = _int_param(query, "page", default=1)
+            if page * per_page > DISCRETE_PAGINATION_LIMIT:
+                raise _ApiError(
+                    400,
+                    "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+                    "You can only get the first 2000 records without using page_token param",
+                    {"limit": DISCRETE_PAGINATION_LIMIT},
+                )
+            cursor, served_before = None, (page - 1) * per_page
+
+        credits = self._charge(1)
+        with self._lock:
+            rows = list(self._records[module].values())
+            if since is not None:
+                rows = [r for r in rows if _time_or_min(r.get("Modified_Time")) >= since]
+            keyed = sorted(
+                ((_sort_key(r, sort_by), r) for r in rows),
+                key=lambda pair: pair[0],
+                reverse=sort_order == "desc",
+            )
+            keys = [k for k, _ in keyed]
+            if token_value is not None:
+                start = _start_after(keys, cursor, ascending=sort_order == "asc")
+            else:
+                start = served_before
+            chunk = [self._project(module, r, fields) for _, r in keyed[start : start + per_page]]
+            if not chunk:
+                status = 304 if since is not None and not rows else 204
+                return _Response(status, None, credits=credits)
+            more = start + len(chunk) < len(keyed)
+            expiry = self.now() + timedelta(seconds=self.page_token_ttl)
+            next_token = (
+                self._issue_page_token(
+                    signature, keys[start + len(chunk) - 1], served_before + len(chunk), expiry
+                )
+                if more
+                else None
+            )
+            previous_token = None
+            if served_before > 0:
+                previous_start = max(0, start - per_page)
+                previous_token = self._issue_page_token(
+                    signature,
+                    keys[previous_start - 1] if previous_start > 0 else None,
+                    max(0, served_before - per_page),
+                    expiry,
+                )
+        info = {
+            "per_page": per_page,
+            "count": len(chunk),
+            "page": served_before // per_page + 1,
+            "more_records": more,
+            "next_page_token": next_token,
+            "previous_page_token": previous_token,
+            "page_token_expiry": format_time(expiry) if (next_token or previous_token) else None,
+            "sort_by": sort_by,
+            "sort_order": sort_order,
+        }
+        return _Response(200, {"data": chunk, "info": info}, credits=credits)
+
+    def _issue_page_token(
+        self, signature: tuple, cursor: tuple | None, offset: int, expires: datetime
+    ) -> str:
+        if len(self._page_tokens) > 1_000:
+            now = self.now()
+            for stale in [k for k, t in self._page_tokens.items() if t.expires <= now]:
+                del self._page_tokens[stale]
+        value = secrets.token_hex(32)
+        self._page_tokens[value] = _PageToken(signature, cursor, offset, expires)
+        return value
+
+    def _page_token(self, value: str, signature: tuple) -> _PageToken:
+        with self._lock:
+            state = self._page_tokens.get(value)
+            if state is not None and state.expires <= self.now():
+                raise _ApiError(
+                    400,
+                    "EXPIRED_VALUE",
+                    "Page token expired",
+                    {"api_name": "page_token", "json_path": "$.query.page_token"},
+                )
+        if state is None or state.signature != signature:
+            raise _ApiError(
+                400,
+                "TOKEN_BOUND_DATA_MISMATCH",
+                "The page_token given seems to be invalid or input param is added or altered or deleted",
+                {"param_name": "page_token"},
+            )
+        return state
+
+    @staticmethod
+    def _project(module: str, rec: dict, fields: Iterable[str] | None) -> dict:
+        """The record as the API answers it: the requested fields (null when empty) and ``id``."""
+        meta = _fields_of(module)
+        names = [n for n in (fields if fields is not None else rec) if n != "id" and n in meta]
+        out = {name: copy.deepcopy(rec.get(name)) for name in names}
+        out["id"] = rec["id"]
+        return out
+
+    def _get_record(self, module: str, record_id: str, query: dict[str, str]) -> _Response:
+        fields = _parse_fields(query.get("fields"), required=False)
+        credits = self._charge(1)
+        with self._lock:
+            rec = self._records[module].get(record_id)
+            if rec is None:
+                return _Response(204, None, credits=credits)
+            return _Response(200, {"data": [self._project(module, rec, fields)]}, credits=credits)
+
+    # --- deleted records ------------------------------------------------------------------------------
+
+    def _get_deleted(self, module: str, query: dict[str, str], headers: Any) -> _Response:
+        kind = query.get("type", "all")
+        if kind not in ("all", "recycle", "permanent"):
+            raise _ApiError(
+                400,
+                "INVALID_DATA",
+                "invalid data",
+                {"param_name": "type", "supported_values": ["all", "recycle", "permanent"]},
+            )
+        per_page = _int_param(query, "per_page", default=MAX_PER_PAGE, maximum=MAX_PER_PAGE)
+        page = _int_param(query, "page", default=1)
+        since = _parse_since(headers.get("If-Modified-Since"))
+        credits = self._charge(1)
+        with self._lock:
+            rows = [
+                e
+                for e in self._deleted[module]
+                if (kind == "all" or e["type"] == kind)
+                and (since is None or parse_time(e["deleted_time"]) >= since)
+            ]
+        rows.sort(key=lambda e: (parse_time(e["deleted_time"]), int(e["id"])), reverse=True)
+        start = (page - 1) * per_page
+        chunk = copy.deepcopy(rows[start : start + per_page])
+        if not chunk:
+            return _Response(204, None, credits=credits)
+        info = {
+            "per_page": per_page,
+            "count": len(chunk),
+            "page": page,
+            "more_records": start + len(chunk) < len(rows),
+        }
+        return _Response(200, {"data": chunk, "info": info}, credits=credits)
+
+    # --- writes: insert, update, upsert, delete --------------------------------------------------------
+
+    def _write(self, module: str, body: Any, *, mode: str) -> _Response:
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list) or not body["data"]:
+            raise _ApiError(
+                400,
+                "MANDATORY_NOT_FOUND",
+                "required field not found",
+                {"api_name": "data", "json_path": "$.data"},
+            )
+        rows = body["data"]
+        if len(rows) > MAX_WRITE_RECORDS:
+            raise _ApiError(
+                400,
+                "LIMIT_EXCEEDED",
+                "limit exceeded",
+                {"limit": MAX_WRITE_RECORDS, "api_name": "data", "json_path": "$.data"},
+            )
+        meta = _fields_of(module)
+        duplicate_check = body.get("duplicate_check_fields") or []
+        if mode == "upsert":
+            bad = [f for f in duplicate_check if not isinstance(f, str) or f not in meta]
+            if not isinstance(duplicate_check, list) or bad:
+                raise _ApiError(
+                    400,
+                    "INVALID_DATA",
+                    "invalid data",
+                    {"api_name": "duplicate_check_fields", "json_path": "$.duplicate_check_fields"},
+                )
+        credits = self._charge(math.ceil(len(rows) / 10))
+        with self._lock:
+            results = [self._write_one(module, i, row, mode, duplicate_check) for i, row in enumerate(rows)]
+        ok = sum(r["status"] == "success" for r in results)
+        all_ok = 201 if mode == "insert" else 200  # Zoho answers a full insert 201 Created
+        status = all_ok if ok == len(results) else 207 if ok else 400
+        return _Response(status, {"data": results}, credits=credits)
+
+    def _write_one(self, module: str, index: int, row: Any, mode: str, duplicate_check: list[str]) -> dict:
+        path = f"$.data[{index}]"
+        if not isinstance(row, dict):
+            return _record_error(
+                "INVALID_DATA",
+                "invalid data",
+                {"api_name": "data", "json_path": path, "expected_data_type": "jsonobject"},
+            )
+        meta = _fields_of(module)
+        values: dict[str, Any] = {}
+        for api_name, value in row.items():
+            if api_name == "id" or api_name.startswith("$"):
+                continue
+            field_meta = meta.get(api_name)
+            if field_meta is None:
+                return _record_error(
+                    "INVALID_DATA", "invalid data", {"api_name": api_name, "json_path": f"{path}.{api_name}"}
+                )
+            if api_name in _SYSTEM_FIELDS or field_meta["data_type"] in _READ_ONLY_TYPES:
+                continue  # Zoho ignores writes to system and read-only fields
+            try:
+                values[api_name] = self._coerce(field_meta, value)
+            except _FieldError as error:
+                details = {"api_name": api_name, "json_path": f"{path}.{api_name}{error.path_suffix}"}
+                details.update(error.details)
+                return _record_error("INVALID_DATA", error.message, details)
+
+        records = self._records[module]
+        target: dict | None = None
+        duplicate_field: str | None = None
+        if "id" in row and mode != "insert":
+            target = records.get(str(row["id"]))
+            if target is None:
+                return _record_error(
+                    "INVALID_DATA",
+                    "the id given seems to be invalid",
+                    {"api_name": "id", "json_path": f"{path}.id"},
+                )
+        elif mode == "update":
+            return _record_error(
+                "MANDATORY_NOT_FOUND",
+                "required field not found",
+                {"api_name": "id", "json_path": f"{path}.id"},
+            )
+        elif mode == "upsert":
+            for api_name in duplicate_check:
+                wanted = values.get(api_name)
+                if _is_empty(wanted):
+                    continue
+                found = [r for r in records.values() if _same_value(r.get(api_name), wanted)]
+                if len(found) > 1:
+                    return _record_error(
+                        "DUPLICATE_DATA",
+                        "duplicate data",
+                        {
+                            "api_name": api_name,
+                            "json_path": f"{path}.{api_name}",
+                            "duplicate_record": {"id": found[0]["id"], "module": {"api_name": module}},
+                            "more_records": True,
+                        },
+                    )
+                if found:
+                    target, duplicate_field = found[0], api_name
+                    break
+
+        for api_name, field_meta in meta.items():
+            if not field_meta.get("required"):
+                continue
+            missing = (
+                _is_empty(values.get(api_name))
+                if target is None
+                else (api_name in values and _is_empty(values[api_name]))
+            )
+            if missing:
+                return _record_error(
+                    "MANDATORY_NOT_FOUND",
+                    "required field not found",
+                    {"api_name": api_name, "json_path": f"{path}.{api_name}"},
+                )
+
+        stamp = format_time(self.now())
+        if target is None:
+            action, message = "insert", "record added"
+            record_id = self._new_id()
+            target = {"id": record_id, **values}
+            if "Created_Time" in meta:
+                target["Created_Time"] = stamp
+            self._fill_autonumbers(module, target)
+            records[record_id] = target
+        else:
+            action, message = "update", "record updated"
+            target.update(values)
+        if "Modified_Time" in meta:
+            target["Modified_Time"] = stamp
+        details: dict[str, Any] = {"id": target["id"]}
+        for api_name in ("Modified_Time", "Created_Time"):
+            if api_name in meta:
+                details[api_name] = target.get(api_name)
+        for api_name in ("Modified_By", "Created_By"):
+            if api_name in meta:
+                details[api_name] = dict(_SIM_USER)
+        result: dict[str, Any] = {
+            "code": "SUCCESS",
+            "details": details,
+            "message": message,
+            "status": "success",
+        }
+        if mode == "upsert":
+            result["action"] = action
+            result["duplicate_field"] = duplicate_field
+        return result
+
+    def _coerce(self, meta: dict, value: Any) -> Any:
+        """Validate one written value against its field metadata; answer the value to store."""
+        kind = meta["data_type"]
+        if value is None:
+            return None
+        if kind in _TEXT_LIMITS:
+            if not isinstance(value, str):
+                raise _FieldError({"expected_data_type": kind})
+            if len(value) > _TEXT_LIMITS[kind]:
+                raise _FieldError({"maximum_length": _TEXT_LIMITS[kind]})
+            if kind == "email" and value and not _EMAIL_RE.match(value):
+                raise _FieldError({"expected_data_type": kind})
+            return value
+        if kind == "picklist":
+            allowed = meta.get("pick_list_values") or []
+            if not isinstance(value, str) or (value not in allowed and value != "-None-"):
+                raise _FieldError({"expected_data_type": kind})
+            return None if value == "-None-" else value
+        if kind == "date":
+            if not isinstance(value, str) or not _DATE_RE.match(value) or not _valid_date(value):
+                raise _FieldError({"expected_data_type": kind})
+            return value
+        if kind == "datetime":
+            try:
+                return format_time(parse_time(value))
+            except (TypeError, ValueError):
+                raise _FieldError({"expected_data_type": kind}) from None
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise _FieldError({"expected_data_type": kind})
+            return value
+        if kind == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _FieldError({"expected_data_type": kind})
+            return value
+        if kind in ("double", "currency"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _FieldError({"expected_data_type": kind})
+            return value
+        if kind == "lookup":
+            if isinstance(value, dict) and value.get("id"):
+                target_id = str(value["id"])
+            elif isinstance(value, str) and value:
+                target_id = value
+            else:
+                raise _FieldError({"expected_data_type": "jsonobject"})
+            target = self._records.get(meta.get("lookup_module", ""), {}).get(target_id)
+            if target is None:
+                raise _FieldError({}, message="the id given seems to be invalid", path_suffix=".id")
+            return {"name": self._display_name(target), "id": target_id}
+        return copy.deepcopy(value)  # ownerlookup, subform, multiselectlookup: stored as given
+
+    def _delete_records(self, module: str, query: dict[str, str]) -> _Response:
+        ids = [i for i in (query.get("ids") or "").split(",") if i.strip()]
+        if not ids:
+            raise _ApiError(400, "REQUIRED_PARAM_MISSING", "required param is missing", {"param_name": "ids"})
+        if len(ids) > MAX_WRITE_RECORDS:
+            raise _ApiError(
+                400, "LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_WRITE_RECORDS, "param_name": "ids"}
+            )
+        credits = self._charge(1)
+        results = []
+        with self._lock:
+            for record_id in (i.strip() for i in ids):
+                rec = self._records[module].pop(record_id, None)
+                if rec is None:
+                    results.append(
+                        _record_error("INVALID_DATA", "the id given seems to be invalid", {"id": record_id})
+                    )
+                    continue
+                self._deleted[module].append(self._deleted_entry(module, rec, permanent=False))
+                results.append(
+                    {
+                        "code": "SUCCESS",
+                        "details": {"id": record_id},
+                        "message": "record deleted",
+                        "status": "success",
+                    }
+                )
+        ok = sum(r["status"] == "success" for r in results)
+        status = 200 if ok == len(results) else 207 if ok else 400
+        return _Response(status, {"data": results}, credits=credits)
+
+    # --- metadata and COQL ----------------------------------------------------------------------------
+
+    def _settings_fields(self, query: dict[str, str]) -> _Response:
+        module = query.get("module")
+        if not module:
+            raise _ApiError(
+                400, "REQUIRED_PARAM_MISSING", "required param is missing", {"param_name": "module"}
+            )
+        if module not in _org_metadata():
+            raise _ApiError(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {"param_name": "module"}
+            )
+        credits = self._charge(1)
+        return _Response(200, {"fields": copy.deepcopy(list(_org_metadata()[module]))}, credits=credits)
+
+    def _coql(self, body: Any) -> _Response:
+        query_text = body.get("select_query") if isinstance(body, dict) else None
+        if not isinstance(query_text, str) or not query_text.strip():
+            raise _ApiError(
+                400, "MANDATORY_NOT_FOUND", "required field not found", {"api_name": "select_query"}
+            )
+        parsed = _parse_coql(query_text)
+        module = parsed["module"]
+        if module not in _org_metadata():
+            raise _ApiError(400, "INVALID_QUERY", "invalid module given", {"module": module})
+        meta = _fields_of(module)
+        if len(parsed["fields"]) > MAX_FIELDS:
+            raise _ApiError(
+                400, "LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_FIELDS, "clause": "select"}
+            )
+        columns = [("select", name) for name in parsed["fields"]]
+        if parsed["where"]:
+            columns.append(("where", parsed["where"][0]))
+        if parsed["order_by"]:
+            columns.append(("order by", parsed["order_by"][0]))
+        for clause, name in columns:
+            if name != "id" and name not in meta:
+                raise _ApiError(
+                    400,
+                    "INVALID_QUERY",
+                    "column given seems to be invalid",
+                    {"column_name": name, "clause": clause},
+                )
+        limit, offset = parsed["limit"], parsed["offset"]
+        if limit < 1 or limit > MAX_COQL_LIMIT:
+            raise _ApiError(400, "LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_COQL_LIMIT})
+        if offset + limit > PAGE_TOKEN_LIMIT:
+            raise _ApiError(
+                400, "LIMIT_EXCEEDED", "limit exceeded", {"limit": PAGE_TOKEN_LIMIT, "offset": offset}
+            )
+        # Zoho charges a COQL call by its LIMIT: 1 credit up to 200 records, 2 up to 1,000, else 3.
+        credits = self._charge(1 if limit <= 200 else 2 if limit <= 1000 else 3)
+        with self._lock:
+            rows = list(self._records[module].values())
+        if parsed["where"]:
+            name, op, literal = parsed["where"]
+            kind = meta[name]["data_type"] if name != "id" else "id"
+            try:
+                wanted = _coql_key(kind, literal)
+            except (TypeError, ValueError):
+                raise _ApiError(
+                    400,
+                    "INVALID_QUERY",
+                    "value given seems to be invalid for the column",
+                    {"column_name": name},
+                ) from None
+            rows = [r for r in rows if _compare(_coql_key(kind, r.get(name)), op, wanted)]
+        order_name, order_dir = parsed["order_by"] or ("id", "asc")
+        order_kind = meta[order_name]["data_type"] if order_name != "id" else "id"
+        present = [r for r in rows if r.get(order_name) is not None]
+        absent = [r for r in rows if r.get(order_name) is None]
+        present.sort(key=lambda r: _coql_key(order_kind, r.get(order_name)), reverse=order_dir == "desc")
+        rows = present + absent
+        chunk = rows[offset : offset + limit]
+        if not chunk:
+            return _Response(204, None, credits=credits)
+        data = []
+        for rec in chunk:
+            out: dict[str, Any] = {}
+            for name in parsed["fields"]:
+                value = copy.deepcopy(rec.get(name))
+                if name != "id" and meta[name]["data_type"] == "lookup" and isinstance(value, dict):
+                    value = {"id": value.get("id")}  # COQL answers a lookup with its id only
+                out[name] = value
+            out["id"] = rec["id"]
+            data.append(out)
+        info = {"count": len(data), "more_records": offset + len(chunk) < len(rows)}
+        return _Response(200, {"data": data, "info": info}, credits=credits)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+class _FieldError(Exception):
+    def __init__(self, details: dict, *, message: str = "invalid data", path_suffix: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+        self.message = message
+        self.path_suffix = path_suffix
+
+
+def _invalid_url() -> _ApiError:
+    return _ApiError(404, "INVALID_URL_PATTERN", "Please check if the URL trying to access is a correct one")
+
+
+def _invalid_method() -> _ApiError:
+    return _ApiError(
+        400,
+        "INVALID_REQUEST_METHOD",
+        "The http request method type is not a valid one",
+        {"resource_path_index": 0},
+    )
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        raise _ApiError(400, "INVALID_DATA", "the input data is invalid", {}) from None
+
+
+def _parse_fields(raw: str | None, *, required: bool) -> list[str] | None:
+    if raw is None or not raw.strip():
+        if required:
+            raise _ApiError(
+                400, "REQUIRED_PARAM_MISSING", "required param is missing", {"param_name": "fields"}
+            )
+        return None
+    names = list(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if len(names) > MAX_FIELDS:
+        raise _ApiError(
+            400, "LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_FIELDS, "param_name": "fields"}
+        )
+    # API names the module does not have are left out of the answer, not refused.
+    return names
+
+
+def _int_param(query: dict[str, str], name: str, *, default: int, maximum: int | None = None) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1 or (maximum is not None and value > maximum):
+        details: dict[str, Any] = {"param_name": name}
+        if maximum is not None:
+            details["maximum_length"] = maximum
+        raise _ApiError(400, "INVALID_DATA", "invalid data", details)
+    return value
+
+
+def _parse_since(raw: str | None) -> datetime | None:
+    """Parse ``If-Modified-Since``: ISO 8601 with an offset (Zoho's format) or an HTTP date.
+
+    A date-time without an offset is refused rather than guessed in some time zone.
+    """
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return parse_time(raw.strip())
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError):
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise _ApiError(
+            400,
+            "INVALID_DATA",
+            "invalid data",
+            {"param_name": "If-Modified-Since", "expected_data_type": "datetime"},
+        )
+    return moment
+
+
+_MIN_TIME = datetime.min.replace(tzinfo=UTC)
+
+
+def _time_or_min(value: Any) -> datetime:
+    if not value:
+        return _MIN_TIME
+    try:
+        return parse_time(str(value))
+    except ValueError:
+        return _MIN_TIME
+
+
+def _sort_key(rec: dict, sort_by: str) -> tuple:
+    if sort_by == "id":
+        return (int(rec["id"]),)
+    return (_time_or_min(rec.get(sort_by)), int(rec["id"]))
+
+
+def _start_after(keys: list[tuple], cursor: tuple | None, *, ascending: bool) -> int:
+    if cursor is None:
+        return 0
+    for index, key in enumerate(keys):
+        if (key > cursor) if ascending else (key < cursor):
+            return index
+    return len(keys)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == "-None-"
+
+
+def _same_value(stored: Any, wanted: Any) -> bool:
+    if isinstance(stored, dict) or isinstance(wanted, dict):
+        return isinstance(stored, dict) and isinstance(wanted, dict) and stored.get("id") == wanted.get("id")
+    if isinstance(stored, str) and isinstance(wanted, str):
+        return stored.casefold() == wanted.casefold()
+    return stored == wanted
+
+
+def _valid_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+_COQL_RE = re.compile(
+    r"""^\s*select\s+(?P<fields>.+?)\s+from\s+(?P<module>[A-Za-z_][A-Za-z0-9_]*)
+    (?:\s+where\s+(?P<wfield>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>>=|<=|!=|=|>|<)\s*
+        (?P<value>'(?:[^']|'')*'|-?\d+(?:\.\d+)?|true|false))?
+    (?:\s+order\s+by\s+(?P<ofield>[A-Za-z_][A-Za-z0-9_]*)(?:\s+(?P<odir>asc|desc))?)?
+    (?:\s+limit\s+(?P<limit>\d+)(?:\s*,\s*(?P<limit2>\d+))?)?
+    (?:\s+offset\s+(?P<offset>\d+))?
+    \s*;?\s*$""",
+    re.IGNORECASE | re.VERBOSE | re.DOTALL,
+)
+
+
+def _parse_coql(text: str) -> dict[str, Any]:
+    """Parse the small COQL subset the simulator serves; anything else is a SYNTAX_ERROR."""
+    match = _COQL_RE.match(text)
+    if match is None:
+        raise _ApiError(400, "SYNTAX_ERROR", "error occured while parsing the query", {})
+    fields = [f.strip() for f in match.group("fields").split(",")]
+    if not all(_IDENT_RE.match(f) for f in fields):
+        raise _ApiError(400, "SYNTAX_ERROR", "given coql query not supported", {"clause": "select"})
+    where = None
+    if match.group("wfield"):
+        literal = match.group("value")
+        value: Any
+        if literal.startswith("'"):
+            value = literal[1:-1].replace("''", "'")
+        elif literal.lower() in ("true", "false"):
+            value = literal.lower() == "true"
+        else:
+            value = literal
+        where = (match.group("wfield"), match.group("op"), value)
+    order_by = None
+    if match.group("ofield"):
+        order_by = (match.group("ofield"), (match.group("odir") or "asc").lower())
+    if match.group("limit2") is not None:  # "limit offset, count"
+        offset, limit = int(match.group("limit")), int(match.group("limit2"))
+    else:
+        limit = int(match.group("limit")) if match.group("limit") else DEFAULT_COQL_LIMIT
+        offset = 0
+    if match.group("offset") is not None:
+        offset = int(match.group("offset"))
+    return {
+        "fields": list(dict.fromkeys(fields)),
+        "module": match.group("module"),
+        "where": where,
+        "order_by": order_by,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+def _coql_key(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "lookup":
+        return str(value.get("id")) if isinstance(value, dict) else str(value)
+    if kind == "id":
+        return int(value)
+    if kind == "datetime":
+        return parse_time(str(value))
+    if kind in ("integer", "double", "currency"):
+        return float(value)
+    if kind == "boolean":
+        return value if isinstance(value, bool) else str(value).lower() == "true"
+    return str(value)
+
+
+def _compare(left: Any, op: str, right: Any) -> bool:
+    if left is None or right is None:
+        return False
+    try:
+        if op == "=":
+            return left == right
+        if op == "!=":
+            return left != right
+        if op == ">=":
+            return left >= right
+        if op == "<=":
+            return left <= right
+        if op == ">":
+            return left > right
+        return left < right
+    except TypeError:
+        return False
+
+
+# --- HTTP plumbing ----------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # idle keep-alive connections are closed after this many seconds
+    server: "_Server"
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        response = self.server.simulator._handle(method, self.path, self.headers, body)
+        payload = b""
+        if response.body is not None and response.status not in (204, 304):
+            payload = json.dumps(response.body, ensure_ascii=False).encode("utf-8")
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if response.status not in (204, 304):
+            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if payload:
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s - " + format, self.address_string(), *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # keep-alive client threads must not block stop()
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], simulator: ZohoSimulator) -> None:
+        super().__init__(address, _Handler)
+        self.simulator = simulator
+
+
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_ID_PREFIX",
+    "DEFAULT_REFRESH_TOKEN",
+    "ORG_TZ",
+    "RequestLog",
+    "ZohoSimulator",
+    "format_time",
+    "make_record_id",
+    "org_modules",
+    "parse_time",
+]

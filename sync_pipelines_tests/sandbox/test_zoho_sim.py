@@ -1,0 +1,678 @@
+"""The Zoho CRM simulator over real HTTP: auth, reads, pagination, writes, limits and failures."""
+
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+import pytest
+import requests
+
+from sync_pipelines.sandbox import ORG_TZ, ZohoSimulator, format_time, generate_school
+from sync_pipelines.zoho.modules import MODULES, metadata_for
+
+CLIENT = ("test-client", "test-secret", "test-refresh")
+START = datetime(2026, 11, 1, 10, 0, tzinfo=ORG_TZ)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, **delta: float) -> None:
+        with self._lock:
+            self.now += timedelta(**delta)
+
+
+SimFactory = Callable[..., ZohoSimulator]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_sim(clock: FakeClock) -> Iterator[SimFactory]:
+    """Start simulators on free ports (the test clock and client by default); stop them after."""
+    started: list[ZohoSimulator] = []
+
+    def make(**options: Any) -> ZohoSimulator:
+        options.setdefault("clock", clock)
+        options.setdefault("clients", {CLIENT[0]: (CLIENT[1], CLIENT[2])})
+        sim = ZohoSimulator(**options)
+        sim.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+@cache
+def _small_school() -> dict[str, list[dict]]:
+    return generate_school(11, scale=0.2)
+
+
+@pytest.fixture(scope="module")
+def school_sim() -> Iterator[ZohoSimulator]:
+    """The demo school at a fifth of its size, read-only for the tests that use it."""
+    with ZohoSimulator(
+        data=copy.deepcopy(_small_school()),
+        clients={CLIENT[0]: (CLIENT[1], CLIENT[2])},
+        max_concurrency=None,
+        refresh_limit_per_minute=None,
+    ) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def big_sim() -> Iterator[ZohoSimulator]:
+    """2,500 enrolments: more than ``page`` can reach."""
+    rows = [{"Name": f"ENR-{i:05d}", "Enrollment_Type": "Normal"} for i in range(1, 2501)]
+    with ZohoSimulator(
+        data={"BTEC_Enrollments": rows},
+        clients={CLIENT[0]: (CLIENT[1], CLIENT[2])},
+        max_concurrency=None,
+        refresh_limit_per_minute=None,
+    ) as sim:
+        yield sim
+
+
+def refresh(sim: ZohoSimulator, client: tuple[str, str, str] = CLIENT) -> requests.Response:
+    return requests.post(
+        f"{sim.accounts_url}/oauth/v2/token",
+        data={
+            "grant_type": "refresh_token",
+            "client_id": client[0],
+            "client_secret": client[1],
+            "refresh_token": client[2],
+        },
+        timeout=5,
+    )
+
+
+def session(sim: ZohoSimulator) -> requests.Session:
+    s = requests.Session()
+    s.headers["Authorization"] = f"Zoho-oauthtoken {refresh(sim).json()['access_token']}"
+    return s
+
+
+def api(sim: ZohoSimulator, path: str) -> str:
+    return f"{sim.api_domain}/crm/v8/{path}"
+
+
+def error_of(response: requests.Response) -> tuple[int, str, dict]:
+    body = response.json()
+    assert set(body) == {"code", "message", "status", "details"} and body["status"] == "error", body
+    return response.status_code, body["code"], body["details"]
+
+
+# --- the token endpoint and authentication -----------------------------------------------------------
+
+
+def test_refresh_answers_a_token_for_the_api_domain(make_sim: SimFactory):
+    sim = make_sim(token_ttl=1800)
+    r = refresh(sim)
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"access_token", "expires_in", "api_domain", "token_type"}
+    assert (body["expires_in"], body["api_domain"], body["token_type"]) == (1800, sim.base_url, "Bearer")
+    ok = requests.get(
+        api(sim, "BTEC_Students"),
+        params={"fields": "Name"},
+        headers={"Authorization": f"Zoho-oauthtoken {body['access_token']}"},
+        timeout=5,
+    )
+    assert ok.status_code == 204  # an empty org
+
+
+@pytest.mark.parametrize(
+    ("client", "error"),
+    [
+        (("nobody", CLIENT[1], CLIENT[2]), "invalid_client"),
+        ((CLIENT[0], "wrong-secret", CLIENT[2]), "invalid_client"),
+        ((CLIENT[0], CLIENT[1], "revoked-refresh"), "invalid_code"),
+    ],
+)
+def test_wrong_credentials_are_refused_with_http_200_like_zoho(
+    make_sim: SimFactory, client: tuple[str, str, str], error: str
+):
+    r = refresh(make_sim(), client)
+    assert (r.status_code, r.json()) == (200, {"error": error})
+
+
+def test_refreshes_are_throttled_per_minute(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim(refresh_limit_per_minute=5)
+    assert [refresh(sim).status_code for _ in range(5)] == [200] * 5
+    throttled = refresh(sim)
+    assert throttled.status_code == 400
+    assert throttled.json()["error"] == "Access Denied"
+    assert throttled.json()["error_description"].startswith("You have made too many requests continuously")
+    clock.advance(seconds=61)
+    assert "access_token" in refresh(sim).json()
+
+
+def test_tokens_expire_after_their_ttl_and_on_demand(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim(token_ttl=3600)
+    s = session(sim)
+    url, params = api(sim, "BTEC_Teachers"), {"fields": "Name"}
+    assert s.get(url, params=params, timeout=5).status_code == 204
+    clock.advance(seconds=3600)
+    expired = s.get(url, params=params, timeout=5)
+    assert (expired.status_code, expired.json()) == (
+        401,
+        {"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token", "status": "error"},
+    )
+    s = session(sim)
+    assert s.get(url, params=params, timeout=5).status_code == 204
+    sim.expire_tokens()
+    assert error_of(s.get(url, params=params, timeout=5))[:2] == (401, "INVALID_TOKEN")
+
+
+@pytest.mark.parametrize("header", [None, "Bearer {token}", "Zoho-oauthtoken not-a-token"])
+def test_calls_without_a_valid_token_are_401(make_sim: SimFactory, header: str | None):
+    sim = make_sim()
+    token = refresh(sim).json()["access_token"]
+    headers = {"Authorization": header.format(token=token)} if header else {}
+    r = requests.get(api(sim, "BTEC_Teachers"), params={"fields": "Name"}, headers=headers, timeout=5)
+    assert r.status_code == 401
+    assert error_of(r)[1] in ("INVALID_TOKEN", "AUTHENTICATION_FAILURE")
+
+
+# --- reading records ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", MODULES, ids=lambda m: m.name)
+def test_every_module_answers_the_requested_fields_and_id(school_sim: ZohoSimulator, spec):
+    s = session(school_sim)
+    fields = list(spec.api_fields)
+    r = s.get(api(school_sim, spec.api_name), params={"fields": ",".join(fields), "per_page": 50}, timeout=5)
+    assert r.status_code == 200
+    body = r.json()
+    total = len(_small_school()[spec.api_name])
+    assert body["info"]["count"] == len(body["data"]) == min(50, total)
+    assert body["info"]["more_records"] is (total > 50)
+    assert (body["info"]["sort_by"], body["info"]["sort_order"]) == ("id", "desc")
+    ids = [rec["id"] for rec in body["data"]]
+    assert ids == sorted(ids, reverse=True)
+    for rec in body["data"]:
+        assert set(rec) == {*fields, "id"}
+        assert ("Modified_Time" in rec) is spec.has_modified_time
+        for f in spec.fields:
+            if f.kind == "lookup" and rec[f.api_name] is not None:
+                assert set(rec[f.api_name]) == {"name", "id"}
+
+
+def test_fields_are_required_and_capped_at_50(school_sim: ZohoSimulator):
+    s = session(school_sim)
+    url = api(school_sim, "BTEC_Students")
+    assert error_of(s.get(url, timeout=5)) == (400, "REQUIRED_PARAM_MISSING", {"param_name": "fields"})
+    names = list(metadata_for("BTEC_Students"))
+    assert s.get(url, params={"fields": ",".join(names[:50])}, timeout=5).status_code == 200
+    assert error_of(s.get(url, params={"fields": ",".join(names[:51])}, timeout=5)) == (
+        400,
+        "LIMIT_EXCEEDED",
+        {"limit": 50, "param_name": "fields"},
+    )
+
+
+def test_unknown_modules_and_paths(school_sim: ZohoSimulator):
+    s = session(school_sim)
+    assert error_of(s.get(api(school_sim, "Leads"), params={"fields": "Name"}, timeout=5))[:2] == (
+        400,
+        "INVALID_MODULE",
+    )
+    assert error_of(s.get(api(school_sim, "BTEC_Students/search/now"), timeout=5))[:2] == (
+        404,
+        "INVALID_URL_PATTERN",
+    )
+    assert error_of(requests.get(f"{school_sim.base_url}/nowhere", timeout=5))[:2] == (
+        404,
+        "INVALID_URL_PATTERN",
+    )
+
+
+@pytest.mark.parametrize("version", ["v2", "v5", "v8"])
+def test_older_api_versions_behave_the_same(school_sim: ZohoSimulator, version: str):
+    s = session(school_sim)
+    url = f"{school_sim.api_domain}/crm/{version}/BTEC_Teachers"
+    assert s.get(url, params={"fields": "Name", "per_page": 3}, timeout=5).json()["info"]["count"] == 3
+
+
+def test_page_reaches_2000_records_then_needs_page_token(big_sim: ZohoSimulator):
+    s = session(big_sim)
+    url, params = api(big_sim, "BTEC_Enrollments"), {"fields": "Name", "per_page": 200}
+    seen: list[str] = []
+    for page in range(1, 11):
+        body = s.get(url, params={**params, "page": page}, timeout=5).json()
+        assert (body["info"]["page"], body["info"]["count"], body["info"]["more_records"]) == (
+            page,
+            200,
+            True,
+        )
+        seen += [r["id"] for r in body["data"]]
+    assert len(set(seen)) == 2000
+    assert body["info"]["next_page_token"] and body["info"]["page_token_expiry"]
+    past = s.get(url, params={**params, "page": 11}, timeout=5)
+    assert (past.status_code, past.json()) == (
+        400,
+        {
+            "code": "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+            "details": {"limit": 2000},
+            "message": "You can only get the first 2000 records without using page_token param",
+            "status": "error",
+        },
+    )
+    assert error_of(s.get(url, params={"fields": "Name", "per_page": 100, "page": 21}, timeout=5))[1] == (
+        "DISCRETE_PAGINATION_LIMIT_EXCEEDED"
+    )
+
+    token, rest = body["info"]["next_page_token"], []
+    while token:
+        body = s.get(url, params={**params, "page_token": token}, timeout=5).json()
+        rest += [r["id"] for r in body["data"]]
+        token = body["info"]["next_page_token"]
+        assert bool(token) is body["info"]["more_records"]
+    assert len(rest) == 500 and not set(rest) & set(seen)
+    assert body["info"]["page"] == 13
+    everything = seen + rest
+    assert everything == sorted(everything, reverse=True)  # id desc, the default
+    assert sorted(everything) == [r["id"] for r in big_sim.records("BTEC_Enrollments")]
+
+
+def test_page_tokens_alone_walk_everything_in_either_order(big_sim: ZohoSimulator):
+    s = session(big_sim)
+    url = api(big_sim, "BTEC_Enrollments")
+    ids, token, pages = [], None, 0
+    while True:
+        query = {"fields": "Name", "sort_order": "asc", **({"page_token": token} if token else {})}
+        body = s.get(url, params=query, timeout=5).json()
+        ids += [r["id"] for r in body["data"]]
+        pages += 1
+        if pages > 1:
+            assert body["info"]["previous_page_token"]
+        token = body["info"]["next_page_token"]
+        if not token:
+            break
+    assert ids == [r["id"] for r in big_sim.records("BTEC_Enrollments")]
+
+
+def test_page_tokens_are_bound_to_their_query_and_expire(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim(data={"BTEC_Teachers": [{"Name": f"T{i}"} for i in range(5)]}, page_token_ttl=600)
+    s = session(sim)
+    url = api(sim, "BTEC_Teachers")
+    token = s.get(url, params={"fields": "Name", "per_page": 2}, timeout=5).json()["info"]["next_page_token"]
+    both = s.get(url, params={"fields": "Name", "per_page": 2, "page": 2, "page_token": token}, timeout=5)
+    assert error_of(both)[:2] == (400, "AMBIGUITY_DURING_PROCESSING")
+    altered = s.get(url, params={"fields": "Name,Email", "per_page": 2, "page_token": token}, timeout=5)
+    assert error_of(altered) == (400, "TOKEN_BOUND_DATA_MISMATCH", {"param_name": "page_token"})
+    assert (
+        s.get(url, params={"fields": "Name", "per_page": 2, "page_token": token}, timeout=5).status_code
+        == 200
+    )
+    clock.advance(seconds=601)
+    expired = s.get(url, params={"fields": "Name", "per_page": 2, "page_token": token}, timeout=5)
+    assert error_of(expired) == (
+        400,
+        "EXPIRED_VALUE",
+        {"api_name": "page_token", "json_path": "$.query.page_token"},
+    )
+
+
+def _grades_at(sim: ZohoSimulator, *minutes: int) -> list[str]:
+    return [
+        sim.insert(
+            "BTEC_Grades", {"Name": f"G{m}", "Modified_Time": format_time(START + timedelta(minutes=m))}
+        )
+        for m in minutes
+    ]
+
+
+def test_if_modified_since_is_inclusive_and_304_when_nothing_changed(make_sim: SimFactory):
+    sim = make_sim()
+    s = session(sim)
+    old, edge, new = _grades_at(sim, 0, 10, 20)
+    url, params = (
+        api(sim, "BTEC_Grades"),
+        {"fields": "Name,Modified_Time", "sort_by": "Modified_Time", "sort_order": "asc"},
+    )
+    edge_time = START + timedelta(minutes=10)
+    for header in (format_time(edge_time), edge_time.astimezone(ORG_TZ.utc).isoformat()):
+        r = s.get(url, params=params, headers={"If-Modified-Since": header}, timeout=5)
+        assert [rec["id"] for rec in r.json()["data"]] == [edge, new]
+    later = format_time(START + timedelta(minutes=21))
+    unchanged = s.get(url, params=params, headers={"If-Modified-Since": later}, timeout=5)
+    assert (unchanged.status_code, unchanged.content) == (304, b"")
+    assert sim.requests[-1].headers == {"If-Modified-Since": later}
+    sim.update("BTEC_Grades", old, Grade="M", Modified_Time=format_time(START + timedelta(minutes=30)))
+    r = s.get(url, params=params, headers={"If-Modified-Since": later}, timeout=5)
+    assert [rec["id"] for rec in r.json()["data"]] == [old]
+
+
+def test_no_records_is_204_with_an_empty_body(make_sim: SimFactory):
+    sim = make_sim()
+    r = session(sim).get(api(sim, "BTEC_Payments"), params={"fields": "Name"}, timeout=5)
+    assert (r.status_code, r.content) == (204, b"")
+
+
+@pytest.mark.parametrize("spec", [m for m in MODULES if not m.has_modified_time], ids=lambda m: m.name)
+def test_modules_without_modified_time_cannot_be_read_incrementally(make_sim: SimFactory, spec):
+    sim = make_sim()
+    ids = [sim.insert(spec.api_name, {"Modified_Time": format_time(START)}) for _ in range(3)]
+    assert all("Modified_Time" not in r for r in sim.records(spec.api_name))
+    s = session(sim)
+    url = api(sim, spec.api_name)
+    bad_sort = s.get(url, params={"fields": "id", "sort_by": "Modified_Time"}, timeout=5)
+    assert error_of(bad_sort)[:2] == (400, "INVALID_DATA")
+    assert "Modified_Time" not in error_of(bad_sort)[2]["supported_values"]
+    future = format_time(START + timedelta(days=365))
+    r = s.get(url, params={"fields": "Modified_Time"}, headers={"If-Modified-Since": future}, timeout=5)
+    assert r.status_code == 200  # If-Modified-Since is not applied: everything comes back
+    assert sorted(rec["id"] for rec in r.json()["data"]) == ids
+    assert all(set(rec) == {"id"} for rec in r.json()["data"])
+
+
+def test_one_record_by_id(school_sim: ZohoSimulator):
+    s = session(school_sim)
+    student = _small_school()["BTEC_Students"][3]
+    whole = s.get(api(school_sim, f"BTEC_Students/{student['id']}"), timeout=5).json()["data"]
+    assert whole == [{**{k: v for k, v in student.items()}, "id": student["id"]}]
+    some = s.get(api(school_sim, f"BTEC_Students/{student['id']}"), params={"fields": "Last_Name"}, timeout=5)
+    assert some.json() == {"data": [{"Last_Name": student["Last_Name"], "id": student["id"]}]}
+    missing = s.get(api(school_sim, "BTEC_Students/5843017000000999999"), timeout=5)
+    assert (missing.status_code, missing.content) == (204, b"")
+
+
+def test_deleted_records_are_listed_by_type_and_time(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim()
+    s = session(sim)
+    url = api(sim, "BTEC_Students/deleted")
+    assert s.get(url, params={"type": "all"}, timeout=5).status_code == 204
+    first, second, kept = (sim.insert("BTEC_Students", {"Name": f"STU-{i}"}) for i in range(3))
+    sim.delete("BTEC_Students", first)
+    clock.advance(minutes=5)
+    sim.delete("BTEC_Students", second, permanent=True)
+    body = s.get(url, params={"type": "all"}, timeout=5).json()
+    assert [d["id"] for d in body["data"]] == [second, first]  # most recent first
+    assert body["info"] == {"per_page": 200, "count": 2, "page": 1, "more_records": False}
+    recycled = s.get(url, params={"type": "recycle"}, timeout=5).json()["data"]
+    assert [(d["id"], d["type"], d["display_name"]) for d in recycled] == [(first, "recycle", "STU-0")]
+    assert recycled[0]["deleted_time"] == format_time(START) and recycled[0]["deleted_by"]["name"]
+    permanent = s.get(url, params={"type": "permanent"}, timeout=5).json()["data"]
+    assert [(d["id"], d["deleted_by"], d["display_name"]) for d in permanent] == [(second, None, None)]
+    since = {"If-Modified-Since": format_time(START + timedelta(minutes=5))}
+    assert [d["id"] for d in s.get(url, headers=since, timeout=5).json()["data"]] == [second]
+    assert sim.record("BTEC_Students", first) is None and sim.record("BTEC_Students", kept)
+
+
+# --- writing records ------------------------------------------------------------------------------------
+
+
+def _upsert(
+    s: requests.Session, sim: ZohoSimulator, module: str, rows: list[Any], **extra: Any
+) -> requests.Response:
+    return s.post(api(sim, f"{module}/upsert"), json={"data": rows, "trigger": [], **extra}, timeout=5)
+
+
+def test_upsert_inserts_then_updates_on_the_duplicate_check_field(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim()
+    s = session(sim)
+    student = {"First_Name": "Ahmed", "Last_Name": "Haddad", "Academic_Email": "ahmed.haddad1@school.example"}
+    inserted = _upsert(s, sim, "BTEC_Students", [student], duplicate_check_fields=["Academic_Email"])
+    assert inserted.status_code == 200
+    (result,) = inserted.json()["data"]
+    assert {k: result[k] for k in ("code", "action", "status", "message", "duplicate_field")} == {
+        "code": "SUCCESS",
+        "action": "insert",
+        "status": "success",
+        "message": "record added",
+        "duplicate_field": None,
+    }
+    new_id = result["details"]["id"]
+    assert len(new_id) == 19 and result["details"]["Modified_Time"] == format_time(START)
+    assert sim.record("BTEC_Students", new_id)["Name"]  # the autonumber is assigned
+
+    clock.advance(minutes=7)
+    change = {"Academic_Email": "AHMED.HADDAD1@school.example", "City": "Gaziantep", "Status": "Active"}
+    (updated,) = _upsert(s, sim, "BTEC_Students", [change], duplicate_check_fields=["Academic_Email"]).json()[
+        "data"
+    ]
+    assert (updated["action"], updated["duplicate_field"], updated["details"]["id"]) == (
+        "update",
+        "Academic_Email",
+        new_id,
+    )
+    stored = sim.record("BTEC_Students", new_id)
+    assert (stored["City"], stored["Last_Name"]) == ("Gaziantep", "Haddad")
+    assert stored["Modified_Time"] == format_time(START + timedelta(minutes=7))
+    by_id = _upsert(s, sim, "BTEC_Students", [{"id": new_id, "City": "Amman"}]).json()["data"][0]
+    assert (by_id["action"], sim.record("BTEC_Students", new_id)["City"]) == ("update", "Amman")
+
+
+@pytest.mark.parametrize(
+    ("grades", "status"),
+    [(["P", "M"], 200), (["P", "A"], 207), (["A", "Distinction"], 400)],
+)
+def test_upsert_status_follows_the_per_record_results(make_sim: SimFactory, grades: list[str], status: int):
+    sim = make_sim()
+    student = sim.insert("BTEC_Students", {"Academic_Email": "s@school.example"})
+    klass = sim.insert("BTEC_Classes", {"Class_Name": "Programming", "Class_Short_Name": "IT-U1"})
+    rows = [{"Student": {"id": student}, "Class": klass, "Grade": g} for g in grades]
+    r = _upsert(session(sim), sim, "BTEC_Grades", rows)
+    assert r.status_code == status
+    for i, (grade, result) in enumerate(zip(grades, r.json()["data"], strict=True)):
+        if grade in ("P", "M"):
+            assert result["code"] == "SUCCESS"
+            stored = sim.record("BTEC_Grades", result["details"]["id"])
+            assert stored["Student"] == {"name": sim.record("BTEC_Students", student)["Name"], "id": student}
+            assert stored["Class"] == {"name": sim.record("BTEC_Classes", klass)["Name"], "id": klass}
+        else:
+            assert result == {
+                "code": "INVALID_DATA",
+                "details": {
+                    "api_name": "Grade",
+                    "json_path": f"$.data[{i}].Grade",
+                    "expected_data_type": "picklist",
+                },
+                "message": "invalid data",
+                "status": "error",
+            }
+
+
+@pytest.mark.parametrize(
+    ("row", "code", "api_name"),
+    [
+        ({"Name": "ENR-1", "Classes": None}, "MANDATORY_NOT_FOUND", "Classes"),
+        ({"Enrollment_Type": "Auditing"}, "INVALID_DATA", "Enrollment_Type"),
+        ({"Start_Date": "2026-02-30"}, "INVALID_DATA", "Start_Date"),
+        ({"Synced_to_Moodle": "yes"}, "INVALID_DATA", "Synced_to_Moodle"),
+        ({"No_Such_Field": 1}, "INVALID_DATA", "No_Such_Field"),
+        ({"Enrolled_Students": {"id": "5843017000000999999"}}, "INVALID_DATA", "Enrolled_Students"),
+    ],
+)
+def test_upsert_validates_each_record_against_the_metadata(
+    make_sim: SimFactory, row: dict, code: str, api_name: str
+):
+    sim = make_sim()
+    student = sim.insert("BTEC_Students", {"Academic_Email": "s@school.example"})
+    klass = sim.insert("BTEC_Classes", {"Class_Short_Name": "IT-U1"})
+    full = {"Enrolled_Students": student, "Classes": {"id": klass}, **row}
+    r = _upsert(session(sim), sim, "BTEC_Enrollments", [full])
+    assert r.status_code == 400
+    (result,) = r.json()["data"]
+    assert (result["code"], result["status"], result["details"]["api_name"]) == (code, "error", api_name)
+    assert result["details"]["json_path"].startswith(f"$.data[0].{api_name}")
+    assert sim.records("BTEC_Enrollments") == []
+
+
+def test_upsert_refuses_to_guess_between_duplicates(make_sim: SimFactory):
+    sim = make_sim()
+    for name in ("Omar Nasser", "Omar Nasser (2)"):
+        sim.insert(
+            "BTEC_Teachers",
+            {"Name": name, "Email": "omar@mail.example", "Academic_Email": f"{len(name)}@s.ex"},
+        )
+    r = _upsert(
+        session(sim),
+        sim,
+        "BTEC_Teachers",
+        [{"Name": "Omar", "Email": "omar@mail.example"}],
+        duplicate_check_fields=["Email"],
+    )
+    (result,) = r.json()["data"]
+    assert (r.status_code, result["code"], result["details"]["api_name"]) == (400, "DUPLICATE_DATA", "Email")
+    assert len(sim.records("BTEC_Teachers")) == 2
+
+
+def test_upsert_takes_at_most_100_records_and_charges_per_10(make_sim: SimFactory):
+    sim = make_sim()
+    s = session(sim)
+    too_many = _upsert(s, sim, "BTEC_Teachers", [{"Name": f"T{i}"} for i in range(101)])
+    assert error_of(too_many)[:2] == (400, "LIMIT_EXCEEDED")
+    ok = _upsert(s, sim, "BTEC_Teachers", [{"Name": f"T{i}"} for i in range(25)])
+    assert ok.status_code == 200
+    assert [r.credits for r in sim.requests if r.path.endswith("/upsert")] == [0, 3]
+    ids = [r["details"]["id"] for r in ok.json()["data"]]
+    assert ids == sorted(ids) and all(len(i) == 19 for i in ids)
+
+
+def test_insert_update_and_delete_endpoints(make_sim: SimFactory):
+    sim = make_sim()
+    s = session(sim)
+    created = s.post(api(sim, "BTEC_Teachers"), json={"data": [{"Name": "Rana Saleh"}]}, timeout=5)
+    assert created.status_code == 201
+    teacher = created.json()["data"][0]["details"]["id"]
+    updated = s.put(
+        api(sim, "BTEC_Teachers"), json={"data": [{"id": teacher, "Phone_Number": "+90 555"}]}, timeout=5
+    )
+    assert updated.status_code == 200 and sim.record("BTEC_Teachers", teacher)["Phone_Number"] == "+90 555"
+    deleted = s.delete(api(sim, "BTEC_Teachers"), params={"ids": f"{teacher},5843017000000999999"}, timeout=5)
+    assert deleted.status_code == 207
+    assert [d["id"] for d in sim.deleted("BTEC_Teachers")] == [teacher]
+
+
+@pytest.mark.parametrize("spec", MODULES, ids=lambda m: m.name)
+def test_settings_fields_serves_the_orgs_metadata(school_sim: ZohoSimulator, spec):
+    s = session(school_sim)
+    r = s.get(api(school_sim, "settings/fields"), params={"module": spec.api_name}, timeout=5)
+    assert r.json()["fields"] == list(metadata_for(spec.api_name).values())
+
+
+def test_coql_serves_a_small_select(school_sim: ZohoSimulator):
+    s = session(school_sim)
+    url = api(school_sim, "coql")
+    student = _small_school()["BTEC_Students"][5]
+    query = f"select id, Last_Name, Program from BTEC_Students where Academic_Email = '{student['Academic_Email']}' limit 10"
+    body = s.post(url, json={"select_query": query}, timeout=5).json()
+    assert body == {
+        "data": [
+            {
+                "id": student["id"],
+                "Last_Name": student["Last_Name"],
+                "Program": {"id": student["Program"]["id"]},
+            }
+        ],
+        "info": {"count": 1, "more_records": False},
+    }
+    enrolments = _small_school()["BTEC_Enrollments"]
+    page = s.post(
+        url, json={"select_query": "select Name from BTEC_Enrollments limit 100 offset 100"}, timeout=5
+    )
+    assert [r["id"] for r in page.json()["data"]] == [r["id"] for r in enrolments[100:200]]
+    assert page.json()["info"]["more_records"] is (len(enrolments) > 200)
+    none = s.post(
+        url, json={"select_query": "select Name from BTEC_Teachers where Name = 'nobody'"}, timeout=5
+    )
+    assert none.status_code == 204
+    for bad in ("delete from BTEC_Teachers", "select Name from BTEC_Teachers where Name like 'A%' or 1"):
+        assert error_of(s.post(url, json={"select_query": bad}, timeout=5))[:2] == (400, "SYNTAX_ERROR")
+
+
+# --- limits and failures -----------------------------------------------------------------------------------
+
+
+def test_credits_run_out_with_429_and_no_retry_after(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim(daily_credit_limit=10, data={"BTEC_Teachers": [{"Name": "T"}]})
+    s = session(sim)
+    url, params = api(sim, "BTEC_Teachers"), {"fields": "Name"}
+    remaining = []
+    for _ in range(10):
+        r = s.get(url, params=params, timeout=5)
+        assert r.status_code == 200
+        remaining.append(r.headers.get("X-API-CREDITS-REMAINING"))
+    assert remaining == [None] * 4 + ["5", "4", "3", "2", "1", "0"]
+    out = s.get(url, params=params, timeout=5)
+    assert error_of(out)[:2] == (429, "TOO_MANY_REQUESTS")
+    assert "Retry-After" not in out.headers
+    assert sim.credits_used() == 10
+    clock.advance(hours=24)  # the window rolls on (and the token has expired meanwhile)
+    assert session(sim).get(url, params=params, timeout=5).status_code == 200
+
+
+def test_too_many_concurrent_calls_are_429(make_sim: SimFactory):
+    sim = make_sim(max_concurrency=2, response_delay=0.3)
+    s = session(sim)
+    barrier = threading.Barrier(5)
+
+    def call(_: int) -> int:
+        barrier.wait()
+        return requests.get(
+            api(sim, "BTEC_Teachers"), params={"fields": "Name"}, headers=dict(s.headers), timeout=5
+        ).status_code
+
+    with ThreadPoolExecutor(5) as pool:
+        statuses = sorted(pool.map(call, range(5)))
+    assert statuses.count(204) == 2 and statuses.count(429) == 3
+
+
+def test_fail_next_injects_errors_on_matching_calls(make_sim: SimFactory):
+    sim = make_sim()
+    s = session(sim)
+    teachers, students = api(sim, "BTEC_Teachers"), api(sim, "BTEC_Students")
+    params = {"fields": "Name"}
+    sim.fail_next(2, status=503, code="SERVICE_UNAVAILABLE", path_contains="BTEC_Teachers")
+    assert s.get(students, params=params, timeout=5).status_code == 204
+    assert error_of(s.get(teachers, params=params, timeout=5))[:2] == (503, "SERVICE_UNAVAILABLE")
+    assert error_of(s.get(teachers, params=params, timeout=5))[:2] == (503, "SERVICE_UNAVAILABLE")
+    assert s.get(teachers, params=params, timeout=5).status_code == 204
+    sim.fail_next(5)
+    assert error_of(s.get(students, params=params, timeout=5))[:2] == (500, "INTERNAL_ERROR")
+    sim.fail_next(0)
+    assert s.get(students, params=params, timeout=5).status_code == 204
+    sim.fail_next(1, status=500, path_contains="/oauth/")
+    assert refresh(sim).status_code == 500
+    assert refresh(sim).status_code == 200
+    assert [r.credits for r in sim.requests if r.path.startswith("/crm/")] == [1, 0, 0, 1, 0, 1]
+
+
+def test_the_state_api_assigns_ids_times_and_autonumbers(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim(data={"BTEC_Students": [{"Name": "STU-00041", "id": "5843017000000100041"}]})
+    new = sim.insert("BTEC_Students", {"First_Name": "Sara"})
+    assert int(new) > 5843017000000100041 and len(new) == 19
+    rec = sim.record("BTEC_Students", new)
+    assert (rec["Name"], rec["Created_Time"], rec["Modified_Time"]) == (
+        "STU-00042",
+        format_time(START),
+        format_time(START),
+    )
+    clock.advance(hours=1)
+    sim.update("BTEC_Students", new, City="Bursa")
+    assert sim.record("BTEC_Students", new)["Modified_Time"] == "2026-11-01T11:00:00+03:00"
+    with pytest.raises(KeyError):
+        sim.update("BTEC_Students", "1", City="Bursa")
+    with pytest.raises(KeyError):
+        sim.insert("Leads", {})
+    other = ZohoSimulator(id_prefix="7000001000000")
+    assert other.insert("BTEC_Teachers", {"Name": "T"}).startswith("7000001000000")
