@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sync_pipelines.diff import ID, DiffResult, Status, changes_by_record
+from sync_pipelines.warehouse.moodle import MoodleStore
 from sync_pipelines.warehouse.schema import (
     MODULE_TABLES,
     metadata,
@@ -23,6 +23,7 @@ from sync_pipelines.warehouse.schema import (
     sync_results,
     sync_runs,
 )
+from sync_pipelines.warehouse.sql import upsert_statement
 from sync_pipelines.zoho.canonical import MODIFIED
 from sync_pipelines.zoho.modules import ModuleSpec
 
@@ -139,6 +140,11 @@ class Warehouse:
 
     def __repr__(self) -> str:
         return f"Warehouse({self.engine.url.render_as_string(hide_password=True)})"
+
+    @property
+    def moodle(self) -> MoodleStore:
+        """The Moodle-side bookkeeping tables (id maps, enrolments, grades, push results)."""
+        return MoodleStore(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -297,9 +303,6 @@ class Warehouse:
                 )
             )
 
-    def _insert(self, table: sa.Table):
-        return (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(table)
-
     def _upsert_rows(
         self, conn: sa.Connection, t: sa.Table, spec: ModuleSpec, tenant: str, write: pd.DataFrame,
         sync_run_id: str, now: datetime,
@@ -313,13 +316,10 @@ class Warehouse:
             tenant_id=tenant, first_seen_at=now, updated_at=now, deleted_at=None, sync_run_id=sync_run_id
         )
         rows = values.astype(object).where(values.notna(), None).to_dict("records")
-        stmt = self._insert(t)
-        keep = {"tenant_id", "zoho_id", "first_seen_at"}
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.tenant_id, t.c.zoho_id],
-            set_={c.name: stmt.excluded[c.name] for c in t.columns if c.name not in keep},
+        conn.execute(
+            upsert_statement(self.engine, t, ["tenant_id", "zoho_id"], keep=frozenset({"first_seen_at"})),
+            rows,
         )
-        conn.execute(stmt, rows)
 
     def _upsert_pending(
         self, conn: sa.Connection, spec: ModuleSpec, tenant: str, skipped: pd.DataFrame, now: datetime
@@ -331,12 +331,10 @@ class Warehouse:
              "payload": json.dumps(p, ensure_ascii=False), "first_skipped_at": now, "last_seen_at": now}
             for p, reason in zip(payloads, skipped["sync_reason"], strict=True)
         ]  # fmt: skip
-        stmt = self._insert(sync_pending)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[sync_pending.c.tenant_id, sync_pending.c.module, sync_pending.c.zoho_id],
-            set_={"reason": stmt.excluded.reason, "payload": stmt.excluded.payload, "last_seen_at": now},
+        keys = ["tenant_id", "module", "zoho_id"]
+        conn.execute(
+            upsert_statement(self.engine, sync_pending, keys, keep=frozenset({"first_skipped_at"})), rows
         )
-        conn.execute(stmt, rows)
 
     def _log(
         self,
@@ -388,12 +386,7 @@ class Warehouse:
             "last_full_at": cursor.last_full_at,
             "updated_at": now,
         }
-        stmt = self._insert(sync_cursors).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[sync_cursors.c.tenant_id, sync_cursors.c.module],
-            set_={k: v for k, v in values.items() if k not in ("tenant_id", "module")},
-        )
-        conn.execute(stmt)
+        conn.execute(upsert_statement(self.engine, sync_cursors, ["tenant_id", "module"]), [values])
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

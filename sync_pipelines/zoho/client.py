@@ -649,16 +649,39 @@ class ZohoClient:
                 before it are already written; upsert being idempotent, running the whole call
                 again is safe.
         """
+        extra = {"duplicate_check_fields": list(duplicate_check_fields)} if duplicate_check_fields else {}
+        return self._write("upsert", "POST", f"/{_segment(module)}/upsert", module, records, trigger, extra)
+
+    def update(
+        self, module: str, records: Sequence[dict], *, trigger: Sequence[str] = ()
+    ) -> list[UpsertResult]:
+        """Update existing records by ``id`` (``PUT /{module}``), in batches of at most 100.
+
+        Each record must carry its ``id``; only the fields given are changed. Results are as for
+        :meth:`upsert`, one per record in order (an unknown id is a per-record error).
+        """
+        missing = [i for i, r in enumerate(records) if not r.get("id")]
+        if missing:
+            raise ValueError(f"update needs an id on every record; missing at {missing[:5]}")
+        return self._write("update", "PUT", f"/{_segment(module)}", module, records, trigger, {})
+
+    def _write(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        module: str,
+        records: Sequence[dict],
+        trigger: Sequence[str],
+        extra: dict[str, Any],
+    ) -> list[UpsertResult]:
         results: list[UpsertResult] = []
-        path = f"/{_segment(module)}/upsert"
         for offset in range(0, len(records), MAX_UPSERT_BATCH):
             batch = list(records[offset : offset + MAX_UPSERT_BATCH])
-            payload: dict[str, Any] = {"data": batch, "trigger": list(trigger)}
-            if duplicate_check_fields:
-                payload["duplicate_check_fields"] = list(duplicate_check_fields)
+            payload: dict[str, Any] = {"data": batch, "trigger": list(trigger), **extra}
             response = self._call(
-                "upsert",
-                "POST",
+                endpoint,
+                method,
                 path,
                 json=payload,
                 credits=math.ceil(len(batch) / RECORDS_PER_UPSERT_CREDIT),
@@ -667,18 +690,19 @@ class ZohoClient:
             items = body.get("data") if isinstance(body, dict) else None
             # 200, 207 and 400 all carry one answer per record; a 400 without them is a
             # request-level refusal (bad module, bad JSON...) and is raised.
-            if response.status_code not in (200, 201, 207, 400) or not isinstance(items, list):
-                raise self._api_error(response, "upsert")
+            if response.status_code not in (200, 201, 202, 207, 400) or not isinstance(items, list):
+                raise self._api_error(response, endpoint)
             if len(items) != len(batch):
                 raise self._error(
                     response.status_code,
                     "INVALID_RESPONSE",
-                    f"upsert of {len(batch)} records answered {len(items)} results",
-                    endpoint="upsert",
+                    f"{endpoint} of {len(batch)} records answered {len(items)} results",
+                    endpoint=endpoint,
                 )
             results.extend(self._upsert_result(offset + i, item) for i, item in enumerate(items))
             logger.debug(
-                "upsert %s: batch at %d, %d records, HTTP %d",
+                "%s %s: batch at %d, %d records, HTTP %d",
+                endpoint,
                 module,
                 offset,
                 len(batch),

@@ -1,0 +1,291 @@
+"""Moodle-side bookkeeping in the warehouse: id maps, enrolments, grades, push results.
+
+The id map is what makes every Moodle write idempotent: a Zoho record is created in Moodle once,
+then only updated, and only when the payload pushed last time differs. Every write, successful
+or not, leaves a row in ``moodle_push_results`` with Moodle's errorcode and message.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+import sqlalchemy as sa
+
+from sync_pipelines.warehouse.schema import metadata
+from sync_pipelines.warehouse.sql import upsert_statement
+
+moodle_id_map = sa.Table(
+    "moodle_id_map",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("entity", sa.String(16), primary_key=True, comment="user, course or category"),
+    sa.Column(
+        "zoho_id", sa.String(64), primary_key=True, comment="the Zoho record the Moodle object mirrors"
+    ),
+    sa.Column("zoho_module", sa.String(32), nullable=False),
+    sa.Column("moodle_id", sa.BigInteger(), nullable=False),
+    sa.Column("pushed_fingerprint", sa.String(64), comment="SHA-256 of the payload last written to Moodle"),
+    sa.Column("pushed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_moodle_id_map_moodle", "tenant_id", "entity", "moodle_id", unique=True),
+    comment="Zoho id ↔ Moodle id, per tenant and entity.",
+)
+
+moodle_enrolment_map = sa.Table(
+    "moodle_enrolment_map",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(96), primary_key=True, comment="enrolment:<zoho id> or teacher:<class id>"),
+    sa.Column("moodle_user_id", sa.BigInteger(), nullable=False),
+    sa.Column("moodle_course_id", sa.BigInteger(), nullable=False),
+    sa.Column("role_id", sa.Integer(), nullable=False),
+    sa.Column("pushed_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Enrolments this pipeline made in Moodle and still holds.",
+)
+
+moodle_grades = sa.Table(
+    "moodle_grades",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("composite_key", sa.String(64), primary_key=True, comment="<moodle user id>_<grade item id>"),
+    sa.Column("moodle_user_id", sa.BigInteger(), nullable=False),
+    sa.Column("moodle_course_id", sa.BigInteger(), nullable=False),
+    sa.Column("grade_item_id", sa.BigInteger(), nullable=False),
+    sa.Column("item_name", sa.Text()),
+    sa.Column("student_zoho_id", sa.String(32)),
+    sa.Column("class_zoho_id", sa.String(32)),
+    sa.Column("grade_raw", sa.Float()),
+    sa.Column("grade_max", sa.Float()),
+    sa.Column("percentage", sa.Float()),
+    sa.Column("btec_grade", sa.String(16), comment="Distinction, Merit, Pass or Refer"),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("written_fingerprint", sa.String(64), comment="fingerprint last written to Zoho BTEC_Grades"),
+    sa.Column("zoho_grade_id", sa.String(32), comment="the BTEC_Grades record written"),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Grades read from Moodle gradebooks, with their BTEC conversion.",
+)
+
+zoho_writeback_state = sa.Table(
+    "zoho_writeback_state",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("module", sa.String(64), primary_key=True),
+    sa.Column("zoho_id", sa.String(32), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False, comment="SHA-256 of the fields last written"),
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Sync bookkeeping last written back to each Zoho record.",
+)
+
+moodle_push_results = sa.Table(
+    "moodle_push_results",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("dagster_run_id", sa.String(64)),
+    sa.Column("target", sa.String(16), nullable=False, comment="moodle or zoho"),
+    sa.Column("entity", sa.String(32), nullable=False),
+    sa.Column("key", sa.String(96), nullable=False, comment="the Zoho id (or enrolment key) written for"),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False, comment="success or error"),
+    sa.Column("remote_id", sa.String(64), comment="Moodle id or Zoho id written"),
+    sa.Column("errorcode", sa.Text()),
+    sa.Column("message", sa.Text()),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_moodle_push_results_key", "tenant_id", "entity", "key"),
+    comment="Every write to Moodle or back to Zoho, per record, with the service's error on failure.",
+)
+
+
+@dataclass(frozen=True)
+class Push:
+    """One write, for the push log."""
+
+    target: str
+    entity: str
+    key: str
+    action: str
+    ok: bool
+    remote_id: str | None = None
+    errorcode: str | None = None
+    message: str | None = None
+
+
+class MoodleStore:
+    """Tenant-scoped access to the Moodle bookkeeping tables."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def _upsert(self, conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping], keys: list[str]) -> None:
+        if rows:
+            conn.execute(upsert_statement(self.engine, table, keys), list(rows))
+
+    # --- id map -------------------------------------------------------------------------------
+
+    def id_map(self, tenant_id: str, entity: str) -> pd.DataFrame:
+        """``zoho_id`` → ``moodle_id``, ``pushed_fingerprint`` for one entity."""
+        t = moodle_id_map
+        q = sa.select(t.c.zoho_id, t.c.zoho_module, t.c.moodle_id, t.c.pushed_fingerprint).where(
+            t.c.tenant_id == tenant_id, t.c.entity == entity
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        frame = pd.DataFrame(rows, columns=["zoho_id", "zoho_module", "moodle_id", "pushed_fingerprint"])
+        return frame.set_index("zoho_id")
+
+    def save_ids(
+        self, tenant_id: str, entity: str, rows: Iterable[Mapping], pushes: Sequence[Push], run_id: str | None
+    ) -> None:
+        """Record Moodle ids (``zoho_id``, ``zoho_module``, ``moodle_id``, ``pushed_fingerprint``) and the pushes."""
+        now = datetime.now(UTC)
+        values = [{"tenant_id": tenant_id, "entity": entity, "pushed_at": now, **r} for r in rows]
+        with self.engine.begin() as conn:
+            self._upsert(conn, moodle_id_map, values, ["tenant_id", "entity", "zoho_id"])
+            self._log(conn, tenant_id, pushes, run_id, now)
+
+    # --- enrolments ---------------------------------------------------------------------------
+
+    def enrolments(self, tenant_id: str) -> pd.DataFrame:
+        t = moodle_enrolment_map
+        q = sa.select(t.c.key, t.c.moodle_user_id, t.c.moodle_course_id, t.c.role_id).where(
+            t.c.tenant_id == tenant_id
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return pd.DataFrame(rows, columns=["key", "moodle_user_id", "moodle_course_id", "role_id"]).set_index(
+            "key"
+        )
+
+    def save_enrolments(
+        self,
+        tenant_id: str,
+        added: Sequence[Mapping],
+        removed: Sequence[str],
+        pushes: Sequence[Push],
+        run_id: str | None,
+    ) -> None:
+        now = datetime.now(UTC)
+        t = moodle_enrolment_map
+        with self.engine.begin() as conn:
+            self._upsert(
+                conn,
+                t,
+                [{"tenant_id": tenant_id, "pushed_at": now, **a} for a in added],
+                ["tenant_id", "key"],
+            )
+            if removed:
+                conn.execute(
+                    t.delete().where(t.c.tenant_id == tenant_id, t.c.key == sa.bindparam("k")),
+                    [{"k": k} for k in removed],
+                )
+            self._log(conn, tenant_id, pushes, run_id, now)
+
+    # --- grades -------------------------------------------------------------------------------
+
+    def grades(self, tenant_id: str) -> pd.DataFrame:
+        q = (
+            sa.select(moodle_grades)
+            .where(moodle_grades.c.tenant_id == tenant_id)
+            .order_by(moodle_grades.c.composite_key)
+        )
+        with self.engine.connect() as conn:
+            return pd.read_sql(q, conn)
+
+    def save_grades(self, tenant_id: str, rows: Sequence[Mapping]) -> None:
+        """Upsert grades read from Moodle; what was written to Zoho is kept."""
+        now = datetime.now(UTC)
+        values = [{"tenant_id": tenant_id, "updated_at": now, **r} for r in rows]
+        if not values:
+            return
+        stmt = upsert_statement(
+            self.engine,
+            moodle_grades,
+            ["tenant_id", "composite_key"],
+            keep=frozenset({"written_fingerprint", "zoho_grade_id"}),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, values)
+
+    def mark_grades_written(
+        self, tenant_id: str, written: Sequence[Mapping], pushes: Sequence[Push], run_id: str | None
+    ) -> None:
+        """``written``: ``composite_key``, ``written_fingerprint``, ``zoho_grade_id``."""
+        t = moodle_grades
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            if written:
+                conn.execute(
+                    t.update()
+                    .where(t.c.tenant_id == tenant_id, t.c.composite_key == sa.bindparam("k"))
+                    .values(written_fingerprint=sa.bindparam("fp"), zoho_grade_id=sa.bindparam("gid")),
+                    [
+                        {"k": w["composite_key"], "fp": w["written_fingerprint"], "gid": w["zoho_grade_id"]}
+                        for w in written
+                    ],
+                )
+            self._log(conn, tenant_id, pushes, run_id, now)
+
+    # --- Zoho write-back ----------------------------------------------------------------------
+
+    def writeback_state(self, tenant_id: str, module: str) -> pd.Series:
+        t = zoho_writeback_state
+        q = sa.select(t.c.zoho_id, t.c.fingerprint).where(t.c.tenant_id == tenant_id, t.c.module == module)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return pd.Series({r[0]: r[1] for r in rows}, dtype=object)
+
+    def save_writeback(
+        self,
+        tenant_id: str,
+        module: str,
+        written: Mapping[str, str],
+        pushes: Sequence[Push],
+        run_id: str | None,
+    ) -> None:
+        now = datetime.now(UTC)
+        rows = [
+            {"tenant_id": tenant_id, "module": module, "zoho_id": z, "fingerprint": fp, "written_at": now}
+            for z, fp in written.items()
+        ]
+        with self.engine.begin() as conn:
+            self._upsert(conn, zoho_writeback_state, rows, ["tenant_id", "module", "zoho_id"])
+            self._log(conn, tenant_id, pushes, run_id, now)
+
+    # --- the push log -------------------------------------------------------------------------
+
+    def log(self, tenant_id: str, pushes: Sequence[Push], run_id: str | None) -> None:
+        with self.engine.begin() as conn:
+            self._log(conn, tenant_id, pushes, run_id, datetime.now(UTC))
+
+    def _log(
+        self, conn: sa.Connection, tenant_id: str, pushes: Sequence[Push], run_id: str | None, now: datetime
+    ) -> None:
+        if not pushes:
+            return
+        conn.execute(
+            moodle_push_results.insert(),
+            [
+                {"tenant_id": tenant_id, "dagster_run_id": run_id, "target": p.target, "entity": p.entity, "key": p.key,
+                 "action": p.action, "outcome": "success" if p.ok else "error", "remote_id": p.remote_id,
+                 "errorcode": p.errorcode, "message": p.message, "at": now}
+                for p in pushes
+            ],
+        )  # fmt: skip
+
+    def push_results(self, tenant_id: str, entity: str | None = None) -> pd.DataFrame:
+        t = moodle_push_results
+        q = sa.select(t).where(t.c.tenant_id == tenant_id).order_by(t.c.id)
+        if entity:
+            q = q.where(t.c.entity == entity)
+        with self.engine.connect() as conn:
+            return pd.read_sql(q, conn)
+
+
+def payload_fingerprint(payload: Mapping) -> str:
+    """SHA-256 of a payload's canonical JSON (sorted keys, no spaces): what a write would send."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
