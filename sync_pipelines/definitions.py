@@ -4,17 +4,36 @@ import os
 
 import dagster as dg
 
+from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets, writeback_assets
+from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
 from sync_pipelines.tenants import TENANTS_FILE_ENV, default_tenants_file, tenants_sensor
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.zoho.assets import zoho_assets
 from sync_pipelines.zoho.resource import ZohoCRMResource
 
-#: The main job: every Zoho module of one tenant (a partition), in dependency order.
+_ZOHO_READS = dg.AssetSelection.assets(*zoho_assets)
+
+#: Every Zoho module of one tenant (a partition) into the warehouse, in dependency order.
 zoho_full_sync = dg.define_asset_job(
     name="zoho_full_sync",
-    selection=dg.AssetSelection.groups("zoho"),
+    selection=_ZOHO_READS,
     description="Sync every Zoho CRM module of one school into the warehouse.",
+)
+
+#: The main job: Zoho → warehouse → Moodle → grades and bookkeeping back to Zoho, for one school.
+full_sync = dg.define_asset_job(
+    name="full_sync",
+    selection=dg.AssetSelection.all(),
+    description="Full sync of one school: Zoho into the warehouse, provision Moodle, write grades and Moodle ids back.",
+)
+
+#: The same, reporting every Moodle and Zoho write it would make, and making none.
+full_sync_dry_run = dg.define_asset_job(
+    name="full_sync_dry_run",
+    selection=dg.AssetSelection.all(),
+    config={"ops": {step: {"config": {"dry_run": True}} for step in PUSH_STEPS}},
+    description="Dry run of full_sync: Moodle and Zoho are read, never written; the writes are listed in metadata.",
 )
 
 
@@ -36,14 +55,15 @@ def _tenants_file() -> str | dg.EnvVar:
 
 
 defs = dg.Definitions(
-    assets=zoho_assets,
+    assets=[*zoho_assets, *moodle_assets, *writeback_assets],
     # Sync steps wait on HTTP, not CPU, and a subprocess per step costs about 2 s of start-up; in
     # one process they also share the tenant's OAuth token (Zoho throttles token refreshes).
     executor=dg.in_process_executor,
-    jobs=[zoho_full_sync],
+    jobs=[full_sync, full_sync_dry_run, zoho_full_sync],
     sensors=[tenants_sensor],
     resources={
         "zoho": ZohoCRMResource(tenants_file=_tenants_file()),
+        "moodle": MoodleResource(tenants_file=_tenants_file()),
         "warehouse": _warehouse(),
     },
 )

@@ -7,11 +7,19 @@ from sync_pipelines.btec import btec_grade, btec_grades, percentage
 @pytest.mark.parametrize(
     ("pct", "expected"),
     [
-        (100.0, ("Distinction", "D")), (70.0, ("Distinction", "D")), (69.99, ("Merit", "M")),
-        (60.0, ("Merit", "M")), (59.5, ("Pass", "P")), (40.0, ("Pass", "P")), (39.99, ("Refer", "R")),
-        (0.0, ("Refer", "R")), (104.0, ("Distinction", "D")), (None, None), (float("nan"), None),
+        (100.0, ("Distinction", "D")),
+        (70.0, ("Distinction", "D")),
+        (69.99, ("Merit", "M")),
+        (60.0, ("Merit", "M")),
+        (59.5, ("Pass", "P")),
+        (40.0, ("Pass", "P")),
+        (39.99, ("Refer", "R")),
+        (0.0, ("Refer", "R")),
+        (104.0, ("Distinction", "D")),
+        (None, None),
+        (float("nan"), None),
     ],
-)  # fmt: skip
+)
 def test_btec_bands(pct: float | None, expected: tuple[str, str] | None):
     assert btec_grade(pct) == expected
     got = btec_grades(pd.Series([pct], dtype=float)).iloc[0]

@@ -12,22 +12,39 @@ EXPECTED_UPSTREAM = {
     "zoho/registrations": {"zoho/students", "zoho/programmes"},
     "zoho/payments": {"zoho/students", "zoho/registrations"},
     "zoho/grades": {"zoho/students", "zoho/classes"},
+    "moodle/users": {"zoho/students", "zoho/teachers"},
+    "moodle/courses": {"zoho/classes", "zoho/programmes"},
+    "moodle/enrolments": {"zoho/enrolments", "zoho/classes", "moodle/users", "moodle/courses"},
+    "moodle/grades": {"moodle/enrolments"},
+    "zoho/grade_writeback": {"moodle/grades"},
+    "zoho/sync_bookkeeping": {"moodle/users", "moodle/courses", "moodle/enrolments"},
 }
+GROUPS = {"zoho/grade_writeback": "writeback", "zoho/sync_bookkeeping": "writeback"}
 
 
 def test_asset_keys_groups_and_lineage_are_pinned():
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     assert {k: {d.asset_key.to_user_string() for d in s.deps} for k, s in specs.items()} == EXPECTED_UPSTREAM
-    for spec in specs.values():
-        assert spec.group_name == "zoho"
-        assert "zoho" in spec.kinds
+    for key, spec in specs.items():
+        assert spec.group_name == GROUPS.get(key, key.split("/")[0])
+        assert spec.kinds & {"zoho", "moodle"}
         assert spec.owners
-        assert spec.description and "one row per" in spec.description
+        assert spec.description and len(spec.description) > 60
         assert spec.partitions_def == dg.DynamicPartitionsDefinition(name="tenants")
+    for key in EXPECTED_UPSTREAM:
+        if key.startswith("zoho/") and key not in GROUPS:
+            assert "one row per" in specs[key].description
 
 
-def test_main_job_covers_every_zoho_asset_and_resources_are_bound():
-    job = defs.resolve_job_def("zoho_full_sync")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == set(EXPECTED_UPSTREAM)
-    assert set(defs.resources) >= {"zoho", "warehouse"}
+def _keys(job_name: str) -> set[str]:
+    return {k.to_user_string() for k in defs.resolve_job_def(job_name).asset_layer.executable_asset_keys}
+
+
+def test_jobs_cover_their_assets_and_resources_are_bound():
+    assert _keys("full_sync") == set(EXPECTED_UPSTREAM) == _keys("full_sync_dry_run")
+    assert _keys("zoho_full_sync") == {k for k in EXPECTED_UPSTREAM if k.startswith("zoho/") and k not in GROUPS}
+    dry = defs.resolve_job_def("full_sync_dry_run")
+    ops = dry.run_config_schema.config_type.fields["ops"].config_type.fields
+    assert {name for name, f in ops.items() if "dry_run" in str(f.default_value)} >= {"moodle__users", "zoho__grade_writeback"}
+    assert set(defs.resources) >= {"zoho", "moodle", "warehouse"}
     assert defs.resolve_sensor_def("tenants_sensor")

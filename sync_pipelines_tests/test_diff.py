@@ -15,9 +15,13 @@ def _incoming(rows: list[dict]) -> pd.DataFrame:
 
 def _state(incoming: pd.DataFrame, deleted: tuple[str, ...] = ()) -> pd.DataFrame:
     return pd.DataFrame(
-        {"zoho_id": incoming["zoho_id"], "fingerprint": fingerprint(incoming, COLS),
-         "deleted": incoming["zoho_id"].isin(deleted), "email": incoming["email"]}
-    )  # fmt: skip
+        {
+            "zoho_id": incoming["zoho_id"],
+            "fingerprint": fingerprint(incoming, COLS),
+            "deleted": incoming["zoho_id"].isin(deleted),
+            "email": incoming["email"],
+        }
+    )
 
 
 def test_fingerprint_matches_the_documented_format_recomputed_by_hand():
@@ -48,28 +52,50 @@ def test_missing_and_empty_string_are_different_values():
 
 
 def test_every_status_with_reasons_and_field_changes():
-    stored = _incoming([
-        {"zoho_id": "1", "first_name": "Amal", "last_name": "Haddad", "email": "amal@s.e"},
-        {"zoho_id": "2", "first_name": "Omar", "last_name": "Nasser", "email": "omar@s.e"},
-        {"zoho_id": "3", "first_name": "Lina", "last_name": "Saleh", "email": "lina@s.e"},
-    ])  # fmt: skip
-    incoming = _incoming([
-        {"zoho_id": "1", "first_name": "Amal", "last_name": "Haddad", "email": "amal@s.e"},
-        {"zoho_id": "2", "first_name": "Omar", "last_name": "Al-Nasser", "email": "omar@s.e"},
-        {"zoho_id": "4", "first_name": "Sara", "last_name": "Kaya", "email": "sara@s.e"},
-        {"zoho_id": "5", "first_name": None, "last_name": "X", "email": "x@s.e", "invalid_reason": "First_Name: required"},
-        {"zoho_id": "6", "first_name": "Yusuf", "last_name": "Demir", "email": "amal@s.e"},
-        {"zoho_id": "7", "first_name": "Ali", "last_name": "Veli", "email": "ali@s.e"},
-    ])  # fmt: skip
+    stored = _incoming(
+        [
+            {"zoho_id": "1", "first_name": "Amal", "last_name": "Haddad", "email": "amal@s.e"},
+            {"zoho_id": "2", "first_name": "Omar", "last_name": "Nasser", "email": "omar@s.e"},
+            {"zoho_id": "3", "first_name": "Lina", "last_name": "Saleh", "email": "lina@s.e"},
+        ]
+    )
+    incoming = _incoming(
+        [
+            {"zoho_id": "1", "first_name": "Amal", "last_name": "Haddad", "email": "amal@s.e"},
+            {"zoho_id": "2", "first_name": "Omar", "last_name": "Al-Nasser", "email": "omar@s.e"},
+            {"zoho_id": "4", "first_name": "Sara", "last_name": "Kaya", "email": "sara@s.e"},
+            {
+                "zoho_id": "5",
+                "first_name": None,
+                "last_name": "X",
+                "email": "x@s.e",
+                "invalid_reason": "First_Name: required",
+            },
+            {"zoho_id": "6", "first_name": "Yusuf", "last_name": "Demir", "email": "amal@s.e"},
+            {"zoho_id": "7", "first_name": "Ali", "last_name": "Veli", "email": "ali@s.e"},
+        ]
+    )
     incoming["program_id"] = [None, None, "p1", None, None, "p404"]
     deps = [DependencyCheck("program_id", pd.Index(["p1"]), "programme_not_synced_yet")]
 
-    result = diff(incoming, _state(stored), fingerprint_columns=COLS, dependencies=deps,
-                  deleted_ids=["3"], natural_key=["email"])  # fmt: skip
+    result = diff(
+        incoming,
+        _state(stored),
+        fingerprint_columns=COLS,
+        dependencies=deps,
+        deleted_ids=["3"],
+        natural_key=["email"],
+    )
     by_id = result.records.set_index("zoho_id")
     assert by_id["sync_status"].to_dict() == {
-        "1": "UNCHANGED", "2": "UPDATED", "4": "NEW", "5": "INVALID", "6": "INVALID", "7": "SKIPPED", "3": "DELETED",
-    }  # fmt: skip
+        "1": "UNCHANGED",
+        "2": "UPDATED",
+        "4": "NEW",
+        "5": "INVALID",
+        "6": "INVALID",
+        "7": "SKIPPED",
+        "3": "DELETED",
+    }
     assert by_id.loc["5", "sync_reason"] == "First_Name: required"
     assert by_id.loc["6", "sync_reason"] == "duplicate email: already on 1"
     assert by_id.loc["7", "sync_reason"] == "programme_not_synced_yet"
@@ -99,11 +125,13 @@ def test_deletion_wins_over_a_fetched_copy_and_unknown_deletions_are_ignored():
 
 def test_a_deleted_record_that_comes_back_is_new_and_two_new_duplicates_keep_the_older():
     stored = _incoming([{"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"}])
-    incoming = _incoming([
-        {"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"},
-        {"zoho_id": "9", "first_name": "C", "last_name": "D", "email": "same@b.c"},
-        {"zoho_id": "8", "first_name": "E", "last_name": "F", "email": "same@b.c"},
-    ])  # fmt: skip
+    incoming = _incoming(
+        [
+            {"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"},
+            {"zoho_id": "9", "first_name": "C", "last_name": "D", "email": "same@b.c"},
+            {"zoho_id": "8", "first_name": "E", "last_name": "F", "email": "same@b.c"},
+        ]
+    )
     result = diff(incoming, _state(stored, deleted=("1",)), fingerprint_columns=COLS, natural_key=["email"])
     by_id = result.records.set_index("zoho_id")
     assert by_id.loc["1", "sync_status"] == "NEW"

@@ -19,10 +19,20 @@ def _doc(*tenants: dict) -> dict:
 
 
 def test_data_centre_expands_and_explicit_urls_win():
-    tenants = parse_tenants(_doc(
-        {"id": "school-a", "zoho": {"data_centre": "eu", **ZOHO}},
-        {"id": "school_b", "zoho": {"data_centre": "eu", "accounts_url": "http://127.0.0.1:9/", "api_domain": "http://127.0.0.1:9", **ZOHO}},
-    ))  # fmt: skip
+    tenants = parse_tenants(
+        _doc(
+            {"id": "school-a", "zoho": {"data_centre": "eu", **ZOHO}},
+            {
+                "id": "school_b",
+                "zoho": {
+                    "data_centre": "eu",
+                    "accounts_url": "http://127.0.0.1:9/",
+                    "api_domain": "http://127.0.0.1:9",
+                    **ZOHO,
+                },
+            },
+        )
+    )
     assert tenants["school-a"].zoho.accounts_url == "https://accounts.zoho.eu"
     assert tenants["school-a"].zoho.api_domain == "https://www.zohoapis.eu"
     assert tenants["school_b"].zoho.accounts_url == "http://127.0.0.1:9"

@@ -269,12 +269,22 @@ class MoodleStore:
         conn.execute(
             moodle_push_results.insert(),
             [
-                {"tenant_id": tenant_id, "dagster_run_id": run_id, "target": p.target, "entity": p.entity, "key": p.key,
-                 "action": p.action, "outcome": "success" if p.ok else "error", "remote_id": p.remote_id,
-                 "errorcode": p.errorcode, "message": p.message, "at": now}
+                {
+                    "tenant_id": tenant_id,
+                    "dagster_run_id": run_id,
+                    "target": p.target,
+                    "entity": p.entity,
+                    "key": p.key,
+                    "action": p.action,
+                    "outcome": "success" if p.ok else "error",
+                    "remote_id": p.remote_id,
+                    "errorcode": p.errorcode,
+                    "message": p.message,
+                    "at": now,
+                }
                 for p in pushes
             ],
-        )  # fmt: skip
+        )
 
     def push_results(self, tenant_id: str, entity: str | None = None) -> pd.DataFrame:
         t = moodle_push_results

@@ -304,9 +304,15 @@ class Warehouse:
             )
 
     def _upsert_rows(
-        self, conn: sa.Connection, t: sa.Table, spec: ModuleSpec, tenant: str, write: pd.DataFrame,
-        sync_run_id: str, now: datetime,
-    ) -> None:  # fmt: skip
+        self,
+        conn: sa.Connection,
+        t: sa.Table,
+        spec: ModuleSpec,
+        tenant: str,
+        write: pd.DataFrame,
+        sync_run_id: str,
+        now: datetime,
+    ) -> None:
         values = to_db(write, spec)
         values.insert(0, "zoho_id", write[ID].to_numpy())
         values["fingerprint"] = write["fingerprint"].to_numpy()
@@ -327,10 +333,17 @@ class Warehouse:
         cols = [ID, *spec.columns, *([MODIFIED] if MODIFIED in skipped else [])]
         payloads = skipped[cols].astype(object).where(skipped[cols].notna(), None).to_dict("records")
         rows = [
-            {"tenant_id": tenant, "module": spec.name, "zoho_id": p[ID], "reason": reason,
-             "payload": json.dumps(p, ensure_ascii=False), "first_skipped_at": now, "last_seen_at": now}
+            {
+                "tenant_id": tenant,
+                "module": spec.name,
+                "zoho_id": p[ID],
+                "reason": reason,
+                "payload": json.dumps(p, ensure_ascii=False),
+                "first_skipped_at": now,
+                "last_seen_at": now,
+            }
             for p, reason in zip(payloads, skipped["sync_reason"], strict=True)
-        ]  # fmt: skip
+        ]
         keys = ["tenant_id", "module", "zoho_id"]
         conn.execute(
             upsert_statement(self.engine, sync_pending, keys, keep=frozenset({"first_skipped_at"})), rows
@@ -367,11 +380,17 @@ class Warehouse:
             return
         changed = changes_by_record(result.changes)
         rows = [
-            {"sync_run_id": run.sync_run_id, "tenant_id": run.tenant_id, "module": spec.name, "zoho_id": zid,
-             "status": status, "reason": reason if isinstance(reason, str) else None,
-             "changes": json.dumps(changed[zid], ensure_ascii=False) if zid in changed else None}
+            {
+                "sync_run_id": run.sync_run_id,
+                "tenant_id": run.tenant_id,
+                "module": spec.name,
+                "zoho_id": zid,
+                "status": status,
+                "reason": reason if isinstance(reason, str) else None,
+                "changes": json.dumps(changed[zid], ensure_ascii=False) if zid in changed else None,
+            }
             for zid, status, reason in recs[[ID, "sync_status", "sync_reason"]].itertuples(index=False)
-        ]  # fmt: skip
+        ]
         conn.execute(sync_results.insert(), rows)
 
     def _save_cursor(

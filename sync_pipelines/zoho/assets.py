@@ -80,8 +80,10 @@ def _column_schema(spec: ModuleSpec) -> dg.TableSchema:
         )
         for f in spec.fields
     ]
-    cols += [dg.TableColumn(c, "string" if c == "fingerprint" else "timestamp") for c in
-             ("fingerprint", "first_seen_at", "updated_at", "deleted_at")]  # fmt: skip
+    cols += [
+        dg.TableColumn(c, "string" if c == "fingerprint" else "timestamp")
+        for c in ("fingerprint", "first_seen_at", "updated_at", "deleted_at")
+    ]
     return dg.TableSchema(columns=cols)
 
 

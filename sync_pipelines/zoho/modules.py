@@ -13,9 +13,21 @@ from importlib import resources
 from typing import Literal
 
 Kind = Literal[
-    "text", "email", "phone", "website", "textarea", "autonumber", "picklist", "date", "datetime",
-    "boolean", "integer", "double", "currency", "lookup",
-]  # fmt: skip
+    "text",
+    "email",
+    "phone",
+    "website",
+    "textarea",
+    "autonumber",
+    "picklist",
+    "date",
+    "datetime",
+    "boolean",
+    "integer",
+    "double",
+    "currency",
+    "lookup",
+]
 
 #: Zoho ``data_type`` values this project understands, mapped to the canonical kind.
 _ZOHO_KINDS: dict[str, Kind] = {
@@ -413,10 +425,21 @@ MODULES: tuple[ModuleSpec, ...] = (
 )
 
 #: Columns the pipeline adds beside a module's own; no field may take one of these names.
-RESERVED_COLUMNS = frozenset({
-    "tenant_id", "zoho_id", "zoho_modified_time", "fingerprint", "first_seen_at", "updated_at", "deleted_at",
-    "sync_run_id", "sync_status", "sync_reason", "invalid_reason",
-})  # fmt: skip
+RESERVED_COLUMNS = frozenset(
+    {
+        "tenant_id",
+        "zoho_id",
+        "zoho_modified_time",
+        "fingerprint",
+        "first_seen_at",
+        "updated_at",
+        "deleted_at",
+        "sync_run_id",
+        "sync_status",
+        "sync_reason",
+        "invalid_reason",
+    }
+)
 
 MODULES_BY_API_NAME: dict[str, ModuleSpec] = {m.api_name: m for m in MODULES}
 MODULES_BY_NAME: dict[str, ModuleSpec] = {m.name: m for m in MODULES}

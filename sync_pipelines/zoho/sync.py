@@ -101,8 +101,12 @@ def sync_module(
     first = cursor.modified_since is None and cursor.max_id is None and cursor.last_full_at is None
     stale = cursor.last_full_at is None or now - cursor.last_full_at > timedelta(hours=reconcile_after_hours)
     full = full_refresh or first or (not spec.has_modified_time and stale)
-    run = RunInfo(tenant_id=tenant_id, module=spec.name, mode="full" if full else "incremental",
-                  dagster_run_id=dagster_run_id)  # fmt: skip
+    run = RunInfo(
+        tenant_id=tenant_id,
+        module=spec.name,
+        mode="full" if full else "incremental",
+        dagster_run_id=dagster_run_id,
+    )
 
     try:
         raw, deleted_rows = _fetch(client, spec, cursor, full)

@@ -15,9 +15,14 @@ T0 = datetime(2026, 11, 1, 7, 0, tzinfo=UTC)
 
 def _classes(*overrides: dict) -> pd.DataFrame:
     base = {
-        "Class_Name": "Networking", "Class_Short_Name": "NET", "Start_Date": "2026-09-01", "End_Date": "2027-01-15",
-        "English_Teaching": True, "Term": "T1", "Modified_Time": "2026-11-01T10:00:00+03:00",
-    }  # fmt: skip
+        "Class_Name": "Networking",
+        "Class_Short_Name": "NET",
+        "Start_Date": "2026-09-01",
+        "End_Date": "2027-01-15",
+        "English_Teaching": True,
+        "Term": "T1",
+        "Modified_Time": "2026-11-01T10:00:00+03:00",
+    }
     rows = [base | {"id": str(1000 + i), "Class_Short_Name": f"NET-{i}"} | o for i, o in enumerate(overrides)]
     return canonicalise(CLASSES, frame_from_records(CLASSES, rows))
 
@@ -26,8 +31,13 @@ def _sync(
     store: Warehouse, incoming: pd.DataFrame, tenant: str = "school_a", deleted: tuple = ()
 ) -> DiffResult:
     state = store.load_state(tenant, CLASSES)
-    result = diff(incoming, state, fingerprint_columns=CLASSES.fingerprint_columns, deleted_ids=deleted,
-                  natural_key=CLASSES.natural_key)  # fmt: skip
+    result = diff(
+        incoming,
+        state,
+        fingerprint_columns=CLASSES.fingerprint_columns,
+        deleted_ids=deleted,
+        natural_key=CLASSES.natural_key,
+    )
     updated = result.of("UPDATED")
     if len(updated):
         old = store.load_rows(tenant, CLASSES, updated["zoho_id"].tolist())
@@ -91,8 +101,11 @@ def test_a_failing_apply_leaves_nothing_behind(warehouse: Warehouse):
         warehouse.cursor("school_a", CLASSES),
         len(warehouse.runs("school_a")),
     )
-    result = diff(_classes({"Class_Name": "Renamed"}, {}), warehouse.load_state("school_a", CLASSES),
-                  fingerprint_columns=CLASSES.fingerprint_columns)  # fmt: skip
+    result = diff(
+        _classes({"Class_Name": "Renamed"}, {}),
+        warehouse.load_state("school_a", CLASSES),
+        fingerprint_columns=CLASSES.fingerprint_columns,
+    )
     # a result row without an id fails the log insert, after the upsert already ran in the transaction
     broken = pd.concat(
         [result.records, pd.DataFrame([{"zoho_id": None, "sync_status": "INVALID", "sync_reason": "x"}])]
@@ -109,16 +122,23 @@ def test_a_failing_apply_leaves_nothing_behind(warehouse: Warehouse):
 
 def test_skipped_records_wait_in_pending_and_leave_when_resolved(warehouse: Warehouse):
     incoming = _classes({"BTEC_Program": {"id": "777", "name": "L5"}})
-    result = diff(incoming, warehouse.load_state("t", CLASSES), fingerprint_columns=CLASSES.fingerprint_columns,
-                  dependencies=[DependencyCheck("program_id", pd.Index([]), "programme_not_synced_yet")])  # fmt: skip
+    result = diff(
+        incoming,
+        warehouse.load_state("t", CLASSES),
+        fingerprint_columns=CLASSES.fingerprint_columns,
+        dependencies=[DependencyCheck("program_id", pd.Index([]), "programme_not_synced_yet")],
+    )
     warehouse.apply(CLASSES, result, RunInfo(tenant_id="t", module="classes"), Cursor())
     pending = warehouse.load_pending("t", CLASSES)
     assert pending[["zoho_id", "program_id", "class_name"]].to_dict("records") == [
         {"zoho_id": "1000", "program_id": "777", "class_name": "Networking"}
     ]
     assert warehouse.count("t", CLASSES) == 0
-    resolved = diff(pending.assign(invalid_reason=None), warehouse.load_state("t", CLASSES),
-                    fingerprint_columns=CLASSES.fingerprint_columns)  # fmt: skip
+    resolved = diff(
+        pending.assign(invalid_reason=None),
+        warehouse.load_state("t", CLASSES),
+        fingerprint_columns=CLASSES.fingerprint_columns,
+    )
     warehouse.apply(CLASSES, resolved, RunInfo(tenant_id="t", module="classes"), Cursor())
     assert warehouse.load_pending("t", CLASSES).empty
     assert warehouse.count("t", CLASSES) == 1

@@ -32,11 +32,18 @@ def _tenants_file(tmp_path: Path, sim: ZohoSimulator, *tenants: str) -> str:
     path = tmp_path / "tenants.yaml"
     doc = {
         "tenants": [
-            {"id": t, "zoho": {"accounts_url": sim.accounts_url, "client_id_env": "T_ZOHO_ID",
-                               "client_secret_env": "T_ZOHO_SECRET", "refresh_token_env": "T_ZOHO_REFRESH"}}
+            {
+                "id": t,
+                "zoho": {
+                    "accounts_url": sim.accounts_url,
+                    "client_id_env": "T_ZOHO_ID",
+                    "client_secret_env": "T_ZOHO_SECRET",
+                    "refresh_token_env": "T_ZOHO_REFRESH",
+                },
+            }
             for t in tenants
         ]
-    }  # fmt: skip
+    }
     path.write_text(yaml.safe_dump(doc))
     return str(path)
 

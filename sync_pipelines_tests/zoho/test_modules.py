@@ -2,8 +2,17 @@ import pytest
 
 from sync_pipelines.zoho.modules import MODULES, RESERVED_COLUMNS, ModuleSpec, metadata_for, module
 
-NINE = {"BTEC_Students", "BTEC_Teachers", "Products", "BTEC", "BTEC_Classes", "BTEC_Enrollments",
-        "BTEC_Registrations", "BTEC_Payments", "BTEC_Grades"}  # fmt: skip
+NINE = {
+    "BTEC_Students",
+    "BTEC_Teachers",
+    "Products",
+    "BTEC",
+    "BTEC_Classes",
+    "BTEC_Enrollments",
+    "BTEC_Registrations",
+    "BTEC_Payments",
+    "BTEC_Grades",
+}
 
 
 def test_the_nine_school_modules_in_dependency_order():

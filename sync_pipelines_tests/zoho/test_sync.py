@@ -22,8 +22,11 @@ def _school(scale: float) -> dict[str, list[dict]]:
 
 
 def _simulator(scale: float) -> Iterator[ZohoSimulator]:
-    s = ZohoSimulator(data=copy.deepcopy(_school(scale)), clients={CLIENT[0]: (CLIENT[1], CLIENT[2])},
-                      refresh_limit_per_minute=None)  # fmt: skip
+    s = ZohoSimulator(
+        data=copy.deepcopy(_school(scale)),
+        clients={CLIENT[0]: (CLIENT[1], CLIENT[2])},
+        refresh_limit_per_minute=None,
+    )
     s.start()
     yield s
     s.stop()
@@ -42,8 +45,14 @@ def full_sim() -> Iterator[ZohoSimulator]:
 
 
 def _client(sim: ZohoSimulator, secret: str = CLIENT[1]) -> ZohoClient:
-    return ZohoClient(tenant_id=TENANT, accounts_url=sim.accounts_url, client_id=CLIENT[0], client_secret=secret,
-                      refresh_token=CLIENT[2], sleep=lambda _s: None)  # fmt: skip
+    return ZohoClient(
+        tenant_id=TENANT,
+        accounts_url=sim.accounts_url,
+        client_id=CLIENT[0],
+        client_secret=secret,
+        refresh_token=CLIENT[2],
+        sleep=lambda _s: None,
+    )
 
 
 def _sync_all(sim: ZohoSimulator, store: Warehouse, **kwargs: object) -> dict[str, ModuleSyncReport]:
@@ -221,11 +230,20 @@ def test_wrong_credentials_give_one_clear_error_naming_the_tenant_and_zohos_code
 
 def test_clients_sharing_a_token_cache_refresh_the_token_once(warehouse: Warehouse):
     # the documented throttle: a sync of nine modules, one client each, must not trip it
-    with ZohoSimulator(data=copy.deepcopy(_school(0.3)), clients={CLIENT[0]: (CLIENT[1], CLIENT[2])},
-                       refresh_limit_per_minute=5) as sim:  # fmt: skip
+    with ZohoSimulator(
+        data=copy.deepcopy(_school(0.3)),
+        clients={CLIENT[0]: (CLIENT[1], CLIENT[2])},
+        refresh_limit_per_minute=5,
+    ) as sim:
         cache = TokenCache()
         for spec in MODULES:
-            client = ZohoClient(tenant_id=TENANT, accounts_url=sim.accounts_url, client_id=CLIENT[0],
-                                client_secret=CLIENT[1], refresh_token=CLIENT[2], token_cache=cache)  # fmt: skip
+            client = ZohoClient(
+                tenant_id=TENANT,
+                accounts_url=sim.accounts_url,
+                client_id=CLIENT[0],
+                client_secret=CLIENT[1],
+                refresh_token=CLIENT[2],
+                token_cache=cache,
+            )
             sync_module(tenant_id=TENANT, spec=spec, client=client, warehouse=warehouse)
         assert [r.path for r in sim.requests if "oauth" in r.path] == ["/oauth/v2/token"]

@@ -1,0 +1,39 @@
+"""The Moodle resource: a web-services client per tenant, from the tenants file and the environment."""
+
+import dagster as dg
+from pydantic import Field
+
+from sync_pipelines.moodle.client import MoodleClient
+from sync_pipelines.tenants import TenantConfigError, load_tenants
+
+
+class MoodleResource(dg.ConfigurableResource):
+    """Moodle web services for every tenant of the tenants file.
+
+    Each school's Moodle base URL and the *name* of the environment variable holding its
+    web-services token come from the tenants file; the token is read when a client is built.
+    """
+
+    tenants_file: str = Field(description="Path of the tenants YAML file.")
+    max_input_vars: int = Field(
+        default=1000,
+        description="The Moodle site's PHP max_input_vars: past it, fields are silently dropped.",
+    )
+    timeout_seconds: float = Field(default=60.0, description="Read timeout of one HTTP call.")
+    max_retries: int = Field(default=5, description="Retries on 5xx and connection errors.")
+
+    def client(self, tenant_id: str) -> MoodleClient:
+        tenants = load_tenants(self.tenants_file)
+        tenant = tenants.get(tenant_id)
+        if tenant is None:
+            raise TenantConfigError(f"tenant {tenant_id} is not in the tenants file {self.tenants_file}")
+        if tenant.moodle is None:
+            raise TenantConfigError(f"tenant {tenant_id} has no moodle section in {self.tenants_file}")
+        return MoodleClient(
+            tenant_id=tenant.id,
+            base_url=tenant.moodle.base_url,
+            token=tenant.secret(tenant.moodle.token_env),
+            max_input_vars=self.max_input_vars,
+            timeout=(5.0, self.timeout_seconds),
+            max_retries=self.max_retries,
+        )
