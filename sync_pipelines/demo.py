@@ -1,8 +1,9 @@
-"""``make demo``: a full sync of the demo school against the local Zoho simulator.
+"""``make demo``: a full sync of the demo school against the local Zoho and Moodle simulators.
 
-Starts the simulator on the port ``tenants.yaml`` names, runs the main job (``zoho_full_sync``)
-for the demo school on the Dagster instance in ``DAGSTER_HOME``, then changes a few records in
-the simulator, as a school day would, and runs it again. Prints a per-module report of each run.
+Starts both simulators on the ports ``tenants.yaml`` names, runs the main job (``full_sync``) for
+the demo school on the Dagster instance in ``DAGSTER_HOME`` (Zoho → warehouse → Moodle → grades
+and Moodle ids back to Zoho), then changes a few records, as a school day would (edits in Zoho,
+marking in Moodle), and runs it again. Prints a report of each run.
 This is a command-line program: its output is for the person who ran it.
 """
 
@@ -18,11 +19,18 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines.definitions import defs
-from sync_pipelines.sandbox import DEMO_SEED, ZohoSimulator, demo_credentials, generate_school
+from sync_pipelines.sandbox import (
+    DEMO_MOODLE_TOKEN,
+    DEMO_SEED,
+    MoodleSimulator,
+    ZohoSimulator,
+    demo_credentials,
+    generate_school,
+)
 from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
 from sync_pipelines.tenants import Tenant, load_tenants, sync_partitions
 from sync_pipelines.warehouse import Warehouse
-from sync_pipelines.zoho.modules import MODULES, module
+from sync_pipelines.zoho.modules import MODULES
 
 TENANT = "demo_school"
 COUNT_COLUMNS = ["NEW", "UNCHANGED", "UPDATED", "INVALID", "SKIPPED", "DELETED"]
@@ -42,17 +50,39 @@ def _report(store: Warehouse, run_id: str) -> pd.DataFrame:
 
 
 def _run(instance: dg.DagsterInstance) -> str:
-    job = defs.resolve_job_def("zoho_full_sync")
+    job = defs.resolve_job_def("full_sync")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the report below says it all
     result = job.execute_in_process(
         instance=instance, partition_key=TENANT, run_config=quiet, raise_on_error=False
     )
     if not result.success:
         for event in result.all_events:
-            if event.is_failure and event.step_failure_data:
+            if event.is_step_failure:
                 print(f"  step {event.step_key} failed: {event.step_failure_data.error.message.strip()}")
         raise SystemExit("the sync run failed (see above)")
     return result.run_id
+
+
+def _moodle_report(store: Warehouse, run_id: str) -> pd.DataFrame:
+    pushes = store.moodle.push_results(TENANT)
+    pushes = pushes[pushes["dagster_run_id"] == run_id]
+    if pushes.empty:
+        return pd.DataFrame({"writes": ["none: nothing changed"]})
+    table = pushes.groupby(["target", "entity", "action", "outcome"]).size().rename("records").reset_index()
+    return table.set_index(["target", "entity"])
+
+
+def _mark_work(moodle: MoodleSimulator, store: Warehouse) -> str:
+    """A teacher marks an assignment in the first few synced courses."""
+    courses = store.moodle.id_map(TENANT, "course")["moodle_id"].astype(int).tolist()[:3]
+    marked = 0
+    for course_id in courses:
+        item = moodle.add_grade_item(course_id, "Assignment 1", grademax=100.0)
+        students = [e["userid"] for e in moodle.enrolments(course_id) if e["roleid"] == 5]
+        for n, user_id in enumerate(students):
+            moodle.set_grade(course_id, user_id, item, float((37 + 11 * n) % 101))
+            marked += 1
+    return f"marked {marked} submissions in {len(courses)} Moodle courses"
 
 
 def _school_day(sim: ZohoSimulator) -> list[str]:
@@ -66,14 +96,23 @@ def _school_day(sim: ZohoSimulator) -> list[str]:
     sim.delete("BTEC_Enrollments", enrolments[10]["id"])
     new_id = sim.insert(
         "BTEC_Students",
-        {"First_Name": "Layla", "Last_Name": "Mansour", "Frist_Name_Native": "ليلى", "Last_Name_Native": "منصور",
-         "Academic_Email": "layla.mansour@school.example", "Status": "Active"},
-    )  # fmt: skip
+        {
+            "First_Name": "Layla",
+            "Last_Name": "Mansour",
+            "Frist_Name_Native": "ليلى",
+            "Last_Name_Native": "منصور",
+            "Academic_Email": "layla.mansour@school.example",
+            "Status": "Active",
+        },
+    )
     sim.insert(
         "BTEC_Enrollments",
-        {"Enrolled_Students": {"id": new_id, "name": "Layla Mansour"},
-         "Classes": {"id": classes[1]["id"], "name": classes[1].get("Class_Name")}, "Enrollment_Type": "Normal"},
-    )  # fmt: skip
+        {
+            "Enrolled_Students": {"id": new_id, "name": "Layla Mansour"},
+            "Classes": {"id": classes[1]["id"], "name": classes[1].get("Class_Name")},
+            "Enrollment_Type": "Normal",
+        },
+    )
     return [
         f"renamed student {renamed['id']} and changed their city",
         f"moved the end date of class {classes[0]['id']}",
@@ -110,51 +149,68 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     tenant: Tenant = load_tenants()[TENANT]
+    if tenant.moodle is None:
+        raise SystemExit("the demo tenant in tenants.yaml needs its moodle section")
     creds = demo_credentials()
-    # The demo school's credentials are the simulator's own, not secrets: export them for it.
-    for env_name, value in zip(
-        (tenant.zoho.client_id_env, tenant.zoho.client_secret_env, tenant.zoho.refresh_token_env),
-        creds,
-        strict=True,
-    ):
+    # The demo school's credentials are the simulators' own, not secrets: export them for it.
+    names = (tenant.zoho.client_id_env, tenant.zoho.client_secret_env, tenant.zoho.refresh_token_env)
+    for env_name, value in zip(names, creds, strict=True):
         os.environ.setdefault(env_name, value)
+    os.environ.setdefault(tenant.moodle.token_env, DEMO_MOODLE_TOKEN)
 
     if not os.environ.get(WAREHOUSE_URL_ENV):
         (local_dir() / "warehouse.db").unlink(missing_ok=True)  # a fresh demo school every time
     store = Warehouse(os.environ.get(WAREHOUSE_URL_ENV) or default_warehouse_url())
 
-    port = urlsplit(tenant.zoho.accounts_url).port or 80
     sim = ZohoSimulator(data=generate_school(args.seed), clients={creds[0]: (creds[1], creds[2])})
-    try:
-        sim.start(port=port)
-    except OSError as exc:
-        raise SystemExit(
-            f"cannot start the Zoho simulator on port {port}: {exc} (is `make dev` running?)"
-        ) from exc
-    print(f"Zoho simulator for '{tenant.name}' at {sim.base_url} (seed {args.seed})")
+    moodle = MoodleSimulator(tokens={DEMO_MOODLE_TOKEN: None})
+    for name, server, url in (
+        ("Zoho", sim, tenant.zoho.accounts_url),
+        ("Moodle", moodle, tenant.moodle.base_url),
+    ):
+        port = urlsplit(url).port or 80
+        try:
+            server.start(port=port)
+        except OSError as exc:
+            raise SystemExit(
+                f"cannot start the {name} simulator on port {port}: {exc} (is `make dev` running?)"
+            ) from exc
+    print(
+        f"Zoho simulator for '{tenant.name}' at {sim.base_url} (seed {args.seed}); Moodle at {moodle.base_url}"
+    )
     print(f"warehouse: {store!r}")
 
     try:
         with dg.DagsterInstance.get() as instance:
             sync_partitions(instance, {TENANT: tenant})
             first = _run(instance)
-            _print_table("Run 1: first full sync of the demo school", _report(store, first))
+            _print_table("Run 1: first full sync of the demo school, Zoho → warehouse", _report(store, first))
             _print_examples(store, first)
+            _print_table("Run 1: writes to Moodle and back to Zoho", _moodle_report(store, first))
 
-            done = _school_day(sim)
-            print("\nA school day in Zoho: " + "; ".join(done) + ".")
+            done = [*_school_day(sim), _mark_work(moodle, store)]
+            print("\nA school day: " + "; ".join(done) + ".")
             second = _run(instance)
-            _print_table("Run 2: incremental sync", _report(store, second))
+            _print_table("Run 2: incremental sync, Zoho → warehouse", _report(store, second))
             _print_examples(store, second)
+            _print_table("Run 2: writes to Moodle and back to Zoho", _moodle_report(store, second))
     finally:
         sim.stop()
+        moodle.stop()
 
-    calls = len(sim.requests)
-    print("\nWarehouse now holds: " + ", ".join(f"{m.name} {store.count(TENANT, m)}" for m in MODULES))
-    print(f"API calls made to the Zoho simulator: {calls}; wall time {time.perf_counter() - started:.1f} s")
+    grades = store.moodle.grades(TENANT)
+    written = grades.loc[grades["zoho_grade_id"].notna(), "btec_grade"].value_counts().to_dict()
     print(
-        f"Why did a record not sync? SELECT * FROM sync_results WHERE zoho_id = '…'  ({module('students').table} …)"
+        f"\nMoodle now has {len(moodle.users())} users, {len(moodle.courses())} courses and "
+        f"{len(moodle.enrolments())} enrolments; BTEC grades written to Zoho from Moodle: {written}"
     )
+    print("Warehouse now holds: " + ", ".join(f"{m.name} {store.count(TENANT, m)}" for m in MODULES))
+    print(
+        f"API calls: Zoho {len(sim.requests)}, Moodle {len(moodle.requests)}; "
+        f"wall time {time.perf_counter() - started:.1f} s"
+    )
+    print("Why did a record not sync? SELECT * FROM sync_results WHERE zoho_id = '…' ORDER BY id;")
+    print("What was written to Moodle or Zoho? SELECT * FROM moodle_push_results WHERE key = '…';")
     print("Browse the lineage and run history: make dev  (then open http://127.0.0.1:3000)")
     return 0
 

@@ -42,9 +42,14 @@ def _keys(job_name: str) -> set[str]:
 
 def test_jobs_cover_their_assets_and_resources_are_bound():
     assert _keys("full_sync") == set(EXPECTED_UPSTREAM) == _keys("full_sync_dry_run")
-    assert _keys("zoho_full_sync") == {k for k in EXPECTED_UPSTREAM if k.startswith("zoho/") and k not in GROUPS}
+    assert _keys("zoho_full_sync") == {
+        k for k in EXPECTED_UPSTREAM if k.startswith("zoho/") and k not in GROUPS
+    }
     dry = defs.resolve_job_def("full_sync_dry_run")
     ops = dry.run_config_schema.config_type.fields["ops"].config_type.fields
-    assert {name for name, f in ops.items() if "dry_run" in str(f.default_value)} >= {"moodle__users", "zoho__grade_writeback"}
+    assert {name for name, f in ops.items() if "dry_run" in str(f.default_value)} >= {
+        "moodle__users",
+        "zoho__grade_writeback",
+    }
     assert set(defs.resources) >= {"zoho", "moodle", "warehouse"}
     assert defs.resolve_sensor_def("tenants_sensor")

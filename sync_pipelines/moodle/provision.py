@@ -164,7 +164,7 @@ def push_users(
     inactive_new = ~mapped & users["suspended"].eq(1)
     skipped = pd.DataFrame({"key": users.loc[inactive_new, "zoho_id"], "reason": "inactive_not_provisioned"})
     update = users[mapped & ~same].copy()
-    new = users[~mapped & ~inactive_new].copy()
+    new = users[~mapped & ~inactive_new].astype({"moodle_id": object})
 
     # Link accounts that already exist: by idnumber, then by e-mail (never one that is another's).
     linked = pd.DataFrame(columns=[*users.columns])
@@ -283,7 +283,7 @@ def push_categories(
     wanted = wanted.join(idmap[["moodle_id", "pushed_fingerprint"]], on="zoho_id")
     mapped = wanted["moodle_id"].notna()
     same = mapped & (wanted["fingerprint"] == wanted["pushed_fingerprint"])
-    new = wanted[~mapped].copy()
+    new = wanted[~mapped].astype({"moodle_id": object})
     if len(new):
         existing = {str(c.get("idnumber")): c for c in client.get_categories() if c.get("idnumber")}
         hit = new["zoho_id"].isin(existing)
@@ -347,10 +347,11 @@ def push_courses(
     same = mapped & (courses["fingerprint"] == courses["pushed_fingerprint"])
     gone_new = ~mapped & courses["visible"].eq(0)
     update = courses[mapped & ~same].copy()
-    new = courses[~mapped & ~gone_new].copy()
+    new = courses[~mapped & ~gone_new].astype({"moodle_id": object})
     conflicts: list[Push] = []
     if len(new):
-        existing = client.get_courses_by_field()
+        # The answer includes the site's front page (format "site"): it is no class's course.
+        existing = [c for c in client.get_courses_by_field() if c.get("format") != "site"]
         by_idnumber = {str(c["idnumber"]): c for c in existing if c.get("idnumber")}
         by_short = {str(c["shortname"]): c for c in existing}
         for idx, row in new.iterrows():

@@ -1,0 +1,2273 @@
+"""A local, faithful simulator of Moodle 4.5's REST web services (``webservice/rest/server.php``).
+
+One stdlib ``ThreadingHTTPServer`` on loopback answers ``GET``/``POST {base}/webservice/rest/server.php``
+the way a Moodle 4.5 site (version 2024100700) does, quirks included, so that code which works here
+works against a real site. What it reproduces, and where each rule comes from (Moodle's source:
+``webservice/rest/locallib.php``, ``lib/external/classes/external_api.php``, ``user/externallib.php``,
+``user/lib.php``, ``course/externallib.php``, ``course/lib.php``, ``enrol/manual/externallib.php``,
+``enrol/externallib.php``, ``grade/report/user/classes/external/user.php``, ``lib/accesslib.php``):
+
+* **Request parsing as PHP does it.** ``wstoken``, ``wsfunction`` and ``moodlewsrestformat`` are read
+  from ``array_merge($_GET, $_POST)`` (the body wins). Form fields use PHP's array syntax
+  (``users[0][customfields][0][type]=x``, ``values[]=a``) and are decoded into nested arrays.
+  ``max_input_vars`` is applied as PHP applies it, silently: the query keeps its first
+  ``max_input_vars`` fields, the body its first ``max_input_vars + 1`` (``add_post_vars`` in
+  ``main/php_variables.c`` registers a field before counting it; the PHP manual's user notes report
+  the same off-by-one). Whatever is left is then validated, so a record cut in two fails with
+  "Missing required key in single structure: …" while a cut between records, or of an optional
+  field, goes unnoticed. A JSON body is ignored, as PHP ignores it.
+* **Errors are HTTP 200** with ``{"exception","errorcode","message"}``, plus ``"debuginfo"`` only when
+  the site is in debug mode (``debug=True``; the message itself is not changed, as at
+  ``DEBUG_NORMAL``). Without ``moodlewsrestformat=json`` the answer is XML (``<RESPONSE>`` or
+  ``<EXCEPTION>``). Order of checks: token (``invalidtoken``), function (``invalidrecord`` on table
+  ``external_functions``), the token's service (``accessexception``), then the parameters against the
+  function's description (``invalidparameter`` with Moodle's nested debuginfo, e.g.
+  ``users => Invalid parameter value detected: Missing required key in single structure: email``;
+  ``Unexpected keys (x) detected in parameter array.``; PARAM_* cleaning that must not change the
+  value, so an upper-case username fails as ``the server was expecting "username" type``).
+* **Batches are transactions.** ``core_user_create_users``, ``core_course_create_courses``,
+  ``core_course_create_categories``, ``enrol_manual_enrol_users`` and ``enrol_manual_unenrol_users``
+  apply all records or none. ``core_user_update_users`` and ``core_course_update_courses`` work per
+  record and report failures as ``{"warnings":[{"item","itemid","warningcode","message"}]}``.
+* **Users.** Usernames must be lower-case PARAM_USERNAME; "Username already exists: x"; "Email address
+  already exists: x" (case-insensitive; the site does not allow accounts sharing an e-mail);
+  ``auth`` defaults to ``manual``, which needs ``password`` or ``createpassword``; a password is held
+  to Moodle's default policy and a failure puts HTML into ``errorcode`` (``password_policy=False``
+  turns the policy off). ``core_user_get_users_by_field`` leaves ``idnumber``, ``city``, ``country``
+  and ``customfields`` out when empty and answers ``suspended`` as a boolean.
+* **Courses and categories.** The site course (id 1, format ``site``, category 0) and the
+  "Miscellaneous" category (id 1) exist from the start; ``core_course_get_courses_by_field`` with an
+  empty field returns every course *including the site course*, as Moodle does
+  (``$DB->get_records('course')``). Duplicate shortname → ``shortnametaken``; duplicate idnumber →
+  ``courseidnumbertaken`` (Moodle's code, not ``idnumbertaken``); unknown category →
+  ``errorcatcontextnotvalid``; duplicate category idnumber → ``categoryidnumbertaken``.
+* **Enrolments.** Roles 5 (student) and 3 (editing teacher), also 1 (manager) and 4 (teacher), can be
+  assigned in a course. Enrolling an enrolled user again is no error: it updates the enrolment's
+  ``timestart``/``timeend``/status (a missing ``suspend`` means active) and *adds* the role. An unknown
+  user fails in ``role_assign()`` with a ``coding_exception``; an unknown course with
+  ``invalidparameter`` ("Context does not exist"); a role that cannot be assigned with
+  ``wsusercannotassign``. Unenrolling removes the enrolment and its roles (``roleid`` is ignored).
+* **Grades.** Every course has a course-total grade item (``itemtype`` ``course``, ``itemname`` null)
+  aggregated with Moodle's default, Natural with "exclude empty grades": the total is the sum of the
+  user's graded items, and its ``grademax`` for that user the sum of those items' ``grademax``.
+  ``gradereport_user_get_grade_items`` with ``userid`` 0 lists the students (``gradebookroles``) with
+  an active enrolment, sorted by last then first name; values come typed as Moodle sends them
+  (``graderaw`` float or null, ``gradeformatted`` ``"87.50"``, ``percentageformatted`` ``"87.50 %"``,
+  ``"-"`` when ungraded).
+
+Failures can be injected: :meth:`MoodleSimulator.fail_next` answers the next calls with an HTTP 5xx
+page (optionally after applying them: the answer was lost), :meth:`MoodleSimulator.fail_function`
+with a Moodle exception body. Every request is logged in :attr:`MoodleSimulator.requests`.
+"""
+
+import copy
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote_plus, urlsplit
+
+logger = logging.getLogger(__name__)
+
+#: The token every default simulator accepts (for the service that allows every function).
+DEFAULT_TOKEN = "sandbox-moodle-token"
+#: Path of the REST server below the site's base URL.
+REST_PATH = "/webservice/rest/server.php"
+#: What ``core_webservice_get_site_info`` reports.
+RELEASE = "4.5 (Build: 20241007)"
+VERSION = "2024100700"
+#: Fixed ids of a fresh Moodle site.
+GUEST_USER_ID = 1
+ADMIN_USER_ID = 2
+SITE_COURSE_ID = 1
+MISC_CATEGORY_ID = 1
+#: Standard role ids.
+ROLE_MANAGER = 1
+ROLE_EDITINGTEACHER = 3
+ROLE_TEACHER = 4
+ROLE_STUDENT = 5
+
+# Standard roles: id -> (shortname, sortorder). Only the course-level ones can be assigned in a course.
+_ROLES: dict[int, tuple[str, int]] = {
+    1: ("manager", 1),
+    2: ("coursecreator", 2),
+    3: ("editingteacher", 3),
+    4: ("teacher", 4),
+    5: ("student", 5),
+    6: ("guest", 6),
+    7: ("user", 7),
+    8: ("frontpage", 8),
+}
+_COURSE_ROLES = frozenset({ROLE_MANAGER, ROLE_EDITINGTEACHER, ROLE_TEACHER, ROLE_STUDENT})
+_GRADEBOOK_ROLES = frozenset({ROLE_STUDENT})
+_INSTALLED_AUTHS = frozenset(
+    {
+        "cas",
+        "db",
+        "email",
+        "ldap",
+        "lti",
+        "manual",
+        "mnet",
+        "nologin",
+        "none",
+        "oauth2",
+        "shibboleth",
+        "webservice",
+    }
+)
+_CREATABLE_AUTHS = _INSTALLED_AUTHS - {"mnet", "webservice"}
+_INTERNAL_AUTHS = frozenset({"manual", "email", "nologin"})
+_INSTALLED_THEMES = frozenset({"boost", "classic"})
+_INSTALLED_LANGS = frozenset({"en"})
+_MSG_INVALID_PARAM = "Invalid parameter value detected"
+_MSG_CODING = "Coding error detected, it must be fixed by a programmer: "
+_EMAIL_RE = re.compile(
+    r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"
+)
+_PHP_INT_KEY = re.compile(r"^(0|-?[1-9][0-9]*)$")
+_TIMEZONE_RE = re.compile(
+    r"^(([+-]?(0?[0-9](\.[5|0])?|1[0-3](\.0)?|1[0-2]\.5))|(99)|[A-Za-z0-9]+(/?[A-Za-z_-])+)$"
+)
+_PLUGIN_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9_](?!__))*[a-z0-9]+$")
+_FLOAT_RE = re.compile(r"^[+-]?[0-9]*\.?[0-9]*(e[-+]?[0-9]+)?$", re.IGNORECASE)
+_TAG_RE = re.compile(r"<(?=[^\s<])[^>]*>?")
+
+
+@dataclass(frozen=True)
+class MoodleRequest:
+    """One request the simulator answered.
+
+    Attributes:
+        method: HTTP method.
+        function: ``wsfunction`` as sent (``None`` when missing).
+        params: the function's parameters as Moodle saw them: decoded from PHP's array syntax, after
+            ``max_input_vars`` truncation, without ``wstoken``/``wsfunction``/``moodlewsrestformat``.
+            PHP arrays with keys 0..n-1 are shown as lists.
+        status: HTTP status answered (200 for Moodle's own errors).
+        field_count: form fields in the request body, before truncation.
+        truncated: whether ``max_input_vars`` dropped any field (body or query).
+        format: ``json`` or ``xml``.
+        errorcode: Moodle's ``errorcode`` when the answer was an exception, else ``None``.
+        time: the simulator clock when the request was answered.
+    """
+
+    method: str
+    function: str | None
+    params: Any
+    status: int
+    field_count: int
+    truncated: bool
+    format: str
+    errorcode: str | None
+    time: datetime
+
+
+class MoodleException(Exception):
+    """A Moodle exception, answered as ``{"exception","errorcode","message"[,"debuginfo"]}``.
+
+    Args:
+        exception: PHP class name, e.g. ``moodle_exception``.
+        errorcode: Moodle's error code.
+        message: the (English) message.
+        debuginfo: extra detail Moodle only shows in debug mode.
+    """
+
+    def __init__(self, exception: str, errorcode: str, message: str, debuginfo: str | None = None) -> None:
+        super().__init__(f"{exception} {errorcode}: {message}")
+        self.exception = exception
+        self.errorcode = errorcode
+        self.message = message
+        self.debuginfo = debuginfo
+
+    def body(self, *, debug: bool) -> dict[str, Any]:
+        """The JSON error body (``debuginfo`` only in debug mode, and only when there is one)."""
+        out: dict[str, Any] = {
+            "exception": self.exception,
+            "errorcode": self.errorcode,
+            "message": self.message,
+        }
+        if debug and self.debuginfo is not None:
+            out["debuginfo"] = self.debuginfo
+        return out
+
+
+def _invalid(debuginfo: str) -> MoodleException:
+    return MoodleException("invalid_parameter_exception", "invalidparameter", _MSG_INVALID_PARAM, debuginfo)
+
+
+def _missing_record(table: str, where: str, values: Iterable[Any]) -> MoodleException:
+    listed = "".join(f"  {i} => {_php_export(v)},\n" for i, v in enumerate(values))
+    return MoodleException(
+        "dml_missing_record_exception",
+        "invalidrecord",
+        f"Can't find data record in database table {table}.",
+        f"SELECT * FROM {{{table}}} WHERE {where}\n[array (\n{listed})]",
+    )
+
+
+def _coding(message: str, debuginfo: str | None = None) -> MoodleException:
+    return MoodleException("coding_exception", "codingerror", _MSG_CODING + message, debuginfo)
+
+
+def _moodle(errorcode: str, message: str, debuginfo: str | None = None) -> MoodleException:
+    return MoodleException("moodle_exception", errorcode, message, debuginfo)
+
+
+# --- PHP value helpers --------------------------------------------------------------------------------
+
+
+def _php_export(value: Any) -> str:
+    return str(value) if isinstance(value, int) else "'" + str(value).replace("'", "\\'") + "'"
+
+
+def _php_str(value: Any) -> str:
+    """PHP's ``(string)`` of a scalar."""
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "1"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def _format_float(value: float, decimals: int = 2) -> str:
+    """Moodle's ``format_float()``: half-up rounding, '.' as decimal point, no thousands separator."""
+    quantum = Decimal(1).scaleb(-decimals) if decimals else Decimal(1)
+    return str(Decimal(repr(float(value))).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+def _strip_tags(text: str) -> str:
+    return _TAG_RE.sub("", text)
+
+
+def _valid_email(address: str) -> bool:
+    """Moodle's ``validate_email()`` (PHPMailer's html5 pattern, and no ``<`` or ``>``)."""
+    return bool(address) and bool(_EMAIL_RE.match(address)) and not re.search(r"[<>]", address)
+
+
+def _clean_username(value: str) -> str:
+    """``clean_param($value, PARAM_USERNAME)`` without ``$CFG->extendedusernamechars``."""
+    cleaned = value.strip().lower().replace(" ", "")
+    return re.sub(r"[^-.@_a-z0-9]", "", cleaned)
+
+
+def _clean_plugin(value: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9_]", "", value)
+    return cleaned if _PLUGIN_NAME_RE.match(cleaned) else ""
+
+
+def _clean_component(value: str) -> str:
+    cleaned = re.sub(r"[^a-zA-Z0-9_]", "", value)
+    if "__" in cleaned or (cleaned.startswith("mod_") and cleaned.count("_") != 1):
+        return ""
+    return cleaned if re.match(r"^[a-z]+(_[a-z][a-z0-9_]*)?[a-z0-9]+$", cleaned) else ""
+
+
+def _php_int(value: str) -> int:
+    match = re.match(r"^\s*[+-]?\d+", value)
+    return int(match.group(0)) if match else 0
+
+
+def _clean_param(value: str, ptype: str) -> Any:
+    """``clean_param()`` for the PARAM_* types the simulated functions use (value is a form string)."""
+    if ptype == "int":
+        return _php_int(value)
+    if ptype == "raw":
+        return value
+    if ptype == "raw_trimmed":
+        return value.strip()
+    if ptype in ("text", "notags"):
+        return _strip_tags(value)
+    if ptype == "alpha":
+        return re.sub(r"[^a-zA-Z]", "", value)
+    if ptype == "alphanum":
+        return re.sub(r"[^a-zA-Z0-9]", "", value)
+    if ptype in ("alphanumext", "safedir"):
+        return re.sub(r"[^a-zA-Z0-9_-]", "", value)
+    if ptype == "sequence":
+        return re.sub(r"[^0-9,]", "", value)
+    if ptype == "plugin":
+        return _clean_plugin(value)
+    if ptype == "auth":
+        name = _clean_plugin(value)
+        return name if name in _INSTALLED_AUTHS else ""
+    if ptype == "theme":
+        name = _clean_plugin(value)
+        return name if name in _INSTALLED_THEMES else ""
+    if ptype == "lang":
+        name = re.sub(r"[^a-zA-Z0-9_-]", "", value)
+        return name if name in _INSTALLED_LANGS else ""
+    if ptype == "component":
+        return _clean_component(value)
+    if ptype == "username":
+        return _clean_username(value)
+    if ptype == "email":
+        return value if _valid_email(value) else ""
+    if ptype == "timezone":
+        return value if _TIMEZONE_RE.match(value) else ""
+    if ptype == "bool":
+        low = value.lower()
+        if low in ("on", "yes", "true"):
+            return True
+        if low in ("off", "no", "false"):
+            return False
+        return value not in ("", "0")
+    raise ValueError(f"unsupported PARAM type {ptype!r}")
+
+
+def _validate_param(value: Any, ptype: str, allownull: bool, debuginfo: str) -> Any:
+    """``validate_param()``: the cleaned value must equal the value sent, else invalid_parameter_exception."""
+    if value is None:
+        if allownull:
+            return None
+        raise _invalid(debuginfo)
+    if not isinstance(value, str):  # a default of the description, already clean
+        return value
+    if ptype == "float":
+        if not _FLOAT_RE.match(value) or not re.match(
+            r"^\s*[+-]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$", value, re.I
+        ):
+            raise _invalid(debuginfo)
+        return float(value)
+    cleaned = _clean_param(value, ptype)
+    if value != _php_str(cleaned):
+        raise _invalid(debuginfo)
+    return cleaned
+
+
+# --- external_description and validate_parameters() ---------------------------------------------------
+
+_REQUIRED, _DEFAULT, _OPTIONAL = 1, 0, 2
+
+
+@dataclass(frozen=True)
+class _Value:
+    type: str
+    required: int = _REQUIRED
+    default: Any = None
+    allownull: bool = True
+
+
+@dataclass(frozen=True)
+class _Single:
+    keys: dict[str, Any]
+    required: int = _REQUIRED
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class _Multiple:
+    content: Any
+    required: int = _REQUIRED
+    default: Any = None
+
+
+def _opt(ptype: str) -> _Value:
+    return _Value(ptype, _OPTIONAL)
+
+
+def _dflt(ptype: str, default: Any, *, allownull: bool = True) -> _Value:
+    return _Value(ptype, _DEFAULT, default, allownull)
+
+
+def _validate(desc: Any, value: Any) -> Any:
+    """``external_api::validate_parameters()``, with its error messages and nesting of debuginfo."""
+    if isinstance(desc, _Value):
+        if isinstance(value, dict):
+            raise _invalid("Scalar type expected, array or object received.")
+        if desc.type == "bool" and (isinstance(value, bool) or value in (0, 1, "0", "1")):
+            return bool(int(value))
+        debuginfo = (
+            f'Invalid external api parameter: the value is "{_php_str(value)}", '
+            f'the server was expecting "{desc.type}" type'
+        )
+        return _validate_param(value, desc.type, desc.allownull, debuginfo)
+    if not isinstance(value, dict):
+        raise _invalid(f"Only arrays accepted. The bad value is: '{_php_str(value)}'")
+    if isinstance(desc, _Multiple):
+        return [_validate(desc.content, item) for item in value.values()]
+    rest = dict(value)
+    result: dict[str, Any] = {}
+    for key, sub in desc.keys.items():
+        if key not in rest:
+            if sub.required == _REQUIRED:
+                raise _invalid(f"Missing required key in single structure: {key}")
+            if sub.required == _DEFAULT:
+                result[key] = copy.deepcopy(sub.default)
+            continue
+        try:
+            result[key] = _validate(sub, rest.pop(key))
+        except MoodleException as exc:
+            if exc.errorcode != "invalidparameter":
+                raise
+            raise _invalid(f"{key} => {exc.message}: {exc.debuginfo}") from None
+    if rest:
+        raise _invalid(f"Unexpected keys ({', '.join(str(k) for k in rest)}) detected in parameter array.")
+    return result
+
+
+# --- PHP request-variable parsing --------------------------------------------------------------------
+
+
+def _php_pairs(raw: str, limit: int) -> tuple[list[tuple[str, str]], int, bool]:
+    """Split an urlencoded string into PHP variables, keeping the first ``limit`` of them.
+
+    Returns:
+        (the kept name/value pairs, how many fields there were, whether any was dropped).
+    """
+    if not raw:
+        return [], 0, False
+    segments = raw.split("&")
+    if segments and segments[-1] == "":
+        segments.pop()
+    kept = segments[:limit]
+    pairs = []
+    for segment in kept:
+        name, _, value = segment.partition("=")
+        pairs.append((unquote_plus(name, errors="replace"), unquote_plus(value, errors="replace")))
+    return pairs, len(segments), len(segments) > limit
+
+
+def _php_key(text: str) -> int | str:
+    return int(text) if _PHP_INT_KEY.match(text) else text
+
+
+def _php_next_index(target: dict) -> int:
+    ints = [k for k in target if isinstance(k, int)]
+    return max(ints) + 1 if ints and max(ints) >= 0 else 0
+
+
+def _php_register(target: dict, name: str, value: str) -> None:
+    """``php_register_variable_ex()``: put ``a[b][]=v`` into nested arrays (dicts, PHP key semantics)."""
+    name = name.lstrip(" ")
+    bracket = name.find("[")
+    base = name if bracket < 0 else name[:bracket]
+    base = base.replace(" ", "_").replace(".", "_")
+    if not base:
+        return
+    indexes: list[str | None] = []
+    if bracket >= 0:
+        rest = name[bracket:]
+        while rest.startswith("["):
+            close = rest.find("]")
+            if close < 0:
+                if not indexes:  # "a[b" is the plain variable "a_b"
+                    base, indexes = base + "_" + rest[1:], []
+                break
+            inner = rest[1:close]
+            indexes.append(None if inner.strip() == "" else inner)
+            rest = rest[close + 1 :]
+    keys: list[int | str | None] = [_php_key(base), *(None if i is None else _php_key(i) for i in indexes)]
+    node = target
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if key is None:
+            key = _php_next_index(node)
+        if last:
+            node[key] = value
+        else:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+
+
+def _php_decode(pairs: Iterable[tuple[str, str]]) -> dict:
+    out: dict = {}
+    for name, value in pairs:
+        _php_register(out, name, value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A decoded PHP array for logs: arrays keyed 0..n-1 become lists."""
+    if isinstance(value, dict):
+        if value and list(value) == list(range(len(value))):
+            return [_plain(v) for v in value.values()]
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> bytes:
+    """``json_encode()``: compact, ASCII with \\u escapes, and ``/`` escaped as ``\\/``."""
+    return json.dumps(value, separators=(",", ":")).replace("/", "\\/").encode("ascii")
+
+
+def _escape(text: str) -> str:
+    """PHP's ``htmlspecialchars($text, ENT_COMPAT)``: ``& < > "`` escaped, single quotes left alone."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _xmlize(value: Any) -> str:
+    if isinstance(value, dict):
+        keys = "".join(f'<KEY name="{_escape(str(k))}">{_xmlize(v)}</KEY>\n' for k, v in value.items())
+        return f"<SINGLE>\n{keys}</SINGLE>\n"
+    if isinstance(value, list):
+        return "<MULTIPLE>\n" + "".join(_xmlize(v) for v in value) + "</MULTIPLE>\n"
+    if value is None:
+        return '<VALUE null="null"/>\n'
+    return f"<VALUE>{_escape(_php_str(value))}</VALUE>\n"
+
+
+def _xml_response(value: Any) -> bytes:
+    inner = "" if value is None else _xmlize(value)
+    return f'<?xml version="1.0" encoding="UTF-8" ?>\n<RESPONSE>\n{inner}</RESPONSE>\n'.encode()
+
+
+def _xml_error(exc: MoodleException, *, debug: bool) -> bytes:
+    text = '<?xml version="1.0" encoding="UTF-8" ?>\n'
+    text += f'<EXCEPTION class="{_escape(exc.exception)}">\n'
+    text += f"<ERRORCODE>{_escape(exc.errorcode)}</ERRORCODE>\n"
+    text += f"<MESSAGE>{_escape(exc.message)}</MESSAGE>\n"
+    if debug and exc.debuginfo is not None:
+        text += f"<DEBUGINFO>{_escape(exc.debuginfo)}</DEBUGINFO>\n"
+    return (text + "</EXCEPTION>\n").encode()
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes
+    content_type: str
+
+
+# --- function descriptions ------------------------------------------------------------------------------
+
+_NAME_FIELDS: dict[str, Any] = {
+    "firstnamephonetic": _opt("notags"),
+    "lastnamephonetic": _opt("notags"),
+    "middlename": _opt("notags"),
+    "alternatename": _opt("notags"),
+    "interests": _opt("text"),
+}
+_OPTIONAL_USER_FIELDS: dict[str, Any] = {
+    "institution": _opt("text"),
+    "department": _opt("text"),
+    "phone1": _opt("notags"),
+    "phone2": _opt("notags"),
+    "address": _opt("text"),
+}
+_USER_CUSTOMFIELDS = _Multiple(_Single({"type": _Value("alphanumext"), "value": _Value("raw")}), _OPTIONAL)
+_USER_PREFERENCES = _Multiple(_Single({"type": _Value("raw"), "value": _Value("raw")}), _OPTIONAL)
+
+_CREATE_USER = _Single(
+    {
+        "createpassword": _opt("bool"),
+        "username": _Value("username"),
+        "auth": _dflt("auth", "manual", allownull=False),
+        "password": _opt("raw"),
+        "firstname": _Value("notags"),
+        "lastname": _Value("notags"),
+        "email": _Value("raw_trimmed"),
+        "maildisplay": _opt("int"),
+        "city": _opt("text"),
+        "country": _opt("alpha"),
+        "timezone": _opt("timezone"),
+        "description": _opt("raw"),
+        **_NAME_FIELDS,
+        "idnumber": _dflt("raw", ""),
+        **_OPTIONAL_USER_FIELDS,
+        "lang": _dflt("lang", "en", allownull=False),
+        "calendartype": _dflt("plugin", "gregorian"),
+        "theme": _opt("theme"),
+        "mailformat": _opt("int"),
+        "customfields": _USER_CUSTOMFIELDS,
+        "preferences": _USER_PREFERENCES,
+    }
+)
+_UPDATE_USER = _Single(
+    {
+        "id": _Value("int"),
+        "username": _opt("username"),
+        "auth": _opt("auth"),
+        "suspended": _opt("bool"),
+        "password": _opt("raw"),
+        "firstname": _opt("notags"),
+        "lastname": _opt("notags"),
+        "email": _opt("raw_trimmed"),
+        "maildisplay": _opt("int"),
+        "city": _opt("text"),
+        "country": _opt("alpha"),
+        "timezone": _opt("timezone"),
+        "description": _opt("raw"),
+        "userpicture": _opt("int"),
+        **_NAME_FIELDS,
+        "idnumber": _opt("raw"),
+        **_OPTIONAL_USER_FIELDS,
+        "lang": _opt("lang"),
+        "calendartype": _opt("plugin"),
+        "theme": _opt("theme"),
+        "mailformat": _opt("int"),
+        "customfields": _USER_CUSTOMFIELDS,
+        "preferences": _USER_PREFERENCES,
+    }
+)
+_COURSE_FORMAT_OPTIONS = _Multiple(
+    _Single({"name": _Value("alphanumext"), "value": _Value("raw")}), _OPTIONAL
+)
+_COURSE_CUSTOMFIELDS = _Multiple(
+    _Single({"shortname": _Value("alphanumext"), "value": _Value("raw")}), _OPTIONAL
+)
+_COURSE_COMMON: dict[str, Any] = {
+    "startdate": _opt("int"),
+    "enddate": _opt("int"),
+    "numsections": _opt("int"),
+}
+_CREATE_COURSE = _Single(
+    {
+        "fullname": _Value("text"),
+        "shortname": _Value("text"),
+        "categoryid": _Value("int"),
+        "idnumber": _opt("raw"),
+        "summary": _opt("raw"),
+        "summaryformat": _dflt("int", 1),
+        "format": _dflt("plugin", "topics"),
+        "showgrades": _dflt("int", 1),
+        "newsitems": _dflt("int", 5),
+        **_COURSE_COMMON,
+        "maxbytes": _dflt("int", 0),
+        "showreports": _dflt("int", 0),
+        "visible": _opt("int"),
+        "hiddensections": _opt("int"),
+        "groupmode": _dflt("int", 0),
+        "groupmodeforce": _dflt("int", 0),
+        "defaultgroupingid": _dflt("int", 0),
+        "enablecompletion": _opt("int"),
+        "completionnotify": _opt("int"),
+        "lang": _opt("safedir"),
+        "forcetheme": _opt("plugin"),
+        "courseformatoptions": _COURSE_FORMAT_OPTIONS,
+        "customfields": _COURSE_CUSTOMFIELDS,
+    }
+)
+_UPDATE_COURSE = _Single(
+    {
+        "id": _Value("int"),
+        "fullname": _opt("text"),
+        "shortname": _opt("text"),
+        "categoryid": _opt("int"),
+        "idnumber": _opt("raw"),
+        "summary": _opt("raw"),
+        "summaryformat": _opt("int"),
+        "format": _opt("plugin"),
+        "showgrades": _opt("int"),
+        "newsitems": _opt("int"),
+        **_COURSE_COMMON,
+        "maxbytes": _opt("int"),
+        "showreports": _opt("int"),
+        "visible": _opt("int"),
+        "hiddensections": _opt("int"),
+        "groupmode": _opt("int"),
+        "groupmodeforce": _opt("int"),
+        "defaultgroupingid": _opt("int"),
+        "enablecompletion": _opt("int"),
+        "completionnotify": _opt("int"),
+        "lang": _opt("safedir"),
+        "forcetheme": _opt("plugin"),
+        "courseformatoptions": _COURSE_FORMAT_OPTIONS,
+        "customfields": _COURSE_CUSTOMFIELDS,
+    }
+)
+
+#: wsfunction -> its parameters (Moodle's external_function_parameters, keys in Moodle's order).
+_PARAMETERS: dict[str, _Single] = {
+    "core_webservice_get_site_info": _Single(
+        {"serviceshortnames": _Multiple(_Value("alphanumext"), _DEFAULT, [])}
+    ),
+    "core_user_create_users": _Single({"users": _Multiple(_CREATE_USER)}),
+    "core_user_update_users": _Single({"users": _Multiple(_UPDATE_USER)}),
+    "core_user_get_users_by_field": _Single({"field": _Value("alpha"), "values": _Multiple(_Value("raw"))}),
+    "core_course_create_courses": _Single({"courses": _Multiple(_CREATE_COURSE)}),
+    "core_course_update_courses": _Single({"courses": _Multiple(_UPDATE_COURSE)}),
+    "core_course_get_courses_by_field": _Single({"field": _dflt("alpha", ""), "value": _dflt("raw", "")}),
+    "core_course_get_categories": _Single(
+        {
+            "criteria": _Multiple(_Single({"key": _Value("alpha"), "value": _Value("raw")}), _DEFAULT, []),
+            "addsubcategories": _dflt("bool", True),
+        }
+    ),
+    "core_course_create_categories": _Single(
+        {
+            "categories": _Multiple(
+                _Single(
+                    {
+                        "name": _Value("text"),
+                        "parent": _dflt("int", 0),
+                        "idnumber": _opt("raw"),
+                        "description": _opt("raw"),
+                        "descriptionformat": _dflt("int", 1),
+                        "theme": _opt("theme"),
+                    }
+                )
+            )
+        }
+    ),
+    "enrol_manual_enrol_users": _Single(
+        {
+            "enrolments": _Multiple(
+                _Single(
+                    {
+                        "roleid": _Value("int"),
+                        "userid": _Value("int"),
+                        "courseid": _Value("int"),
+                        "timestart": _opt("int"),
+                        "timeend": _opt("int"),
+                        "suspend": _opt("int"),
+                    }
+                )
+            )
+        }
+    ),
+    "enrol_manual_unenrol_users": _Single(
+        {
+            "enrolments": _Multiple(
+                _Single({"userid": _Value("int"), "courseid": _Value("int"), "roleid": _opt("int")})
+            )
+        }
+    ),
+    "core_enrol_get_enrolled_users": _Single(
+        {
+            "courseid": _Value("int"),
+            "options": _Multiple(
+                _Single({"name": _Value("alphanumext"), "value": _Value("raw")}), _DEFAULT, []
+            ),
+        }
+    ),
+    "gradereport_user_get_grade_items": _Single(
+        {"courseid": _Value("int"), "userid": _dflt("int", 0), "groupid": _dflt("int", 0)}
+    ),
+    "core_grades_update_grades": _Single(
+        {
+            "source": _Value("text"),
+            "courseid": _Value("int"),
+            "component": _Value("component"),
+            "activityid": _Value("int"),
+            "itemnumber": _Value("int"),
+            "grades": _Multiple(
+                _Single({"studentid": _Value("int"), "grade": _opt("float"), "str_feedback": _opt("text")}),
+                _OPTIONAL,
+            ),
+            "itemdetails": _Single(
+                {
+                    "itemname": _opt("alphanumext"),
+                    "idnumber": _opt("int"),
+                    "gradetype": _opt("int"),
+                    "grademax": _opt("float"),
+                    "grademin": _opt("float"),
+                    "scaleid": _opt("int"),
+                    "multfactor": _opt("float"),
+                    "plusfactor": _opt("float"),
+                    "deleted": _opt("bool"),
+                    "hidden": _opt("bool"),
+                },
+                _OPTIONAL,
+            ),
+        }
+    ),
+}
+#: Functions whose changes are rolled back when the call fails (Moodle's delegated transactions), and
+#: the parts of the state each one writes (only those are copied before the call). Id counters are not
+#: rolled back: like database sequences, a failed batch still consumes the ids it inserted with.
+_TRANSACTIONAL: dict[str, tuple[str, ...]] = {
+    "core_user_create_users": ("users",),
+    "core_course_create_courses": ("courses", "categories"),
+    "core_course_create_categories": ("categories",),
+    "enrol_manual_enrol_users": ("enrolments",),
+    "enrol_manual_unenrol_users": ("enrolments",),
+    "core_grades_update_grades": ("grades",),
+}
+#: Every function the simulated site knows.
+FUNCTIONS: tuple[str, ...] = tuple(_PARAMETERS)
+
+
+@dataclass
+class _HttpFailure:
+    remaining: int
+    status: int
+    function: str
+    apply: bool
+
+
+@dataclass
+class _State:
+    users: dict[int, dict]
+    categories: dict[int, dict]
+    courses: dict[int, dict]
+    enrolments: dict[tuple[int, int], dict]
+    grade_items: dict[int, dict]
+    grades: dict[tuple[int, int], dict]
+    counters: dict[str, int]
+
+
+class MoodleSimulator:
+    """An in-process Moodle 4.5 site answering the REST web services on one loopback HTTP server.
+
+    Example:
+        >>> with MoodleSimulator() as sim:  # doctest: +SKIP
+        ...     requests.post(f"{sim.base_url}/webservice/rest/server.php",
+        ...                   params={"wstoken": DEFAULT_TOKEN, "wsfunction": "core_webservice_get_site_info",
+        ...                           "moodlewsrestformat": "json"})
+
+    Args:
+        tokens: token -> the functions its service allows (``None`` = every function). Every token
+            acts as the site administrator (user id 2). Default ``{DEFAULT_TOKEN: None}``.
+        max_input_vars: PHP's ``max_input_vars`` on the site (see the module docstring for how
+            PHP applies it).
+        debug: the site is in debug mode: error bodies carry ``debuginfo``.
+        site_name: the site's full name (``sitename``, and the site course's fullname).
+        clock: returns the current aware date-time; drives every ``time*`` field. Defaults to UTC now.
+        password_policy: hold passwords to Moodle's default policy (8 characters, a digit, a lower
+            and an upper case letter, a non-alphanumeric character).
+    """
+
+    def __init__(
+        self,
+        *,
+        tokens: dict[str, frozenset[str] | None] | None = None,
+        max_input_vars: int = 1000,
+        debug: bool = False,
+        site_name: str = "Demo School Moodle",
+        clock: Callable[[], datetime] | None = None,
+        password_policy: bool = True,
+    ) -> None:
+        if max_input_vars < 1:
+            raise ValueError("max_input_vars must be >= 1")
+        self.tokens = dict(tokens) if tokens is not None else {DEFAULT_TOKEN: None}
+        self.max_input_vars = max_input_vars
+        self.debug = debug
+        self.site_name = site_name
+        self.password_policy = password_policy
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.RLock()
+        self._http_failures: list[_HttpFailure] = []
+        self._function_failures: dict[str, list[tuple[str, str]]] = {}
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.requests: list[MoodleRequest] = []
+        self._state = self._fresh_state()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start serving in a daemon thread.
+
+        Args:
+            host: interface to bind.
+            port: TCP port; 0 picks a free one.
+
+        Returns:
+            The base URL, e.g. ``http://127.0.0.1:8771`` (the REST server is at ``{base}/webservice/rest/server.php``).
+        """
+        if self._server is not None:
+            raise RuntimeError("the simulator is already running")
+        self._server = _Server((host, port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="moodle-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        logger.info("Moodle simulator listening on %s", self.base_url)
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; a stopped simulator may be started again."""
+        server, thread = self._server, self._thread
+        self._server, self._thread = None, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> "MoodleSimulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running server (the site's ``wwwroot``)."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not running: call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def rest_url(self) -> str:
+        """``{base_url}/webservice/rest/server.php``."""
+        return self.base_url + REST_PATH
+
+    # --- state, for tests and the demo ------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The simulator's clock."""
+        return self._clock()
+
+    def users(self) -> list[dict]:
+        """Copies of every account (guest and admin included), in id order."""
+        with self._lock:
+            return [copy.deepcopy(u) for _, u in sorted(self._state.users.items())]
+
+    def user(self, user_id: int) -> dict | None:
+        """A copy of one account, or ``None``."""
+        with self._lock:
+            found = self._state.users.get(int(user_id))
+            return copy.deepcopy(found) if found is not None else None
+
+    def courses(self) -> list[dict]:
+        """Copies of every course except the site course (id 1), in id order."""
+        with self._lock:
+            return [copy.deepcopy(c) for i, c in sorted(self._state.courses.items()) if i != SITE_COURSE_ID]
+
+    def categories(self) -> list[dict]:
+        """Copies of every course category, in id order."""
+        with self._lock:
+            return [copy.deepcopy(c) for _, c in sorted(self._state.categories.items())]
+
+    def enrolments(self, course_id: int | None = None) -> list[dict]:
+        """Manual enrolments, optionally of one course, ordered by course then user.
+
+        Returns:
+            ``{userid, courseid, roleid, roles, status, timestart, timeend}`` each: ``roleid`` is the
+            first role assigned (``None`` if none), ``roles`` all of them; ``status`` 0 is active, 1
+            suspended.
+        """
+        with self._lock:
+            rows = []
+            for (cid, uid), ue in sorted(self._state.enrolments.items()):
+                if course_id is not None and cid != int(course_id):
+                    continue
+                roles = list(ue["roles"])
+                rows.append(
+                    {
+                        "userid": uid,
+                        "courseid": cid,
+                        "roleid": roles[0] if roles else None,
+                        "roles": roles,
+                        "status": ue["status"],
+                        "timestart": ue["timestart"],
+                        "timeend": ue["timeend"],
+                    }
+                )
+            return rows
+
+    def add_user(self, **fields: Any) -> int:
+        """Add an account as if made by hand (no validation, no policy): for matching tests.
+
+        Args:
+            **fields: user fields (``username``, ``firstname``, ``lastname``, ``email``, ``idnumber``,
+                ``auth``, ``suspended``, ``customfields`` as a dict or ``[{type, value}]``...).
+                Missing ones get Moodle's defaults.
+
+        Returns:
+            The new user id.
+        """
+        with self._lock:
+            user_id = self._next("user")
+            customfields = fields.pop("customfields", {})
+            if isinstance(customfields, list):
+                customfields = {c["type"]: c["value"] for c in customfields}
+            if fields.get("password"):
+                fields["password"] = self._hash(str(fields["password"]))
+            user = self._new_user_record(user_id, fields)
+            user["customfields"] = dict(customfields)
+            self._state.users[user_id] = user
+            return user_id
+
+    def add_grade_item(
+        self, course_id: int, itemname: str, *, grademax: float = 100.0, itemmodule: str = "assign"
+    ) -> int:
+        """Add a graded activity (a course module and its grade item) to a course.
+
+        The course-total item is created first if the course has none yet, as Moodle does.
+
+        Returns:
+            The grade item id.
+
+        Raises:
+            KeyError: no such course.
+        """
+        with self._lock:
+            course_id = int(course_id)
+            if course_id not in self._state.courses:
+                raise KeyError(f"no course {course_id}")
+            self._course_item(course_id)
+            item_id = self._next("grade_item")
+            self._state.grade_items[item_id] = {
+                "id": item_id,
+                "courseid": course_id,
+                "itemtype": "mod",
+                "itemmodule": itemmodule,
+                "iteminstance": self._next(f"instance:{itemmodule}"),
+                "cmid": self._next("cm"),
+                "itemname": itemname,
+                "itemnumber": 0,
+                "idnumber": "",
+                "grademin": 0.0,
+                "grademax": float(grademax),
+                "sortorder": item_id,
+            }
+            self._recompute_course_max(course_id)
+            return item_id
+
+    def set_grade(self, course_id: int, user_id: int, item_id: int, grade: float | None) -> None:
+        """Set (or, with ``None``, clear) a user's grade for an activity; the course total follows.
+
+        The grade is bounded to the item's range, as Moodle bounds a raw grade.
+
+        Raises:
+            KeyError: no such course, user or grade item of that course.
+        """
+        with self._lock:
+            item = self._state.grade_items.get(int(item_id))
+            if item is None or item["courseid"] != int(course_id) or item["itemtype"] != "mod":
+                raise KeyError(f"course {course_id} has no activity grade item {item_id}")
+            if int(user_id) not in self._state.users:
+                raise KeyError(f"no user {user_id}")
+            self._store_grade(item, int(user_id), grade, feedback=None)
+
+    def fail_next(self, count: int, *, status: int = 500, function: str = "", apply: bool = False) -> None:
+        """Answer the next ``count`` matching REST calls with an HTTP error page instead of Moodle's answer.
+
+        Replaces any injected HTTP failure still pending, so ``fail_next(0)`` cancels it.
+
+        Args:
+            count: how many calls fail.
+            status: HTTP status (a 5xx from the web server or proxy in front of Moodle).
+            function: only calls of this ``wsfunction`` fail; empty matches every call.
+            apply: process the call first, then answer the error anyway (the answer was lost).
+        """
+        with self._lock:
+            self._http_failures = [_HttpFailure(count, status, function, apply)] if count > 0 else []
+
+    def fail_function(self, function: str, errorcode: str, message: str, *, count: int = 1) -> None:
+        """Answer the next ``count`` calls of ``function`` with a Moodle exception body (HTTP 200).
+
+        The body is ``{"exception":"moodle_exception","errorcode":errorcode,"message":message}``;
+        nothing is applied. ``count=0`` cancels what is pending for that function.
+        """
+        with self._lock:
+            if count <= 0:
+                self._function_failures.pop(function, None)
+            else:
+                self._function_failures[function] = [(errorcode, message)] * count
+
+    def reset_log(self) -> None:
+        """Forget the request log."""
+        with self._lock:
+            self.requests.clear()
+
+    # --- internals: state -------------------------------------------------------------------------
+
+    def _ts(self) -> int:
+        return int(self.now().timestamp())
+
+    def _next(self, counter: str) -> int:
+        counters = self._state.counters
+        counters[counter] = counters.get(counter, 0) + 1
+        return counters[counter]
+
+    def _fresh_state(self) -> _State:
+        now = self._ts()
+        state = _State({}, {}, {}, {}, {}, {}, {"user": 2, "course": 1, "category": 1})
+        state.users[GUEST_USER_ID] = self._new_user_record(
+            GUEST_USER_ID,
+            {"username": "guest", "firstname": "Guest user", "lastname": " ", "email": "root@localhost"},
+        )
+        state.users[ADMIN_USER_ID] = self._new_user_record(
+            ADMIN_USER_ID,
+            {"username": "admin", "firstname": "Admin", "lastname": "User", "email": "admin@example.com"},
+        )
+        state.categories[MISC_CATEGORY_ID] = {
+            "id": MISC_CATEGORY_ID,
+            "name": "Miscellaneous",
+            "idnumber": "",
+            "description": "",
+            "descriptionformat": 1,
+            "parent": 0,
+            "sortorder": 10000,
+            "coursecount": 0,
+            "visible": 1,
+            "visibleold": 1,
+            "timemodified": now,
+            "depth": 1,
+            "path": "/1",
+            "theme": "",
+        }
+        state.courses[SITE_COURSE_ID] = self._new_course_record(
+            SITE_COURSE_ID,
+            {
+                "fullname": self.site_name,
+                "shortname": "moodle",
+                "categoryid": 0,
+                "format": "site",
+                "summary": "",
+            },
+        )
+        state.courses[SITE_COURSE_ID].update({"sortorder": 1, "enablecompletion": 0, "newsitems": 3})
+        return state
+
+    def _new_user_record(self, user_id: int, fields: dict) -> dict:
+        now = self._ts()
+        user = {
+            "id": user_id,
+            "auth": "manual",
+            "confirmed": 1,
+            "suspended": 0,
+            "deleted": 0,
+            "username": f"user{user_id}",
+            "password": "",
+            "idnumber": "",
+            "firstname": "",
+            "lastname": "",
+            "email": "",
+            "phone1": "",
+            "phone2": "",
+            "institution": "",
+            "department": "",
+            "address": "",
+            "city": "",
+            "country": "",
+            "lang": "en",
+            "calendartype": "gregorian",
+            "theme": "",
+            "timezone": "99",
+            "firstaccess": 0,
+            "lastaccess": 0,
+            "description": "",
+            "descriptionformat": 1,
+            "mailformat": 1,
+            "maildisplay": 2,
+            "firstnamephonetic": None,
+            "lastnamephonetic": None,
+            "middlename": None,
+            "alternatename": None,
+            "timecreated": now,
+            "timemodified": now,
+            "customfields": {},
+        }
+        for key, value in fields.items():
+            if key in ("suspended", "confirmed", "deleted"):
+                value = int(bool(value))
+            user[key] = value
+        return user
+
+    def _new_course_record(self, course_id: int, fields: dict) -> dict:
+        now = self._ts()
+        course = {
+            "id": course_id,
+            "category": fields["categoryid"],
+            "sortorder": 0,
+            "fullname": fields["fullname"],
+            "shortname": fields["shortname"],
+            "idnumber": fields.get("idnumber") or "",
+            "summary": fields.get("summary") or "",
+            "summaryformat": fields.get("summaryformat", 1),
+            "format": fields.get("format", "topics"),
+            "showgrades": fields.get("showgrades", 1),
+            "newsitems": fields.get("newsitems", 5),
+            "startdate": fields.get("startdate", 0),
+            "enddate": fields.get("enddate", 0),
+            "marker": 0,
+            "maxbytes": fields.get("maxbytes", 0),
+            "legacyfiles": 0,
+            "showreports": fields.get("showreports", 0),
+            "visible": fields.get("visible", 1),
+            "groupmode": fields.get("groupmode", 0),
+            "groupmodeforce": fields.get("groupmodeforce", 0),
+            "defaultgroupingid": fields.get("defaultgroupingid", 0),
+            "lang": fields.get("lang", ""),
+            "calendartype": "",
+            "theme": fields.get("theme", ""),
+            "timecreated": now,
+            "timemodified": now,
+            "requested": 0,
+            "enablecompletion": fields.get("enablecompletion", 1),
+            "completionnotify": fields.get("completionnotify", 0),
+            "cacherev": now,
+            "showactivitydates": 1,
+            "showcompletionconditions": 1,
+            "customfields": {c["shortname"]: c["value"] for c in fields.get("customfields") or []},
+        }
+        return course
+
+    def _course_item(self, course_id: int) -> dict:
+        """The course-total grade item, created (with the course grade category) when first needed."""
+        for item in self._state.grade_items.values():
+            if item["courseid"] == course_id and item["itemtype"] == "course":
+                return item
+        item_id = self._next("grade_item")
+        category_id = self._next("grade_category")
+        item = {
+            "id": item_id,
+            "courseid": course_id,
+            "itemtype": "course",
+            "itemmodule": None,
+            "iteminstance": category_id,
+            "cmid": None,
+            "itemname": None,
+            "itemnumber": None,
+            "idnumber": None,
+            "grademin": 0.0,
+            "grademax": 100.0,
+            "sortorder": item_id,
+            "gradecategoryid": category_id,
+        }
+        self._state.grade_items[item_id] = item
+        return item
+
+    def _mod_items(self, course_id: int) -> list[dict]:
+        items = [
+            i
+            for i in self._state.grade_items.values()
+            if i["courseid"] == course_id and i["itemtype"] == "mod"
+        ]
+        return sorted(items, key=lambda i: i["sortorder"])
+
+    def _recompute_course_max(self, course_id: int) -> None:
+        items = self._mod_items(course_id)
+        self._course_item(course_id)["grademax"] = (
+            float(sum(i["grademax"] for i in items)) if items else 100.0
+        )
+
+    def _store_grade(self, item: dict, user_id: int, grade: float | None, feedback: str | None) -> None:
+        key = (item["id"], user_id)
+        now = self._ts()
+        row = self._state.grades.get(key)
+        if row is None:
+            row = {"finalgrade": None, "feedback": None, "timecreated": now, "timemodified": now}
+            self._state.grades[key] = row
+        if grade is not None:
+            grade = min(max(float(grade), item["grademin"]), item["grademax"])
+        row["finalgrade"] = grade
+        if feedback is not None:
+            row["feedback"] = feedback
+        row["timemodified"] = now
+
+    def _find_course(self, course_id: int) -> dict:
+        course = self._state.courses.get(course_id)
+        if course is None:
+            raise _missing_record("course", "id = ?", [course_id])
+        return course
+
+    def _fullname(self, user: dict) -> str:
+        return f"{user['firstname']} {user['lastname']}"
+
+    def _email_taken(self, email: str, *, other_than: int | None = None) -> bool:
+        wanted = email.casefold()
+        return any(
+            u["email"].casefold() == wanted and uid != other_than and not u["deleted"]
+            for uid, u in self._state.users.items()
+        )
+
+    def _password_errors(self, password: str) -> str:
+        """Moodle's ``check_password_policy()`` error message (HTML), or '' when the password passes."""
+        if not self.password_policy:
+            return ""
+        errors = []
+        if len(password) < 8:
+            errors.append("Passwords must be at least 8 characters long.")
+        if len(re.findall(r"[0-9]", password)) < 1:
+            errors.append("Passwords must have at least 1 digit(s).")
+        if len(re.findall(r"[a-z]", password)) < 1:
+            errors.append("Passwords must have at least 1 lower case letter(s).")
+        if len(re.findall(r"[A-Z]", password)) < 1:
+            errors.append("Passwords must have at least 1 upper case letter(s).")
+        if len(re.findall(r"[^a-zA-Z0-9]", password)) < 1:
+            errors.append(
+                "Passwords must have at least 1 non-alphanumeric character(s) such as as *, -, or #."
+            )
+        return "".join(f"<div>{e}</div>" for e in errors)
+
+    @staticmethod
+    def _hash(password: str) -> str:
+        return "$sim$" + hashlib.sha256(password.encode()).hexdigest()
+
+    # --- internals: HTTP entry point ----------------------------------------------------------------
+
+    def _handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> _Response:
+        parts = urlsplit(raw_path)
+        if parts.path.rstrip("/") != REST_PATH:
+            return _Response(404, b"<html><body><h1>404 Not Found</h1></body></html>", "text/html")
+        content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        text = (
+            body.decode("utf-8", "replace")
+            if content_type in ("", "application/x-www-form-urlencoded")
+            else ""
+        )
+        get_pairs, _, get_truncated = _php_pairs(parts.query, self.max_input_vars)
+        post_pairs, field_count, post_truncated = _php_pairs(text, self.max_input_vars + 1)
+        truncated = get_truncated or post_truncated
+        params = {**_php_decode(get_pairs), **_php_decode(post_pairs)}
+        fmt = params.pop("moodlewsrestformat", None)
+        fmt = fmt if fmt in ("json", "xml") else "xml"
+        token = params.pop("wstoken", None)
+        function = params.pop("wsfunction", None)
+        function = function if isinstance(function, str) else None
+        for key in [k for k in params if isinstance(k, str) and k.startswith("moodlewssetting")]:
+            params.pop(key)
+        errorcode: str | None = None
+        with self._lock:
+            failure = self._take_http_failure(function)
+            if failure is not None and not failure.apply:
+                response = _Response(failure.status, _error_page(failure.status), "text/html; charset=utf-8")
+            else:
+                try:
+                    result = self._call(token, function, params)
+                    payload = _json(result) if fmt == "json" else _xml_response(result)
+                except MoodleException as exc:
+                    errorcode = exc.errorcode
+                    payload = (
+                        _json(exc.body(debug=self.debug))
+                        if fmt == "json"
+                        else _xml_error(exc, debug=self.debug)
+                    )
+                except Exception as exc:  # a simulator bug must still answer like the site does
+                    logger.exception("Moodle simulator failed on %s", function)
+                    error = MoodleException("moodle_exception", "generalexceptionmessage", str(exc))
+                    errorcode = error.errorcode
+                    payload = (
+                        _json(error.body(debug=self.debug))
+                        if fmt == "json"
+                        else _xml_error(error, debug=False)
+                    )
+                if failure is not None:
+                    response = _Response(
+                        failure.status, _error_page(failure.status), "text/html; charset=utf-8"
+                    )
+                else:
+                    ctype = "application/json" if fmt == "json" else "application/xml; charset=utf-8"
+                    response = _Response(200, payload, ctype)
+            self.requests.append(
+                MoodleRequest(
+                    method=method,
+                    function=function,
+                    params=_plain(params),
+                    status=response.status,
+                    field_count=field_count,
+                    truncated=truncated,
+                    format=fmt,
+                    errorcode=errorcode,
+                    time=self.now(),
+                )
+            )
+        logger.info(
+            "%s %s -> %s%s", method, function, response.status, f" ({errorcode})" if errorcode else ""
+        )
+        return response
+
+    def _take_http_failure(self, function: str | None) -> _HttpFailure | None:
+        for failure in self._http_failures:
+            if failure.remaining > 0 and (not failure.function or failure.function == function):
+                failure.remaining -= 1
+                self._http_failures = [f for f in self._http_failures if f.remaining > 0]
+                return failure
+        return None
+
+    def _call(self, token: Any, function: str | None, params: dict) -> Any:
+        """Authenticate, find the function, check access, validate, run (in a transaction)."""
+        if not isinstance(token, str) or token not in self.tokens:
+            raise _moodle("invalidtoken", "Invalid token - token not found")
+        if function not in _PARAMETERS:
+            raise _missing_record("external_functions", "name = ?", [function or ""])
+        allowed = self.tokens[token]
+        if allowed is not None and function not in allowed:
+            raise MoodleException(
+                "webservice_access_exception",
+                "accessexception",
+                "Access control exception",
+                f"Access to the function {function}() is not allowed. There could be multiple reasons for this: "
+                "1. The service linked to the user token does not contain the function. "
+                "2. The service is user-restricted and the user is not listed. "
+                "3. The service is IP-restricted and the user IP is not listed. "
+                "4. The service is time-restricted and the time has expired. "
+                "5. The token is time-restricted and the time has expired. "
+                "6. The service requires a specific capability which the user does not have. "
+                "7. The function is called with username/password (no user token is sent) and none of the "
+                "services has the function to allow the user. These settings can be found in Administration "
+                "> Site administration > Server > Web services > External services and Manage tokens.",
+            )
+        pending = self._function_failures.get(function)
+        if pending:
+            errorcode, message = pending.pop(0)
+            if not pending:
+                self._function_failures.pop(function, None)
+            raise _moodle(errorcode, message)
+        validated = _validate(_PARAMETERS[function], params)
+        handler = getattr(self, "_ws_" + function)
+        if function not in _TRANSACTIONAL:
+            return handler(token=token, **validated)
+        parts = _TRANSACTIONAL[function]
+        snapshot = {part: copy.deepcopy(getattr(self._state, part)) for part in parts}
+        try:
+            return handler(token=token, **validated)
+        except BaseException:
+            for part, saved in snapshot.items():
+                setattr(self._state, part, saved)
+            raise
+
+    # --- web service functions: site --------------------------------------------------------------
+
+    def _ws_core_webservice_get_site_info(self, *, token: str, serviceshortnames: list[str]) -> dict:
+        allowed = self.tokens[token]
+        names = sorted(FUNCTIONS if allowed is None else (f for f in FUNCTIONS if f in allowed))
+        admin = self._state.users[ADMIN_USER_ID]
+        return {
+            "sitename": self.site_name,
+            "username": admin["username"],
+            "firstname": admin["firstname"],
+            "lastname": admin["lastname"],
+            "fullname": self._fullname(admin),
+            "lang": "en",
+            "userid": ADMIN_USER_ID,
+            "siteurl": self.base_url,
+            "userpictureurl": f"{self.base_url}/theme/image.php/boost/core/1/u/f1",
+            "functions": [{"name": name, "version": VERSION} for name in names],
+            "downloadfiles": 1,
+            "uploadfiles": 1,
+            "release": RELEASE,
+            "version": VERSION,
+            "mobilecssurl": "",
+            "advancedfeatures": [
+                {"name": "usecomments", "value": 1},
+                {"name": "usetags", "value": 1},
+                {"name": "enablenotes", "value": 1},
+                {"name": "messaging", "value": 1},
+                {"name": "enableblogs", "value": 1},
+                {"name": "enablecompletion", "value": 1},
+                {"name": "enablebadges", "value": 1},
+                {"name": "mnet_dispatcher_mode", "value": 0},
+            ],
+            "usercanmanageownfiles": True,
+            "userquota": 104857600,
+            "usermaxuploadfilesize": 104857600,
+            "userhomepage": 1,
+            "siteid": SITE_COURSE_ID,
+            "sitecalendartype": "gregorian",
+            "usercalendartype": "gregorian",
+            "userissiteadmin": True,
+            "theme": "boost",
+            "limitconcurrentlogins": 0,
+            "policyagreed": 0,
+        }
+
+    # --- web service functions: users -------------------------------------------------------------
+
+    def _ws_core_user_create_users(self, *, token: str, users: list[dict]) -> list[dict]:
+        created = []
+        for user in users:
+            for name in ("username", "firstname", "lastname"):
+                if user[name].strip() == "":
+                    raise _invalid(f"The field {name} cannot be blank")
+            if any(u["username"] == user["username"] for u in self._state.users.values()):
+                raise _invalid("Username already exists: " + user["username"])
+            if user["auth"] not in _CREATABLE_AUTHS:
+                raise _invalid("Invalid authentication type: " + user["auth"])
+            if user["lang"] not in _INSTALLED_LANGS:
+                raise _invalid("Invalid language code: " + user["lang"])
+            if user.get("theme") and user["theme"] not in _INSTALLED_THEMES:
+                raise _invalid("Invalid theme: " + user["theme"])
+            internal = user["auth"] in _INTERNAL_AUTHS
+            if internal and not user.get("password") and not user.get("createpassword"):
+                raise _invalid("Invalid password: you must provide a password, or set createpassword.")
+            if not _valid_email(user["email"]):
+                raise _invalid("Email address is invalid: " + user["email"])
+            if self._email_taken(user["email"]):
+                raise _invalid("Email address already exists: " + user["email"])
+            password = ""
+            if internal and not user.get("createpassword"):
+                errmsg = self._password_errors(user["password"])
+                if errmsg:
+                    raise _moodle(errmsg, "error/" + errmsg)
+                password = self._hash(user["password"])
+            elif not internal:
+                password = "not cached"
+            user_id = self._next("user")
+            fields = {
+                k: v
+                for k, v in user.items()
+                if k not in ("createpassword", "password", "customfields", "preferences")
+            }
+            record = self._new_user_record(user_id, fields)
+            record["password"] = password
+            record["customfields"] = {c["type"]: c["value"] for c in user.get("customfields") or []}
+            self._state.users[user_id] = record
+            created.append({"id": user_id, "username": user["username"]})
+        return created
+
+    def _ws_core_user_update_users(self, *, token: str, users: list[dict]) -> dict:
+        warnings = []
+        for user in users:
+            try:
+                self._update_user(user)
+            except MoodleException as exc:
+                warnings.append(
+                    {
+                        "item": "user",
+                        "itemid": user["id"],
+                        "warningcode": exc.errorcode,
+                        "message": exc.message,
+                    }
+                )
+        return {"warnings": warnings}
+
+    def _update_user(self, user: dict) -> None:
+        existing = self._state.users.get(user["id"])
+        if existing is None or existing["deleted"]:
+            raise _moodle("invaliduserid", "Invalid user ID", "Invalid user ID")
+        if user["id"] == GUEST_USER_ID:
+            raise _moodle("usernotupdatedguest", "Cannot update guest account", "Cannot update guest account")
+        if "email" in user and user["email"] != existing["email"]:
+            if not _valid_email(user["email"]):
+                raise _moodle("useremailinvalid", "Invalid email address", "Invalid email address")
+            if self._email_taken(user["email"], other_than=user["id"]):
+                raise _moodle("useremailduplicate", "Duplicate email address", "Duplicate email address")
+        changes = {
+            k: v
+            for k, v in user.items()
+            if k not in ("id", "password", "customfields", "preferences", "userpicture")
+        }
+        if "password" in user:  # user_update_user() checks the policy before writing
+            errmsg = self._password_errors(user["password"])
+            if errmsg:
+                raise _moodle(errmsg, "error/" + errmsg)
+            changes["password"] = self._hash(user["password"])
+        if "username" in user and any(
+            u["username"] == user["username"] and uid != user["id"] for uid, u in self._state.users.items()
+        ):  # user_update_user() does not check: the database's unique index refuses the write
+            raise MoodleException(
+                "dml_write_exception", "dmlwriteexception", "Error writing to database", "Duplicate entry"
+            )
+        if "suspended" in changes:
+            changes["suspended"] = int(bool(changes["suspended"]))
+        existing.update(changes)
+        for field in user.get("customfields") or []:
+            existing["customfields"][field["type"]] = field["value"]
+        existing["timemodified"] = self._ts()
+
+    def _ws_core_user_get_users_by_field(self, *, token: str, field: str, values: list[str]) -> list[dict]:
+        ptype = {"id": "int", "idnumber": "raw", "username": "username", "email": "raw_trimmed"}.get(field)
+        if ptype is None:
+            raise _coding(
+                "invalid field parameter",
+                f"The search field '{field}' is not supported, look at the web service documentation",
+            )
+        cleaned: list[Any] = []
+        for value in values:
+            clean = _clean_param(value, ptype)
+            same = _loose_equal(value, clean)
+            if not same:
+                raise _invalid(
+                    f"The field '{field}' value is invalid: {value}(cleaned value: {_php_str(clean)})"
+                )
+            cleaned.append(clean)
+        found = [u for _, u in sorted(self._state.users.items()) if u[field] in cleaned]
+        out = []
+        for user in found:
+            details = self._user_details(user)
+            if details.get(field):  # Moodle returns a user only when the searched field is returned
+                out.append(details)
+        return out
+
+    def _user_details(
+        self, user: dict, course: dict | None = None, userfields: list[str] | None = None
+    ) -> dict:
+        """``user_get_user_details()`` as the site administrator sees it, keys in the answer's order."""
+        wanted = set(userfields) if userfields else None
+
+        def want(name: str) -> bool:
+            return wanted is None or name in wanted
+
+        out: dict[str, Any] = {"id": user["id"]}
+        if want("username"):
+            out["username"] = user["username"]
+        if want("firstname"):
+            out["firstname"] = user["firstname"]
+        if want("lastname"):
+            out["lastname"] = user["lastname"]
+        out["fullname"] = self._fullname(user)
+        if want("email"):
+            out["email"] = user["email"]
+        for name in ("address", "phone1", "phone2"):
+            if want(name) and user[name]:
+                out[name] = user[name]
+        if want("department"):
+            out["department"] = user["department"]
+        if want("institution") and user["institution"]:
+            out["institution"] = user["institution"]
+        if want("idnumber") and user["idnumber"]:
+            out["idnumber"] = user["idnumber"]
+        if want("firstaccess"):
+            out["firstaccess"] = user["firstaccess"]
+        if want("lastaccess"):
+            out["lastaccess"] = user["lastaccess"]
+        if course is None:
+            if want("auth"):
+                out["auth"] = user["auth"]
+            if want("suspended"):
+                out["suspended"] = bool(user["suspended"])
+            if want("confirmed"):
+                out["confirmed"] = bool(user["confirmed"])
+            for name in ("lang", "theme", "timezone", "mailformat"):
+                if want(name):
+                    out[name] = user[name]
+        if want("description"):
+            out["description"] = user["description"]
+            out["descriptionformat"] = user["descriptionformat"]
+        if want("city") and user["city"]:
+            out["city"] = user["city"]
+        if want("country") and user["country"]:
+            out["country"] = user["country"]
+        if want("profileimageurlsmall"):
+            out["profileimageurlsmall"] = f"{self.base_url}/theme/image.php/boost/core/1/u/f2"
+        if want("profileimageurl"):
+            out["profileimageurl"] = f"{self.base_url}/theme/image.php/boost/core/1/u/f1"
+        custom = [
+            {"type": "text", "value": v, "displayvalue": v, "name": k, "shortname": k}
+            for k, v in user["customfields"].items()
+            if v not in (None, "")
+        ]
+        if want("customfields") and custom:
+            out["customfields"] = custom
+        if course is not None:
+            if want("groups"):
+                out["groups"] = []
+            if want("roles"):
+                ue = self._state.enrolments.get((course["id"], user["id"]))
+                out["roles"] = [
+                    {"roleid": r, "name": "", "shortname": _ROLES[r][0], "sortorder": _ROLES[r][1]}
+                    for r in sorted(ue["roles"] if ue else [], key=lambda r: _ROLES[r][1])
+                ]
+            if want("enrolledcourses"):
+                mine = [
+                    self._state.courses[cid]
+                    for (cid, uid), ue in sorted(self._state.enrolments.items())
+                    if uid == user["id"] and ue["status"] == 0
+                ]
+                if mine:
+                    out["enrolledcourses"] = [
+                        {"id": c["id"], "fullname": c["fullname"], "shortname": c["shortname"]} for c in mine
+                    ]
+        return out
+
+    # --- web service functions: courses and categories ----------------------------------------------
+
+    def _ws_core_course_create_courses(self, *, token: str, courses: list[dict]) -> list[dict]:
+        created = []
+        for course in courses:
+            if course["categoryid"] not in self._state.categories:
+                raise _moodle(
+                    "errorcatcontextnotvalid",
+                    f"You cannot execute functions in the category context (category id:{course['categoryid']}). "
+                    f"The context error message was: {_MSG_INVALID_PARAM}",
+                )
+            for name in ("fullname", "shortname"):
+                if course[name].strip() == "":
+                    raise _moodle("errorinvalidparam", f'The param "{name}" is invalid.')
+            if "lang" in course and course["lang"] not in _INSTALLED_LANGS:
+                raise _moodle("errorinvalidparam", 'The param "lang" is invalid.')
+            self._check_course_unique(course, except_id=None)
+            self._check_course_dates(course.get("startdate", 0), course.get("enddate", 0))
+            course_id = self._next("course")
+            record = self._new_course_record(course_id, course)
+            category = self._state.categories[course["categoryid"]]
+            category["coursecount"] += 1
+            record["sortorder"] = category["sortorder"] + category["coursecount"]
+            self._state.courses[course_id] = record
+            created.append({"id": course_id, "shortname": course["shortname"]})
+        return created
+
+    def _check_course_unique(self, course: dict, *, except_id: int | None) -> None:
+        """``create_course()``/``update_course()``: shortname, then idnumber, must be unused (when not empty)."""
+        others = [c for i, c in self._state.courses.items() if i != except_id]
+        shortname, idnumber = course.get("shortname"), course.get("idnumber")
+        if shortname and any(c["shortname"] == shortname for c in others):
+            raise _moodle("shortnametaken", f"Short name is already used for another course ({shortname})")
+        if idnumber and any(c["idnumber"] == idnumber for c in others):
+            raise _moodle("courseidnumbertaken", f"ID number is already used for another course ({idnumber})")
+
+    @staticmethod
+    def _check_course_dates(startdate: int, enddate: int) -> None:
+        if enddate and enddate < startdate:
+            raise _moodle("enddatebeforestartdate", "The course end date must be after the start date.")
+
+    def _ws_core_course_update_courses(self, *, token: str, courses: list[dict]) -> dict:
+        warnings = []
+        for course in courses:
+            try:
+                self._update_course(course)
+            except MoodleException as exc:
+                warnings.append(
+                    {
+                        "item": "course",
+                        "itemid": course["id"],
+                        "warningcode": exc.errorcode,
+                        "message": exc.message,
+                    }
+                )
+        return {"warnings": warnings}
+
+    def _update_course(self, course: dict) -> None:
+        existing = self._find_course(course["id"])
+        for name in ("fullname", "shortname"):
+            if name in course and course[name] != existing[name] and course[name].strip() == "":
+                raise _moodle("errorinvalidparam", f'The param "{name}" is invalid.')
+        if "lang" in course and course["lang"] != existing["lang"] and course["lang"] not in _INSTALLED_LANGS:
+            raise _moodle("errorinvalidparam", 'The param "lang" is invalid.')
+        self._check_course_unique(
+            {k: course[k] for k in ("shortname", "idnumber") if k in course and course[k] != existing[k]},
+            except_id=course["id"],
+        )
+        if "categoryid" in course and course["categoryid"] != existing["category"]:
+            if course["categoryid"] not in self._state.categories:
+                raise _missing_record("course_categories", "id = ?", [course["categoryid"]])
+            self._state.categories[existing["category"]]["coursecount"] -= 1
+            self._state.categories[course["categoryid"]]["coursecount"] += 1
+            existing["category"] = course["categoryid"]
+        self._check_course_dates(
+            course.get("startdate", existing["startdate"]), course.get("enddate", existing["enddate"])
+        )
+        skip = {
+            "id",
+            "categoryid",
+            "customfields",
+            "courseformatoptions",
+            "forcetheme",
+            "numsections",
+            "hiddensections",
+        }
+        existing.update({k: v for k, v in course.items() if k not in skip})
+        for field in course.get("customfields") or []:
+            existing["customfields"][field["shortname"]] = field["value"]
+        existing["timemodified"] = self._ts()
+
+    def _ws_core_course_get_courses_by_field(self, *, token: str, field: str, value: str) -> dict:
+        warnings: list[dict] = []
+        courses = self._state.courses
+        if not field:
+            found = [c for _, c in sorted(courses.items())]
+        elif field in ("id", "category"):
+            wanted = _php_int(value)
+            key = "id" if field == "id" else "category"
+            found = [c for _, c in sorted(courses.items()) if c[key] == wanted]
+        elif field == "ids":
+            found = []
+            for part in _clean_param(value, "sequence").split(","):
+                cid = _php_int(part)
+                if cid in courses:
+                    found.append(courses[cid])
+                else:
+                    warnings.append(
+                        {
+                            "item": "course",
+                            "itemid": cid,
+                            "warningcode": "1",
+                            "message": "No access rights in course context",
+                        }
+                    )
+            found = sorted({c["id"]: c for c in found}.values(), key=lambda c: c["id"])
+        elif field in ("shortname", "idnumber"):
+            wanted_text = _strip_tags(value) if field == "shortname" else value
+            found = [c for _, c in sorted(courses.items()) if c[field] == wanted_text]
+        else:
+            raise _invalid("Invalid field name")
+        return {"courses": [self._course_details(c) for c in found], "warnings": warnings}
+
+    def _course_details(self, course: dict) -> dict:
+        category = self._state.categories.get(course["category"])
+        fmt = course["format"]
+        options = (
+            []
+            if fmt == "site"
+            else [{"name": "hiddensections", "value": 1}, {"name": "coursedisplay", "value": 0}]
+        )
+        return {
+            "id": course["id"],
+            "fullname": course["fullname"],
+            "displayname": course["fullname"],
+            "shortname": course["shortname"],
+            "courseimage": f"{self.base_url}/pluginfile.php/{course['id'] + 1}/course/generated/course.svg",
+            "categoryid": course["category"],
+            "categoryname": category["name"] if category else "",
+            "sortorder": course["sortorder"],
+            "summary": course["summary"],
+            "summaryformat": course["summaryformat"],
+            "summaryfiles": [],
+            "overviewfiles": [],
+            "showactivitydates": bool(course["showactivitydates"]),
+            "showcompletionconditions": bool(course["showcompletionconditions"]),
+            "contacts": [],
+            "enrollmentmethods": [] if fmt == "site" else ["manual"],
+            "customfields": [
+                {"name": k, "shortname": k, "type": "text", "valueraw": v, "value": v}
+                for k, v in course["customfields"].items()
+            ],
+            "idnumber": course["idnumber"],
+            "format": fmt,
+            "showgrades": course["showgrades"],
+            "newsitems": course["newsitems"],
+            "startdate": course["startdate"],
+            "enddate": course["enddate"],
+            "maxbytes": course["maxbytes"],
+            "showreports": course["showreports"],
+            "visible": course["visible"],
+            "groupmode": course["groupmode"],
+            "groupmodeforce": course["groupmodeforce"],
+            "defaultgroupingid": course["defaultgroupingid"],
+            "enablecompletion": course["enablecompletion"],
+            "completionnotify": course["completionnotify"],
+            "lang": course["lang"],
+            "theme": course["theme"],
+            "marker": course["marker"],
+            "legacyfiles": course["legacyfiles"],
+            "calendartype": course["calendartype"],
+            "timecreated": course["timecreated"],
+            "timemodified": course["timemodified"],
+            "requested": course["requested"],
+            "cacherev": course["cacherev"],
+            "filters": [
+                {"filter": name, "localstate": 0, "inheritedstate": 1}
+                for name in ("activitynames", "mathjaxloader", "mediaplugin")
+            ],
+            "courseformatoptions": options,
+        }
+
+    def _ws_core_course_get_categories(
+        self, *, token: str, criteria: list[dict], addsubcategories: bool
+    ) -> list[dict]:
+        categories = self._state.categories
+        if criteria:
+            conditions: dict[str, Any] = {}
+            for crit in criteria:
+                key = crit["key"].strip()
+                if key in conditions:
+                    continue
+                if key in ("id", "parent", "visible"):
+                    conditions[key] = {_php_int(crit["value"])}
+                elif key == "ids":
+                    conditions[key] = {
+                        _php_int(p) for p in _clean_param(crit["value"], "sequence").split(",")
+                    }
+                elif key == "name":
+                    conditions[key] = {_strip_tags(crit["value"])}
+                elif key in ("idnumber", "theme"):
+                    conditions[key] = {crit["value"]}
+                else:
+                    raise _moodle(
+                        "criteriaerror",
+                        "Missing permissions to search on a criteria.",
+                        "You can not search on this criteria: " + key,
+                    )
+            column = {"ids": "id"}
+            found = {
+                cid: c
+                for cid, c in categories.items()
+                if all(c[column.get(k, k)] in wanted for k, wanted in conditions.items())
+            }
+            if found and addsubcategories:
+                for parent in list(found.values()):
+                    for cid, c in categories.items():
+                        if c["path"].startswith(parent["path"] + "/"):
+                            found[cid] = c
+        else:
+            found = dict(categories)
+        return [dict(c) for c in sorted(found.values(), key=lambda c: (c["sortorder"], c["id"]))]
+
+    def _ws_core_course_create_categories(self, *, token: str, categories: list[dict]) -> list[dict]:
+        created = []
+        for category in categories:
+            parent = category["parent"]
+            if parent and parent not in self._state.categories:
+                raise _moodle("unknowcategory", "Unknown category")
+            if category["name"] in ("", "0"):  # PHP's empty()
+                raise _moodle("categorynamerequired", "The category name is required")
+            if category.get("idnumber") and any(
+                c["idnumber"] == category["idnumber"] for c in self._state.categories.values()
+            ):
+                raise _moodle("categoryidnumbertaken", "ID number is already used for another category")
+            category_id = self._next("category")
+            parent_row = self._state.categories.get(parent)
+            self._state.categories[category_id] = {
+                "id": category_id,
+                "name": category["name"],
+                "idnumber": category.get("idnumber") or "",
+                "description": category.get("description") or "",
+                "descriptionformat": category["descriptionformat"],
+                "parent": parent,
+                "sortorder": max(c["sortorder"] for c in self._state.categories.values()) + 10000,
+                "coursecount": 0,
+                "visible": 1,
+                "visibleold": 1,
+                "timemodified": self._ts(),
+                "depth": parent_row["depth"] + 1 if parent_row else 1,
+                "path": (parent_row["path"] if parent_row else "") + f"/{category_id}",
+                "theme": category.get("theme") or "",
+            }
+            created.append({"id": category_id, "name": category["name"]})
+        return created
+
+    # --- web service functions: enrolments ---------------------------------------------------------
+
+    def _ws_enrol_manual_enrol_users(self, *, token: str, enrolments: list[dict]) -> None:
+        for enrolment in enrolments:
+            course_id, user_id, role_id = enrolment["courseid"], enrolment["userid"], enrolment["roleid"]
+            if course_id not in self._state.courses:
+                raise _invalid("Context does not exist")
+            if role_id not in _COURSE_ROLES:
+                raise _moodle(
+                    "wsusercannotassign",
+                    f"You don't have the permission to assign this role ({role_id}) to this user ({user_id}) "
+                    f"in this course ({course_id}).",
+                )
+            if course_id == SITE_COURSE_ID:  # the front page has no manual enrolment instance
+                raise _moodle(
+                    "wsnoinstance",
+                    "Manual enrolment plugin instance doesn't exist or is disabled for the course "
+                    "(id = {$a->courseid})",
+                )
+            status = 1 if enrolment.get("suspend") else 0
+            timestart, timeend = enrolment.get("timestart", 0), enrolment.get("timeend", 0)
+            now = self._ts()
+            key = (course_id, user_id)
+            ue = self._state.enrolments.get(key)
+            if ue is None:
+                ue = {
+                    "id": self._next("user_enrolment"),
+                    "status": status,
+                    "timestart": timestart,
+                    "timeend": timeend,
+                    "timecreated": now,
+                    "timemodified": now,
+                    "roles": [],
+                }
+                self._state.enrolments[key] = ue
+            elif (ue["timestart"], ue["timeend"], ue["status"]) != (timestart, timeend, status):
+                ue.update({"timestart": timestart, "timeend": timeend, "status": status, "timemodified": now})
+            user = self._state.users.get(user_id)
+            if (
+                user is None or user["deleted"]
+            ):  # role_assign() checks the user after the enrolment is written
+                raise _coding("User ID does not exist or is deleted!", f"userid:{user_id}")
+            if role_id not in ue["roles"]:
+                ue["roles"].append(role_id)
+        return None
+
+    def _ws_enrol_manual_unenrol_users(self, *, token: str, enrolments: list[dict]) -> None:
+        for enrolment in enrolments:
+            course_id, user_id = enrolment["courseid"], enrolment["userid"]
+            if course_id not in self._state.courses:
+                raise _missing_record("course", "id = ?", [course_id])
+            if course_id == SITE_COURSE_ID:
+                raise _moodle(
+                    "wsnoinstance",
+                    "Manual enrolment plugin instance doesn't exist or is disabled for the course "
+                    "(id = {$a->courseid})",
+                )
+            if user_id not in self._state.users:
+                raise _invalid(f"User id not exist: {user_id}")
+            self._state.enrolments.pop((course_id, user_id), None)
+        return None
+
+    def _active(self, ue: dict) -> bool:
+        now = self._ts()
+        return ue["status"] == 0 and ue["timestart"] < now and (ue["timeend"] == 0 or ue["timeend"] > now)
+
+    def _ws_core_enrol_get_enrolled_users(
+        self, *, token: str, courseid: int, options: list[dict]
+    ) -> list[dict]:
+        onlyactive = onlysuspended = False
+        userfields: list[str] = []
+        limitfrom = limitnumber = 0
+        withcapability = ""
+        for option in options:
+            name, value = option["name"], option["value"]
+            if name == "onlyactive":
+                onlyactive = value not in ("", "0")
+            elif name == "onlysuspended":
+                onlysuspended = value not in ("", "0")
+            elif name == "userfields":
+                userfields = [_clean_param(f, "alphanumext") for f in value.split(",")]
+            elif name == "limitfrom":
+                limitfrom = _php_int(value)
+            elif name == "limitnumber":
+                limitnumber = _php_int(value)
+            elif name == "withcapability":
+                withcapability = value
+        course = self._find_course(courseid)
+        known = {
+            "id", "username", "fullname", "firstname", "lastname", "email", "address", "phone1", "phone2",
+            "department", "institution", "interests", "firstaccess", "lastaccess", "lastcourseaccess", "auth",
+            "confirmed", "idnumber", "lang", "theme", "timezone", "mailformat", "description", "descriptionformat",
+            "city", "country", "profileimageurlsmall", "profileimageurl", "customfields", "groups", "roles",
+            "preferences", "enrolledcourses", "suspended",
+        }  # fmt: skip
+        for name in userfields:
+            if name not in known:
+                raise _moodle("invaliduserfield", f"Invalid user field: {name}")
+        if courseid == SITE_COURSE_ID:  # everyone is "enrolled" on the front page
+            ids = [
+                uid
+                for uid, u in sorted(self._state.users.items())
+                if uid != GUEST_USER_ID and not u["deleted"]
+            ]
+        else:
+            ids = []
+            for (cid, uid), ue in sorted(self._state.enrolments.items(), key=lambda kv: kv[0][1]):
+                if cid != courseid or self._state.users[uid]["deleted"]:
+                    continue
+                if onlyactive and not self._active(ue):
+                    continue
+                if onlysuspended and self._active(ue):
+                    continue
+                if withcapability == "moodle/grade:view" and not set(ue["roles"]) & _GRADEBOOK_ROLES:
+                    continue
+                ids.append(uid)
+        ids = ids[limitfrom:]
+        if limitnumber > 0:
+            ids = ids[:limitnumber]
+        return [self._user_details(self._state.users[uid], course, userfields or None) for uid in ids]
+
+    # --- web service functions: grades -------------------------------------------------------------
+
+    def _ws_gradereport_user_get_grade_items(
+        self, *, token: str, courseid: int, userid: int, groupid: int
+    ) -> dict:
+        course = self._find_course(courseid)
+        if userid:
+            user = self._state.users.get(userid)
+            if user is None:
+                raise _missing_record("user", "id = ?", [userid])
+            users = [user]
+        else:
+            users = [
+                self._state.users[uid]
+                for (cid, uid), ue in self._state.enrolments.items()
+                if cid == courseid and self._active(ue) and set(ue["roles"]) & _GRADEBOOK_ROLES
+            ]
+            users.sort(key=lambda u: (u["lastname"], u["firstname"], u["id"]))
+        self._course_item(courseid)
+        self._recompute_course_max(courseid)
+        usergrades = [
+            {
+                "courseid": course["id"],
+                "courseidnumber": course["idnumber"],
+                "userid": user["id"],
+                "userfullname": self._fullname(user),
+                "useridnumber": user["idnumber"],
+                "maxdepth": 2,
+                "gradeitems": self._grade_items_of(courseid, user["id"]),
+            }
+            for user in users
+        ]
+        return {"usergrades": usergrades, "warnings": []}
+
+    def _grade_items_of(self, course_id: int, user_id: int) -> list[dict]:
+        mods = self._mod_items(course_id)
+        total_item = self._course_item(course_id)
+        rows = {i["id"]: self._state.grades.get((i["id"], user_id)) for i in mods}
+        graded = [
+            (i, rows[i["id"]]["finalgrade"])
+            for i in mods
+            if rows[i["id"]] and rows[i["id"]]["finalgrade"] is not None
+        ]
+        graded_max = sum(i["grademax"] for i, _ in graded)
+        out = []
+        for item in mods:
+            row = rows[item["id"]]
+            grade = row["finalgrade"] if row else None
+            weight = item["grademax"] / graded_max if grade is not None and graded_max else 0.0
+            out.append(
+                self._grade_item_data(
+                    item,
+                    grade,
+                    item["grademax"],
+                    row,
+                    weight=weight,
+                    status=None if grade is not None else "novalue",
+                )
+            )
+        total = float(sum(g for _, g in graded)) if graded else None
+        total_max = float(graded_max) if graded else total_item["grademax"]
+        out.append(self._grade_item_data(total_item, total, total_max, None, weight=None, status=None))
+        return out
+
+    def _grade_item_data(
+        self,
+        item: dict,
+        grade: float | None,
+        grademax: float,
+        row: dict | None,
+        *,
+        weight: float | None,
+        status: str | None,
+    ) -> dict:
+        data: dict[str, Any] = {
+            "id": item["id"],
+            "itemname": item["itemname"],
+            "itemtype": item["itemtype"],
+            "itemmodule": item["itemmodule"],
+            "iteminstance": item["iteminstance"],
+            "itemnumber": item["itemnumber"],
+            "idnumber": item["idnumber"],
+            "categoryid": self._course_item(item["courseid"])["gradecategoryid"]
+            if item["itemtype"] == "mod"
+            else None,
+            "outcomeid": None,
+            "scaleid": None,
+            "locked": False,
+        }
+        if item["cmid"] is not None:
+            data["cmid"] = item["cmid"]
+        if weight is not None:
+            data["weightraw"] = weight
+            data["weightformatted"] = _format_float(weight * 100) + " %"
+        if status is not None:
+            data["status"] = status
+        grademin = item["grademin"]
+        data.update(
+            {
+                "graderaw": grade,
+                "gradedatesubmitted": row["timecreated"] if row else None,
+                "gradedategraded": row["timemodified"] if row and row["finalgrade"] is not None else None,
+                "gradehiddenbydate": False,
+                "gradeneedsupdate": False,
+                "gradeishidden": False,
+                "gradeislocked": False,
+                "gradeisoverridden": False,
+                "gradeformatted": "-" if grade is None else _format_float(grade),
+                "grademin": grademin,
+                "grademax": grademax,
+                "rangeformatted": f"{_format_float(grademin, 0)}&ndash;{_format_float(grademax, 0)}",
+                "percentageformatted": (
+                    "-"
+                    if grade is None
+                    else ""
+                    if grademax == grademin
+                    else _format_float((grade - grademin) / (grademax - grademin) * 100) + " %"
+                ),
+                "feedback": (row or {}).get("feedback") or "",
+                "feedbackformat": 0,
+            }
+        )
+        return data
+
+    def _ws_core_grades_update_grades(
+        self,
+        *,
+        token: str,
+        source: str,
+        courseid: int,
+        component: str,
+        activityid: int,
+        itemnumber: int,
+        grades: list[dict] | None = None,
+        itemdetails: dict | None = None,
+    ) -> int:
+        self._find_course(courseid)
+        module = component[4:] if component.startswith("mod_") else None
+        item = next(
+            (
+                i
+                for i in self._state.grade_items.values()
+                if i["cmid"] == activityid and i["itemmodule"] == module and i["itemnumber"] == itemnumber
+            ),
+            None,
+        )
+        if item is None or item["courseid"] != courseid:
+            raise _moodle("invalidcoursemodule", "Invalid course module ID")
+        for grade in grades or []:
+            if grade["studentid"] not in self._state.users:
+                continue
+            self._store_grade(
+                item, grade["studentid"], grade.get("grade"), feedback=grade.get("str_feedback")
+            )
+        return 0
+
+
+def _loose_equal(value: str, cleaned: Any) -> bool:
+    """PHP 8's ``$value == $cleaned`` for a form string and its cleaned value."""
+    if isinstance(cleaned, int):
+        try:
+            return float(value.strip()) == cleaned
+        except ValueError:
+            return False
+    return value == cleaned
+
+
+def _error_page(status: int) -> bytes:
+    return f"<html><head><title>{status}</title></head><body><h1>{status}</h1></body></html>".encode()
+
+
+# --- HTTP plumbing ----------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # idle keep-alive connections are closed after this many seconds
+    server: "_Server"
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        response = self.server.simulator._handle(method, self.path, self.headers, body)
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("X-PHP-Response-Code", str(response.status))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s - " + format, self.address_string(), *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # keep-alive client threads must not block stop()
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], simulator: MoodleSimulator) -> None:
+        super().__init__(address, _Handler)
+        self.simulator = simulator
+
+
+__all__ = [
+    "ADMIN_USER_ID",
+    "DEFAULT_TOKEN",
+    "FUNCTIONS",
+    "GUEST_USER_ID",
+    "MISC_CATEGORY_ID",
+    "RELEASE",
+    "REST_PATH",
+    "ROLE_EDITINGTEACHER",
+    "ROLE_MANAGER",
+    "ROLE_STUDENT",
+    "ROLE_TEACHER",
+    "SITE_COURSE_ID",
+    "VERSION",
+    "MoodleException",
+    "MoodleRequest",
+    "MoodleSimulator",
+]
