@@ -479,7 +479,7 @@ def push_enrolments(
     wanted, waiting = desired_enrolments(store, tenant_id)
     held = store.moodle.enrolments(tenant_id)
     cols = ["moodle_user_id", "moodle_course_id", "role_id"]
-    merged = wanted.join(held[cols], on="key", rsuffix="_held")
+    merged = wanted.merge(held[cols].add_suffix("_held"), left_on="key", right_index=True, how="left")
     same = merged["moodle_user_id_held"].notna() & (
         merged[cols].to_numpy() == merged[[f"{c}_held" for c in cols]].to_numpy()
     ).all(axis=1)
