@@ -70,9 +70,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
+
+from sync_pipelines.sandbox.server import LoopbackServer, SimulatorHTTPServer
 
 logger = logging.getLogger(__name__)
 
@@ -811,7 +813,7 @@ class _State:
     counters: dict[str, int]
 
 
-class MoodleSimulator:
+class MoodleSimulator(LoopbackServer):
     """An in-process Moodle 4.5 site answering the REST web services on one loopback HTTP server.
 
     Example:
@@ -831,6 +833,11 @@ class MoodleSimulator:
         password_policy: hold passwords to Moodle's default policy (8 characters, a digit, a lower
             and an upper case letter, a non-alphanumeric character).
     """
+
+    thread_name = "moodle-simulator"
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     def __init__(
         self,
@@ -853,60 +860,11 @@ class MoodleSimulator:
         self._lock = threading.RLock()
         self._http_failures: list[_HttpFailure] = []
         self._function_failures: dict[str, list[tuple[str, str]]] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.requests: list[MoodleRequest] = []
         self._state = self._fresh_state()
 
     # --- lifecycle --------------------------------------------------------------------------------
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Start serving in a daemon thread.
-
-        Args:
-            host: interface to bind.
-            port: TCP port; 0 picks a free one.
-
-        Returns:
-            The base URL, e.g. ``http://127.0.0.1:8771`` (the REST server is at ``{base}/webservice/rest/server.php``).
-        """
-        if self._server is not None:
-            raise RuntimeError("the simulator is already running")
-        self._server = _Server((host, port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="moodle-simulator",
-            daemon=True,
-        )
-        self._thread.start()
-        logger.info("Moodle simulator listening on %s", self.base_url)
-        return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving and close the socket; a stopped simulator may be started again."""
-        server, thread = self._server, self._thread
-        self._server, self._thread = None, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> "MoodleSimulator":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """``http://host:port`` of the running server (the site's ``wwwroot``)."""
-        if self._server is None:
-            raise RuntimeError("the simulator is not running: call start() first")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def rest_url(self) -> str:
@@ -2220,7 +2178,7 @@ def _error_page(status: int) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle keep-alive connections are closed after this many seconds
-    server: "_Server"
+    server: SimulatorHTTPServer
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -2241,16 +2199,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - " + format, self.address_string(), *args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # keep-alive client threads must not block stop()
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], simulator: MoodleSimulator) -> None:
-        super().__init__(address, _Handler)
-        self.simulator = simulator
 
 
 __all__ = [

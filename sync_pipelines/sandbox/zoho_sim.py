@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from sync_pipelines.sandbox.server import LoopbackServer, SimulatorHTTPServer
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +191,7 @@ def _record_error(code: str, message: str, details: dict) -> dict:
     return {"code": code, "details": details, "message": message, "status": "error"}
 
 
-class ZohoSimulator:
+class ZohoSimulator(LoopbackServer):
     """An in-process Zoho CRM: accounts endpoint and CRM API v8 on one loopback HTTP server.
 
     Example:
@@ -211,6 +213,11 @@ class ZohoSimulator:
         response_delay: seconds every API call takes while counted in flight (to provoke the
             concurrency limit in tests).
     """
+
+    thread_name = "zoho-simulator"
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     def __init__(
         self,
@@ -248,8 +255,7 @@ class ZohoSimulator:
         self._page_tokens: dict[str, _PageToken] = {}
         self._failures: list[_Failure] = []
         self._in_flight = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.requests: list[RequestLog] = []
         for module, records in (data or {}).items():
             self._check_module(module)
@@ -257,54 +263,6 @@ class ZohoSimulator:
                 self.insert(module, rec)
 
     # --- lifecycle --------------------------------------------------------------------------------
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Start serving in a daemon thread.
-
-        Args:
-            host: interface to bind.
-            port: TCP port; 0 picks a free one.
-
-        Returns:
-            The base URL, e.g. ``http://127.0.0.1:8770``.
-        """
-        if self._server is not None:
-            raise RuntimeError("the simulator is already running")
-        self._server = _Server((host, port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="zoho-simulator",
-            daemon=True,
-        )
-        self._thread.start()
-        logger.info("Zoho simulator listening on %s", self.base_url)
-        return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving and close the socket; a stopped simulator may be started again."""
-        server, thread = self._server, self._thread
-        self._server, self._thread = None, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> "ZohoSimulator":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """``http://host:port`` of the running server."""
-        if self._server is None:
-            raise RuntimeError("the simulator is not running: call start() first")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def accounts_url(self) -> str:
@@ -1462,7 +1420,7 @@ def _compare(left: Any, op: str, right: Any) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle keep-alive connections are closed after this many seconds
-    server: "_Server"
+    server: SimulatorHTTPServer
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -1498,16 +1456,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - " + format, self.address_string(), *args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # keep-alive client threads must not block stop()
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], simulator: ZohoSimulator) -> None:
-        super().__init__(address, _Handler)
-        self.simulator = simulator
 
 
 __all__ = [
