@@ -1,7 +1,7 @@
-"""``python -m sync_pipelines.sandbox [--host 127.0.0.1] [--port 8770] [--seed N] [--scale X]``.
+"""``python -m sync_pipelines.sandbox [--host 127.0.0.1] [--port 8770] [--moodle-port 8771] [--seed N]``.
 
-Serves the demo school from the Zoho CRM simulator in the foreground until SIGINT or SIGTERM.
-Logs every request to stderr.
+Serves the demo school from the Zoho CRM simulator, and an empty Moodle site from the Moodle
+simulator, in the foreground until SIGINT or SIGTERM. Logs every request to stderr.
 """
 
 import argparse
@@ -10,6 +10,7 @@ import signal
 import threading
 from types import FrameType
 
+from sync_pipelines.sandbox.moodle_sim import DEFAULT_TOKEN, MoodleSimulator
 from sync_pipelines.sandbox.school import DEMO_SEED, demo_credentials, demo_simulator
 
 logger = logging.getLogger("sync_pipelines.sandbox")
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8770, help="TCP port (default 8770)")
+    parser.add_argument("--moodle-port", type=int, default=8771, help="Moodle simulator port (default 8771)")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help=f"demo school seed (default {DEMO_SEED})")
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiplies every record count (default 1.0)"
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sim = demo_simulator(args.seed, scale=args.scale)
     sim.start(host=args.host, port=args.port)
+    moodle = MoodleSimulator(tokens={DEFAULT_TOKEN: None})
+    moodle.start(host=args.host, port=args.moodle_port)
+    logger.info("Moodle web services at %s; token=%s", moodle.base_url, DEFAULT_TOKEN)
     creds = demo_credentials()
     counts = ", ".join(
         f"{m} {len(sim.records(m))}" for m in ("BTEC_Students", "BTEC_Enrollments", "BTEC_Grades")
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
     finally:
         sim.stop()
-        logger.info("Zoho simulator stopped")
+        moodle.stop()
+        logger.info("simulators stopped")
     return 0
 
 
