@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import dagster as dg
+from pydantic import Field
 
 from sync_pipelines.moodle import provision
 from sync_pipelines.moodle.client import MoodleError
@@ -22,6 +23,13 @@ class PushConfig(dg.Config):
 
     dry_run: bool = False
     """Compute and report every write, make none (Moodle and Zoho are only read)."""
+
+
+class GradesConfig(dg.Config):
+    """Run configuration of the grade read."""
+
+    course_ids: list[int] = Field(default_factory=list)
+    """Moodle course ids to read (a grading event names one); empty reads every synced course."""
 
 
 def _key(*path: str) -> dg.AssetKey:
@@ -145,11 +153,16 @@ def moodle_enrolments(
     **_COMMON,
 )
 def moodle_grades(
-    context: dg.AssetExecutionContext, moodle: MoodleResource, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: GradesConfig,
+    moodle: MoodleResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     def step() -> dg.MaterializeResult:
         client = moodle.client(context.partition_key)
-        grades = provision.collect_grades(client, warehouse.get(), context.partition_key)
+        grades = provision.collect_grades(
+            client, warehouse.get(), context.partition_key, course_ids=config.course_ids
+        )
         counts = grades["btec_grade"].value_counts().to_dict() if len(grades) else {}
         return dg.MaterializeResult(
             metadata={

@@ -551,10 +551,14 @@ def push_enrolments(
 # --- grades ----------------------------------------------------------------------------------------
 
 
-def collect_grades(client: MoodleClient, store: Warehouse, tenant_id: str) -> pd.DataFrame:
-    """Read every synced course's gradebook and store each graded item with its BTEC grade.
+def collect_grades(
+    client: MoodleClient, store: Warehouse, tenant_id: str, *, course_ids: Sequence[int] = ()
+) -> pd.DataFrame:
+    """Read synced courses' gradebooks and store each graded item with its BTEC grade.
 
-    Course-total items (``itemtype == "course"``) are never counted as an assignment grade.
+    ``course_ids`` (Moodle ids) limits the read to those courses (a grading event names one);
+    empty reads every synced course. Course-total items (``itemtype == "course"``) are never
+    counted as an assignment grade.
     """
     courses = store.moodle.id_map(tenant_id, "course")
     users = store.moodle.id_map(tenant_id, "user")
@@ -562,7 +566,10 @@ def collect_grades(client: MoodleClient, store: Warehouse, tenant_id: str) -> pd
     user_to_zoho = pd.Series(students.index, index=students["moodle_id"].astype(int))
     course_to_zoho = pd.Series(courses.index, index=courses["moodle_id"].astype(int))
     rows: list[dict] = []
-    for course_id in sorted(course_to_zoho.index):
+    wanted = sorted(course_to_zoho.index)
+    if course_ids:
+        wanted = [c for c in wanted if c in {int(i) for i in course_ids}]
+    for course_id in wanted:
         for usergrade in client.get_grade_items(int(course_id)):
             uid = int(usergrade["userid"])
             for item in usergrade.get("gradeitems") or []:

@@ -1,7 +1,10 @@
 """One asset per Zoho module, built from the module table."""
 
+import json
+
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from sync_pipelines.diff import ID, Status
 from sync_pipelines.tenants import TenantConfigError, tenant_partitions
@@ -22,6 +25,12 @@ class ZohoSyncConfig(dg.Config):
     """Read every record, not only what changed; also marks missing records DELETED."""
     reconcile_after_hours: float = 24.0
     """Modules without Modified_Time are fully reconciled when the last full read is older."""
+    record_ids: list[str] = Field(default_factory=list)
+    """Read only these records, by id (webhook-driven runs); the read position does not move."""
+    deleted_ids: list[str] = Field(default_factory=list)
+    """Records Zoho reported deleted (webhook-driven runs)."""
+    pushed_records_json: str = ""
+    """A JSON list of full records pushed by Zoho, applied as sent without re-reading them."""
 
 
 def asset_key(spec: ModuleSpec) -> dg.AssetKey:
@@ -129,6 +138,9 @@ def build_zoho_asset(spec: ModuleSpec) -> dg.AssetsDefinition:
                 full_refresh=config.full_refresh,
                 reconcile_after_hours=config.reconcile_after_hours,
                 dagster_run_id=context.run.run_id,
+                record_ids=config.record_ids,
+                deleted_ids=config.deleted_ids,
+                pushed_records=json.loads(config.pushed_records_json) if config.pushed_records_json else (),
             )
         except (ZohoError, TenantConfigError) as exc:
             # The message already names the tenant and Zoho's code, and never a secret.

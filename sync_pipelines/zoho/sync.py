@@ -18,7 +18,7 @@ How changes are found
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -88,8 +88,16 @@ def sync_module(
     reconcile_after_hours: float = 24.0,
     dagster_run_id: str | None = None,
     now: datetime | None = None,
+    record_ids: Sequence[str] = (),
+    deleted_ids: Sequence[str] = (),
+    pushed_records: Sequence[dict] = (),
 ) -> ModuleSyncReport:
     """Sync one Zoho module of one tenant into the warehouse.
+
+    With ``record_ids``, ``deleted_ids`` or ``pushed_records`` (a webhook-driven run), only those
+    records are read (by id) or taken as sent, and the incremental read position is left where
+    it was: the next scheduled read sees them again and finds them UNCHANGED. A record an event
+    names that Zoho no longer has is taken as deleted.
 
     Raises:
         ZohoError: Zoho failed (after retries). Nothing was applied; the failure is logged in
@@ -100,16 +108,16 @@ def sync_module(
     cursor = warehouse.cursor(tenant_id, spec)
     first = cursor.modified_since is None and cursor.max_id is None and cursor.last_full_at is None
     stale = cursor.last_full_at is None or now - cursor.last_full_at > timedelta(hours=reconcile_after_hours)
-    full = full_refresh or first or (not spec.has_modified_time and stale)
-    run = RunInfo(
-        tenant_id=tenant_id,
-        module=spec.name,
-        mode="full" if full else "incremental",
-        dagster_run_id=dagster_run_id,
-    )
+    targeted = bool(record_ids or deleted_ids or pushed_records)
+    full = not targeted and (full_refresh or first or (not spec.has_modified_time and stale))
+    mode = "event" if targeted else "full" if full else "incremental"
+    run = RunInfo(tenant_id=tenant_id, module=spec.name, mode=mode, dagster_run_id=dagster_run_id)
 
     try:
-        raw, deleted_rows = _fetch(client, spec, cursor, full)
+        if targeted:
+            raw, deleted_rows = _fetch_targeted(client, spec, record_ids, deleted_ids, pushed_records)
+        else:
+            raw, deleted_rows = _fetch(client, spec, cursor, full)
     except Exception as exc:
         run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
         warehouse.record_failure(run, f"{type(exc).__name__}: {exc}")
@@ -144,7 +152,7 @@ def sync_module(
         old = warehouse.load_rows(tenant_id, spec, updated[ID].tolist())
         result.changes = field_changes(updated.set_index(ID), old, spec.fingerprint_columns)
 
-    new_cursor = _advance(cursor, incoming, raw, deleted_rows, full, now)
+    new_cursor = cursor if targeted else _advance(cursor, incoming, raw, deleted_rows, full, now)
     run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
     warehouse.apply(spec, result, run, new_cursor)
     counts = result.counts()
@@ -188,6 +196,24 @@ def _watermark(previous: datetime | None, seen: datetime | None, started: dateti
         return previous
     capped = min(seen, started - WATERMARK_OVERLAP)
     return max(filter(None, [previous, capped]))
+
+
+def _fetch_targeted(
+    client: ZohoClient,
+    spec: ModuleSpec,
+    record_ids: Sequence[str],
+    deleted_ids: Sequence[str],
+    pushed: Sequence[dict],
+) -> tuple[list[dict], list[dict]]:
+    records: list[dict] = [dict(r) for r in pushed]
+    gone = [{"id": str(d)} for d in dict.fromkeys(deleted_ids)]
+    for rid in dict.fromkeys(record_ids):
+        record = client.get_record(spec.api_name, rid, spec.api_fields)
+        if record is None:
+            gone.append({"id": str(rid)})
+        else:
+            records.append(record)
+    return records, gone
 
 
 def _advance(

@@ -247,3 +247,42 @@ def test_clients_sharing_a_token_cache_refresh_the_token_once(warehouse: Warehou
             )
             sync_module(tenant_id=TENANT, spec=spec, client=client, warehouse=warehouse)
         assert [r.path for r in sim.requests if "oauth" in r.path] == ["/oauth/v2/token"]
+
+
+def test_an_event_run_reads_only_the_named_records_and_leaves_the_read_position(
+    sim: ZohoSimulator, warehouse: Warehouse
+):
+    spec = module("students")
+    _sync_all(sim, warehouse)
+    before = warehouse.cursor(TENANT, spec)
+    stored = warehouse.read_table(TENANT, spec)["zoho_id"]
+    changed, gone = stored.iloc[0], stored.iloc[1]
+    sim.update("BTEC_Students", changed, City="Mardin")
+    sim.delete("BTEC_Students", gone)
+    sim.reset_log()
+    report = sync_module(
+        tenant_id=TENANT, spec=spec, client=_client(sim), warehouse=warehouse, record_ids=[changed, gone]
+    )
+    assert report.mode == "event"
+    statuses = report.result.records.set_index("zoho_id")["sync_status"].to_dict()
+    assert statuses == {changed: "UPDATED", gone: "DELETED"}
+    assert [r.path for r in sim.requests if "/crm/" in r.path] == [
+        f"/crm/v8/BTEC_Students/{changed}",
+        f"/crm/v8/BTEC_Students/{gone}",
+    ]
+    assert warehouse.cursor(TENANT, spec) == before
+
+
+def test_pushed_records_are_applied_as_sent_without_reading_zoho(sim: ZohoSimulator, warehouse: Warehouse):
+    spec = module("teachers")
+    _sync_all(sim, warehouse)
+    teacher = dict(sim.record("BTEC_Teachers", warehouse.read_table(TENANT, spec)["zoho_id"].iloc[0]))
+    teacher["Phone_Number"] = "+90 555 000 0000"
+    sim.reset_log()
+    report = sync_module(
+        tenant_id=TENANT, spec=spec, client=_client(sim), warehouse=warehouse, pushed_records=[teacher]
+    )
+    assert report.result.changes[["field", "new"]].to_dict("records") == [
+        {"field": "phone_number", "new": "+90 555 000 0000"}
+    ]
+    assert not [r for r in sim.requests if "/crm/" in r.path]
