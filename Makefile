@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # The Dagster instance lives in this folder (dagster.yaml: SQLite storage under .local/dagster).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test lint dev sandbox clean
+.PHONY: install demo test lint dev sandbox webhooks clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/python -m sync_pipelines.demo
 
 ## Every check: lint, format, Dagster definitions, and the test suite (SQLite and PostgreSQL).
-test: install lint
+test: install lint browser
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest
 
@@ -30,9 +30,28 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## The Dagster UI, with the demo school's simulators running beside it.
+## The Dagster UI at http://127.0.0.1:3000 (DAGSTER_PORT), with the demo school loaded: starts the
+## simulators, exports the demo tenant's credentials, adds its partition, and stops it all on exit.
 dev: install
-	$(BIN)/python -m sync_pipelines.sandbox & trap "kill $$!" EXIT; $(BIN)/dagster dev -w workspace.yaml
+	BIN=$(BIN) bash scripts/dev.sh
+
+## Debian's headless Chromium, for the test that screenshots the UI: installed with apt when missing
+## (as root; otherwise the screenshot test fails and says what to install).
+.PHONY: browser
+browser:
+	@if command -v chromium-headless-shell >/dev/null || command -v chrome-headless-shell >/dev/null; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium-headless-shell (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null; \
+	else \
+	  echo "chromium-headless-shell is missing and this user cannot install it:" \
+	    "run 'sudo apt-get install chromium-headless-shell' (the UI screenshot test needs it)" >&2; \
+	fi
+
+## The webhook receiver (POST /v1/webhooks/{zoho,moodle}/<tenant>), writing drop files for the sensors.
+webhooks: install
+	$(BIN)/python -m sync_pipelines.webhooks
 
 ## The Zoho simulator alone, in the foreground.
 sandbox: install

@@ -4,8 +4,11 @@ import os
 
 import dagster as dg
 
+from sync_pipelines.checks import count_checks, warehouse_checks
 from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets, writeback_assets
 from sync_pipelines.moodle.resource import MoodleResource
+from sync_pipelines.schedules import schedules
+from sync_pipelines.sensors import moodle_webhook_sensor, zoho_webhook_sensor
 from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
 from sync_pipelines.tenants import TENANTS_FILE_ENV, default_tenants_file, tenants_sensor
 from sync_pipelines.warehouse.resource import WarehouseResource
@@ -21,19 +24,30 @@ zoho_full_sync = dg.define_asset_job(
     description="Sync every Zoho CRM module of one school into the warehouse.",
 )
 
+#: Everything but the checks that cost Zoho API calls (they run in their own nightly job).
+_SYNC = dg.AssetSelection.all() - dg.AssetSelection.checks(*count_checks)
+
 #: The main job: Zoho → warehouse → Moodle → grades and bookkeeping back to Zoho, for one school.
 full_sync = dg.define_asset_job(
     name="full_sync",
-    selection=dg.AssetSelection.all(),
+    selection=_SYNC,
     description="Full sync of one school: Zoho into the warehouse, provision Moodle, write grades and Moodle ids back.",
 )
 
 #: The same, reporting every Moodle and Zoho write it would make, and making none.
 full_sync_dry_run = dg.define_asset_job(
     name="full_sync_dry_run",
-    selection=dg.AssetSelection.all(),
+    selection=_SYNC,
     config={"ops": {step: {"config": {"dry_run": True}} for step in PUSH_STEPS}},
     description="Dry run of full_sync: Moodle and Zoho are read, never written; the writes are listed in metadata.",
+)
+
+
+#: Warehouse counts against Zoho's, one API call per module; nightly, after the reconciliation.
+zoho_count_checks = dg.define_asset_job(
+    name="zoho_count_checks",
+    selection=dg.AssetSelection.checks(*count_checks),
+    description="Compare each module's Zoho record count with what the warehouse accounts for.",
 )
 
 
@@ -54,16 +68,28 @@ def _tenants_file() -> str | dg.EnvVar:
     )
 
 
-defs = dg.Definitions(
-    assets=[*zoho_assets, *moodle_assets, *writeback_assets],
-    # Sync steps wait on HTTP, not CPU, and a subprocess per step costs about 2 s of start-up; in
-    # one process they also share the tenant's OAuth token (Zoho throttles token refreshes).
-    executor=dg.in_process_executor,
-    jobs=[full_sync, full_sync_dry_run, zoho_full_sync],
-    sensors=[tenants_sensor],
-    resources={
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """Resources from the environment: the tenants file and the warehouse URL."""
+    return {
         "zoho": ZohoCRMResource(tenants_file=_tenants_file()),
         "moodle": MoodleResource(tenants_file=_tenants_file()),
         "warehouse": _warehouse(),
-    },
-)
+    }
+
+
+def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
+    """The project's Definitions, with ``resources`` in place of the defaults (tests, scripts)."""
+    return dg.Definitions(
+        assets=[*zoho_assets, *moodle_assets, *writeback_assets],
+        # Sync steps wait on HTTP, not CPU, and a subprocess per step costs about 2 s of start-up; in
+        # one process they also share the tenant's OAuth token (Zoho throttles token refreshes).
+        executor=dg.in_process_executor,
+        asset_checks=[*warehouse_checks, *count_checks],
+        jobs=[full_sync, full_sync_dry_run, zoho_full_sync, zoho_count_checks],
+        sensors=[tenants_sensor, zoho_webhook_sensor, moodle_webhook_sensor],
+        schedules=schedules,
+        resources=resources if resources is not None else default_resources(),
+    )
+
+
+defs = build_definitions()

@@ -608,6 +608,9 @@ class ZohoSimulator(LoopbackServer):
             self._require_method(method, "POST")
             return self._coql(_json_body(body))
         module = segments[0]
+        if segments[1:] == ["actions", "count"] and module in _org_metadata():
+            self._require_method(method, "GET")
+            return self._count(module)
         if len(segments) > 2 or not module:
             raise _invalid_url()
         if module not in _org_metadata():
@@ -819,6 +822,13 @@ class ZohoSimulator(LoopbackServer):
         out = {name: copy.deepcopy(rec.get(name)) for name in names}
         out["id"] = rec["id"]
         return out
+
+    def _count(self, module: str) -> _Response:
+        """``GET /{module}/actions/count``: ``{"count": N}`` of the live records."""
+        credits = self._charge(1)
+        with self._lock:
+            count = len(self._records.get(module, {}))
+        return _Response(200, {"count": count}, credits=credits)
 
     def _get_record(self, module: str, record_id: str, query: dict[str, str]) -> _Response:
         fields = _parse_fields(query.get("fields"), required=False)

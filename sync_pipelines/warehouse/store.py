@@ -191,6 +191,26 @@ class Warehouse:
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
 
+    def accounted_for(self, tenant_id: str, spec: ModuleSpec) -> dict[str, int]:
+        """What the warehouse accounts for of a module: live rows, records waiting (SKIPPED),
+        and records held back as INVALID (latest status INVALID, not stored)."""
+        live = set(self.known_ids(tenant_id, spec))
+        r = sync_results
+        q = (
+            sa.select(r.c.zoho_id, r.c.status)
+            .where(r.c.tenant_id == tenant_id, r.c.module == spec.name)
+            .order_by(r.c.id)
+        )
+        pq = sa.select(sa.func.count()).where(
+            sync_pending.c.tenant_id == tenant_id, sync_pending.c.module == spec.name
+        )
+        with self.engine.connect() as conn:
+            latest = pd.DataFrame(conn.execute(q).all(), columns=["zoho_id", "status"])
+            pending = int(conn.execute(pq).scalar_one())
+        latest = latest.drop_duplicates("zoho_id", keep="last")
+        invalid = latest[(latest["status"] == Status.INVALID) & ~latest["zoho_id"].isin(live)]
+        return {"live": len(live), "pending": pending, "invalid": len(invalid)}
+
     def known_ids(self, tenant_id: str, spec: ModuleSpec) -> pd.Index:
         """Ids of the module's live (not deleted) records."""
         t = MODULE_TABLES[spec.name]

@@ -551,6 +551,14 @@ class ZohoClient:
             merged = {**(merged or {}), **data[0]}
         return merged
 
+    def count(self, module: str) -> int:
+        """How many records the module holds (``GET /{module}/actions/count``, one credit)."""
+        response = self._call("count", "GET", f"/{_segment(module)}/actions/count", credits=1)
+        if response.status_code == 204:
+            return 0
+        body = self._expect_json(response, "count", ok=(200,))
+        return int(body.get("count", 0))
+
     def coql(self, query: str) -> list[dict]:
         """Run one COQL query (one call; page with LIMIT/OFFSET yourself).
 

@@ -7,14 +7,12 @@ import dagster as dg
 import pytest
 import yaml
 
-from sync_pipelines.definitions import full_sync, full_sync_dry_run
-from sync_pipelines.moodle.assets import moodle_assets, writeback_assets
+from sync_pipelines.definitions import build_definitions
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.sandbox import MoodleSimulator, ZohoSimulator, generate_school
 from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
-from sync_pipelines.zoho.assets import zoho_assets
 from sync_pipelines.zoho.resource import ZohoCRMResource
 
 MOODLE_TOKEN = "m00dle-token-value"
@@ -62,9 +60,7 @@ def _job(
         "moodle": MoodleResource(tenants_file=str(tenants)),
         "warehouse": WarehouseResource(url=url),
     }
-    assets = [*zoho_assets, *moodle_assets, *writeback_assets]
-    defs = dg.Definitions(assets=assets, jobs=[full_sync, full_sync_dry_run], resources=resources)
-    return defs.resolve_job_def(name)
+    return build_definitions(resources).resolve_job_def(name)
 
 
 def test_dry_run_then_full_sync_through_dagster(

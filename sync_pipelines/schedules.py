@@ -1,0 +1,81 @@
+"""Schedules: an incremental sync of every tenant, and a nightly reconciliation.
+
+Both run the main job once per tenant (partition). Cron expressions come from the environment
+(``SYNC_INCREMENTAL_CRON``, default every 15 minutes; ``SYNC_RECONCILE_CRON``, default 02:00)
+and the time zone from ``SYNC_SCHEDULE_TIMEZONE`` (default UTC). Runs use the in-process executor
+(the Definitions default), so a run that finds nothing changed costs a few seconds.
+"""
+
+import os
+
+import dagster as dg
+
+from sync_pipelines.tenants import tenant_partitions
+from sync_pipelines.zoho.modules import MODULES
+
+INCREMENTAL_CRON = os.environ.get("SYNC_INCREMENTAL_CRON", "*/15 * * * *")
+RECONCILE_CRON = os.environ.get("SYNC_RECONCILE_CRON", "0 2 * * *")
+COUNT_CHECK_CRON = os.environ.get("SYNC_COUNT_CHECK_CRON", "30 3 * * *")
+TIMEZONE = os.environ.get("SYNC_SCHEDULE_TIMEZONE", "UTC")
+
+#: The nightly run re-reads every module in full: edits to modules without Modified_Time, and
+#: deletions purged from Zoho's recycle bin, are caught here.
+RECONCILE_CONFIG = {"ops": {f"zoho__{m.name}": {"config": {"full_refresh": True}} for m in MODULES}}
+
+
+def _per_tenant(
+    context: dg.ScheduleEvaluationContext, label: str, run_config: dict | None = None
+) -> list[dg.RunRequest]:
+    tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
+    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
+    return [
+        dg.RunRequest(
+            run_key=f"{label}:{tenant}:{stamp}",
+            partition_key=tenant,
+            run_config=run_config or {},
+            tags={"sync/trigger": label},
+        )
+        for tenant in sorted(tenants)
+    ]
+
+
+MAIN_JOB = "full_sync"
+
+
+@dg.schedule(
+    name="incremental_sync",
+    job_name=MAIN_JOB,
+    cron_schedule=INCREMENTAL_CRON,
+    execution_timezone=TIMEZONE,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Incremental sync of every tenant: Zoho changes since the last run, Moodle, write-back.",
+)
+def incremental_sync(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    return _per_tenant(context, "incremental")
+
+
+@dg.schedule(
+    name="nightly_reconciliation",
+    job_name=MAIN_JOB,
+    cron_schedule=RECONCILE_CRON,
+    execution_timezone=TIMEZONE,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Full re-read of every Zoho module per tenant (modules without Modified_Time, purged deletions).",
+)
+def nightly_reconciliation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    return _per_tenant(context, "reconcile", RECONCILE_CONFIG)
+
+
+@dg.schedule(
+    name="nightly_count_checks",
+    job_name="zoho_count_checks",
+    cron_schedule=COUNT_CHECK_CRON,
+    execution_timezone=TIMEZONE,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Each module's Zoho record count against the warehouse, per tenant, after the reconciliation.",
+)
+def nightly_count_checks(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    return _per_tenant(context, "count-checks")
+
+
+schedules = [incremental_sync, nightly_reconciliation, nightly_count_checks]
