@@ -5,7 +5,8 @@ failure is: ERROR for data that will mislead (duplicate accounts), WARN for what
 should look at (orphans, stale modules, out-of-range grades, counts that disagree).
 
 The checks that read only the warehouse run with every sync. ``warehouse_matches_zoho`` costs one
-Zoho API call per module, so it runs in its own job (``zoho_count_checks``), nightly.
+Zoho API call per module, so it runs with the nightly reconciliation (job ``reconcile``), right
+after every module was read in full.
 """
 
 import os
@@ -121,6 +122,13 @@ def _freshness(spec: ModuleSpec) -> dg.AssetChecksDefinition:
     return _check
 
 
+def count_matches(in_zoho: int, held: dict[str, int]) -> dg.AssetCheckResult:
+    """Zoho's count against what the warehouse accounts for (live, pending, held back as INVALID)."""
+    return dg.AssetCheckResult(
+        passed=in_zoho == sum(held.values()), severity=WARN, metadata={"zoho_count": in_zoho, **held}
+    )
+
+
 def _count(spec: ModuleSpec) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=_key(spec),
@@ -133,12 +141,8 @@ def _count(spec: ModuleSpec) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, zoho: ZohoCRMResource, warehouse: WarehouseResource
     ) -> dg.AssetCheckResult:
         tenant = context.partition_key
-        in_zoho = zoho.client(tenant).count(spec.api_name)
-        held = warehouse.get().accounted_for(tenant, spec)
-        return dg.AssetCheckResult(
-            passed=in_zoho == sum(held.values()),
-            severity=WARN,
-            metadata={"zoho_count": in_zoho, **held},
+        return count_matches(
+            zoho.client(tenant).count(spec.api_name), warehouse.get().accounted_for(tenant, spec)
         )
 
     return _check

@@ -7,7 +7,7 @@ import dagster as dg
 from sync_pipelines.checks import count_checks, warehouse_checks
 from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets, writeback_assets
 from sync_pipelines.moodle.resource import MoodleResource
-from sync_pipelines.schedules import schedules
+from sync_pipelines.schedules import RECONCILE_CONFIG, schedules
 from sync_pipelines.sensors import moodle_webhook_sensor, zoho_webhook_sensor
 from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
 from sync_pipelines.tenants import TENANTS_FILE_ENV, default_tenants_file, tenants_sensor
@@ -24,7 +24,7 @@ zoho_full_sync = dg.define_asset_job(
     description="Sync every Zoho CRM module of one school into the warehouse.",
 )
 
-#: Everything but the checks that cost Zoho API calls (they run in their own nightly job).
+#: Everything but the checks that cost Zoho API calls (they run with the nightly reconciliation).
 _SYNC = dg.AssetSelection.all() - dg.AssetSelection.checks(*count_checks)
 
 #: The main job: Zoho → warehouse → Moodle → grades and bookkeeping back to Zoho, for one school.
@@ -43,11 +43,13 @@ full_sync_dry_run = dg.define_asset_job(
 )
 
 
-#: Warehouse counts against Zoho's, one API call per module; nightly, after the reconciliation.
-zoho_count_checks = dg.define_asset_job(
-    name="zoho_count_checks",
-    selection=dg.AssetSelection.checks(*count_checks),
-    description="Compare each module's Zoho record count with what the warehouse accounts for.",
+#: The nightly reconciliation: the main job reading every module in full, then each module's Zoho
+#: record count compared with the warehouse (one API call per module, so not every 15 minutes).
+reconcile = dg.define_asset_job(
+    name="reconcile",
+    selection=dg.AssetSelection.all(),
+    config=RECONCILE_CONFIG,
+    description="Full re-read of every Zoho module, Moodle and write-back, then warehouse counts against Zoho's.",
 )
 
 
@@ -85,7 +87,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         # one process they also share the tenant's OAuth token (Zoho throttles token refreshes).
         executor=dg.in_process_executor,
         asset_checks=[*warehouse_checks, *count_checks],
-        jobs=[full_sync, full_sync_dry_run, zoho_full_sync, zoho_count_checks],
+        jobs=[full_sync, full_sync_dry_run, zoho_full_sync, reconcile],
         sensors=[tenants_sensor, zoho_webhook_sensor, moodle_webhook_sensor],
         schedules=schedules,
         resources=resources if resources is not None else default_resources(),

@@ -15,7 +15,6 @@ from sync_pipelines.zoho.modules import MODULES
 
 INCREMENTAL_CRON = os.environ.get("SYNC_INCREMENTAL_CRON", "*/15 * * * *")
 RECONCILE_CRON = os.environ.get("SYNC_RECONCILE_CRON", "0 2 * * *")
-COUNT_CHECK_CRON = os.environ.get("SYNC_COUNT_CHECK_CRON", "30 3 * * *")
 TIMEZONE = os.environ.get("SYNC_SCHEDULE_TIMEZONE", "UTC")
 
 #: The nightly run re-reads every module in full: edits to modules without Modified_Time, and
@@ -56,26 +55,15 @@ def incremental_sync(context: dg.ScheduleEvaluationContext) -> list[dg.RunReques
 
 @dg.schedule(
     name="nightly_reconciliation",
-    job_name=MAIN_JOB,
+    job_name="reconcile",
     cron_schedule=RECONCILE_CRON,
     execution_timezone=TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Full re-read of every Zoho module per tenant (modules without Modified_Time, purged deletions).",
+    description="Full re-read of every Zoho module per tenant (modules without Modified_Time, purged deletions), "
+    "then warehouse counts against Zoho's.",
 )
 def nightly_reconciliation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    return _per_tenant(context, "reconcile", RECONCILE_CONFIG)
+    return _per_tenant(context, "reconcile")  # the job's own config reads every module in full
 
 
-@dg.schedule(
-    name="nightly_count_checks",
-    job_name="zoho_count_checks",
-    cron_schedule=COUNT_CHECK_CRON,
-    execution_timezone=TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Each module's Zoho record count against the warehouse, per tenant, after the reconciliation.",
-)
-def nightly_count_checks(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    return _per_tenant(context, "count-checks")
-
-
-schedules = [incremental_sync, nightly_reconciliation, nightly_count_checks]
+schedules = [incremental_sync, nightly_reconciliation]

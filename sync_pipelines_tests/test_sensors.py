@@ -6,10 +6,12 @@ import dagster as dg
 import pytest
 import yaml
 
+from sync_pipelines.definitions import reconcile
 from sync_pipelines.schedules import RECONCILE_CONFIG, incremental_sync, nightly_reconciliation
 from sync_pipelines.sensors import evaluate, moodle_webhook_sensor, zoho_webhook_sensor
 from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.webhooks.drop import pending_files, write_event
+from sync_pipelines.zoho.modules import MODULES
 
 ZOHO = {
     "accounts_url": "http://127.0.0.1:9",
@@ -170,14 +172,18 @@ def test_sensor_definitions_tick_and_add_a_new_tenants_partition(root: Path):
 
 
 def test_schedules_run_every_tenant_and_the_nightly_one_reads_everything():
-    with dg.instance_for_test() as instance:
+    when = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context,
+    ):
         instance.add_dynamic_partitions(tenant_partitions.name, ["school_a", "school_b"])
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
-        )
         runs = incremental_sync(context)
         assert [r.partition_key for r in runs] == ["school_a", "school_b"]
+        assert len({r.run_key for r in runs}) == 2
         nightly = nightly_reconciliation(context)
-        assert all(r.run_config == RECONCILE_CONFIG for r in nightly)
-        assert {op["config"]["full_refresh"] for op in RECONCILE_CONFIG["ops"].values()} == {True}
-        assert len(RECONCILE_CONFIG["ops"]) == 9
+        assert [r.partition_key for r in nightly] == ["school_a", "school_b"]
+    assert nightly_reconciliation.job_name == "reconcile"
+    assert reconcile.config == RECONCILE_CONFIG  # the nightly job reads every module in full
+    assert {op["config"]["full_refresh"] for op in RECONCILE_CONFIG["ops"].values()} == {True}
+    assert set(RECONCILE_CONFIG["ops"]) == {f"zoho__{m.name}" for m in MODULES}

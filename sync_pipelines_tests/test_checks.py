@@ -1,0 +1,101 @@
+"""Asset checks: they pass on a clean sync and fail, as warnings, when their rule breaks."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from sync_pipelines.checks import count_matches
+from sync_pipelines.definitions import build_definitions
+from sync_pipelines.moodle.resource import MoodleResource
+from sync_pipelines.sandbox import MoodleSimulator, ZohoSimulator, generate_school
+from sync_pipelines.tenants import tenant_partitions
+from sync_pipelines.warehouse.resource import WarehouseResource
+from sync_pipelines.zoho.modules import module
+from sync_pipelines.zoho.resource import ZohoCRMResource
+
+TENANT = "school_a"
+
+
+@pytest.fixture
+def defs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dg.Definitions, ZohoSimulator]]:
+    for name, value in {"C_ID": "cid", "C_SECRET": "cs", "C_REFRESH": "cr", "C_MOODLE": "mt"}.items():
+        monkeypatch.setenv(name, value)
+    with (
+        ZohoSimulator(data=generate_school(9, scale=0.1), clients={"cid": ("cs", "cr")}) as zoho,
+        MoodleSimulator(tokens={"mt": None}) as moodle,
+    ):
+        tenants = tmp_path / "tenants.yaml"
+        zoho_conf = {
+            "accounts_url": zoho.accounts_url,
+            "client_id_env": "C_ID",
+            "client_secret_env": "C_SECRET",
+            "refresh_token_env": "C_REFRESH",
+        }
+        tenants.write_text(
+            yaml.safe_dump(
+                {
+                    "tenants": [
+                        {
+                            "id": TENANT,
+                            "zoho": zoho_conf,
+                            "moodle": {"base_url": moodle.base_url, "token_env": "C_MOODLE"},
+                        }
+                    ]
+                }
+            )
+        )
+        resources = {
+            "zoho": ZohoCRMResource(tenants_file=str(tenants)),
+            "moodle": MoodleResource(tenants_file=str(tenants)),
+            "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'w.db'}"),
+        }
+        yield build_definitions(resources), zoho
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+def test_checks_pass_after_a_clean_sync_and_flag_what_breaks(defs: tuple[dg.Definitions, ZohoSimulator]):
+    definitions, zoho = defs
+    sync = definitions.resolve_job_def("full_sync")
+    reconcile = definitions.resolve_job_def("reconcile")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(tenant_partitions.name, [TENANT])
+        first = sync.execute_in_process(instance=instance, partition_key=TENANT)
+        checks = _checks(first)
+        assert "zoho/enrolments:enrolments_point_at_live_students_and_classes" in checks
+        assert not any(k.endswith("warehouse_matches_zoho") for k in checks)  # not in the 15-minute job
+        assert [k for k, e in checks.items() if not e.passed] == []
+        nightly = _checks(reconcile.execute_in_process(instance=instance, partition_key=TENANT))
+        counted = {k: e for k, e in nightly.items() if k.endswith("warehouse_matches_zoho")}
+        assert len(counted) == 9 and all(e.passed for e in counted.values())
+        assert all(e.passed for e in nightly.values())
+
+        # a student is deleted in Zoho while their enrolments stay; a record appears unsynced
+        enrolment = zoho.records("BTEC_Enrollments")[0]
+        zoho.delete("BTEC_Students", enrolment["Enrolled_Students"]["id"])
+        zoho.insert("BTEC_Teachers", {"Name": "New Teacher", "Academic_Email": "new.teacher@school.example"})
+        second = sync.execute_in_process(
+            instance=instance,
+            partition_key=TENANT,
+            asset_selection=[dg.AssetKey(["zoho", "students"]), dg.AssetKey(["zoho", "enrolments"])],
+        )
+        orphan = _checks(second)["zoho/enrolments:enrolments_point_at_live_students_and_classes"]
+        assert not orphan.passed and orphan.severity == dg.AssetCheckSeverity.WARN
+        assert orphan.metadata["orphans"].value >= 1
+        assert zoho_count_matches_after_an_unsynced_insert(definitions, zoho)
+
+
+def zoho_count_matches_after_an_unsynced_insert(definitions: dg.Definitions, zoho: ZohoSimulator) -> bool:
+    """The count check's rule, on the teacher inserted above and never synced."""
+    store = definitions.resources["warehouse"].get()
+    held = store.accounted_for(TENANT, module("teachers"))
+    client = definitions.resources["zoho"].client(TENANT)
+    result = count_matches(client.count("BTEC_Teachers"), held)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["zoho_count"].value == held["live"] + held["pending"] + held["invalid"] + 1
+    return True
