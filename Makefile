@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # The Dagster instance lives in this folder (dagster.yaml: SQLite storage under .local/dagster).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test lint dev sandbox webhooks clean
+.PHONY: install demo test lint dev sandbox webhooks reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,3 +59,10 @@ sandbox: install
 
 clean:
 	rm -rf .local
+
+## The reliability suite with its long variants (faults, crashes, hostile input, load), then
+## RELIABILITY.md from the figures the tests record.
+reliability: install
+	rm -rf .local/reliability
+	$(BIN)/pytest -m "reliability or not reliability" sync_pipelines_tests/reliability
+	$(BIN)/python scripts/reliability_report.py
