@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/python -m sync_pipelines.demo
 
 ## Every check: lint, format, Dagster definitions, and the test suite (SQLite and PostgreSQL).
-test: install lint browser
+test: install lint browser plugin-test
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest
 
@@ -48,6 +48,28 @@ browser:
 	  echo "chromium-headless-shell is missing and this user cannot install it:" \
 	    "run 'sudo apt-get install chromium-headless-shell' (the UI screenshot test needs it)" >&2; \
 	fi
+
+## The Moodle plugin (moodle_plugin/local_zohosync): `php -l` on every PHP file, then its PHPUnit suite
+## against stubs of the Moodle API. Debian's php-cli, php-curl and phpunit are installed with apt when
+## missing and you are root; otherwise this fails and says what to install. After a deliberate change
+## to what the plugin sends: ZOHOSYNC_WRITE_FIXTURE=1 make plugin-test (rewrites its recorded deliveries).
+.PHONY: plugin-test
+plugin-test:
+	@if ! command -v php >/dev/null || ! command -v phpunit >/dev/null \
+	    || ! php -r 'exit(extension_loaded("curl") ? 0 : 1);' 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing php-cli php-curl phpunit (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-curl phpunit >/dev/null; \
+	  else \
+	    echo "php, its curl extension or phpunit is missing and this user cannot install them:" \
+	      "run 'sudo apt-get install php-cli php-curl phpunit' (make plugin-test needs them)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@files=$$(find moodle_plugin -name '*.php' | sort); \
+	  for f in $$files; do php -l "$$f" >/dev/null || exit 1; done; \
+	  echo "php -l: $$(echo "$$files" | wc -l) PHP files, no syntax errors"
+	phpunit -c moodle_plugin/local_zohosync/tests/phpunit.xml
 
 ## The webhook receiver (POST /v1/webhooks/{zoho,moodle}/<tenant>), writing drop files for the sensors.
 webhooks: install
