@@ -61,6 +61,9 @@ from sync_pipelines.zoho.modules import MODULES_BY_API_NAME
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_048_576
+#: JSON nested deeper than this is refused: the drop file must stay readable by the sensors, whose
+#: stack is deeper than the receiver's (Python's JSON parser gives up near 1000 levels).
+MAX_JSON_DEPTH = 64
 #: A client that has not sent its whole body after this many seconds is cut off (slow-loris guard).
 BODY_TIMEOUT_SECONDS = 30.0
 TENANT_HEADER = "X-Tenant-ID"
@@ -198,10 +201,13 @@ def coerce_float(value: object, name: str, *, optional: bool = False) -> float |
             return None
         raise PayloadError(f"{name} is required")
     number: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
-        number = float(value.strip())
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+            number = float(value.strip())
+    except OverflowError:  # an integer beyond any float: JSON allows 4300 digits
+        number = None
     if number is None or not math.isfinite(number):
         raise PayloadError(f"{name} must be a number, got {_short(value)}")
     return number
@@ -343,8 +349,10 @@ def _other(value: object) -> dict | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON text nested too deep
             raise PayloadError("other must be an object or null") from exc
+        if _too_deep(value):
+            raise PayloadError(f"other is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(value, dict):
         raise PayloadError("other must be an object or null")
     return value
@@ -476,6 +484,18 @@ def _reject_json(text: str) -> object:
     raise ValueError(f"{text} is not JSON")
 
 
+def _too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parsed JSON value nests lists and objects more than ``limit`` levels deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 @dataclass(frozen=True)
 class _Route:
     source: DropSource
@@ -557,6 +577,8 @@ class Receiver:
                 raise Rejected(400, "body is not valid JSON") from exc
             if not isinstance(doc, dict):
                 raise Rejected(422, f"expected a JSON object, got {type(doc).__name__}")
+            if _too_deep(doc):
+                raise Rejected(422, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
             return doc
         if route.form and ctype == FORM_TYPE:
             try:

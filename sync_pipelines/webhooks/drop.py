@@ -512,6 +512,8 @@ def _parse(path: Path) -> DropEvent:
         raise ValueError(
             f"not valid JSON (truncated or corrupt): {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError as exc:  # a sensor must quarantine such a file, not fail on it every tick
+        raise ValueError("JSON nested too deeply to read") from exc
     if not isinstance(doc, dict):
         raise ValueError(f"expected a JSON object, found {type(doc).__name__}")
     if missing := [f for f in FIELDS if f not in doc]:

@@ -70,6 +70,7 @@ def report_metadata(report: ModuleSyncReport, row_count: int) -> dict[str, objec
         "mode": report.mode,
         "fetched": report.fetched,
         "pending_skipped": report.pending,
+        "unidentified": report.extra.get("unidentified", 0),
         "api_calls": report.api_calls,
         "api_credits": report.api_credits,
         "watermark": report.cursor.modified_since.isoformat() if report.cursor.modified_since else "",

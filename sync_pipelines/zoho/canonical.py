@@ -33,10 +33,18 @@ ID = "zoho_id"
 MODIFIED = "zoho_modified_time"
 INVALID_REASON = "invalid_reason"
 
-_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# C0 and C1 control characters (tab, newline and carriage return stay) and lone surrogates.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_SURROGATE = r"[\ud800-\udfff]"
 _EMAIL = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
-_DATE = r"^\d{4}-\d{2}-\d{2}$"
-_INTEGER = r"^-?\d+$"
+# ASCII digits only: \d would accept Arabic-Indic or full-width digits no database reads as numbers.
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_DATETIME = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?$"
+)
+_INTEGER = r"^-?[0-9]{1,18}(\.0+)?$"  # fits a 64-bit integer column
+_RECORD_ID = r"^[0-9]{1,32}$"  # Zoho ids are digits; the warehouse keys hold 32
+MAX_TEXT = 255  # the width of the warehouse's text columns (long text fields are unbounded)
 _TEXT_KINDS = {"text", "textarea", "phone", "website", "autonumber", "email", "picklist"}
 _NUMBER_KINDS = {"double", "currency"}
 
@@ -69,11 +77,16 @@ def canonicalise(spec: ModuleSpec, raw: pd.DataFrame) -> pd.DataFrame:
         reasons = _add_reason(reasons, bad, f"{f.api_name}: invalid {f.kind}")
         if f.required:
             reasons = _add_reason(reasons, value.isna(), f"{f.api_name}: required")
+        if f.kind in _TEXT_KINDS and f.kind != "textarea":
+            # Longer than the warehouse column holds: reported, never truncated.
+            too_long = value.str.len().fillna(0) > MAX_TEXT
+            reasons = _add_reason(reasons, too_long, f"{f.api_name}: longer than {MAX_TEXT} characters")
     if spec.has_modified_time:
-        modified, _ = _canonical_column(
+        modified, bad_time = _canonical_column(
             FieldSpec("Modified_Time", MODIFIED, "datetime"), raw.get("Modified_Time"), raw.index
         )
-        out[MODIFIED] = modified
+        out[MODIFIED] = modified.where(~bad_time, None)  # never let an unreadable time near the watermark
+        reasons = _add_reason(reasons, bad_time, "Modified_Time: invalid datetime")
 
     if spec.date_order:
         start, end = spec.date_order
@@ -81,10 +94,17 @@ def canonicalise(spec: ModuleSpec, raw: pd.DataFrame) -> pd.DataFrame:
         reasons = _add_reason(
             reasons, before, f"{spec.field(end).api_name}: before {spec.field(start).api_name}"
         )
-    reasons = _add_reason(reasons, out[ID].isna(), "id: missing")
+    reasons = _add_reason(reasons, ~usable_ids(out[ID]), "id: missing or not a Zoho record id")
 
     out[INVALID_REASON] = reasons.str.removesuffix("; ").replace("", None)
     return out
+
+
+def usable_ids(ids: pd.Series) -> pd.Series:
+    """Which ids can key a record: 1 to 32 ASCII digits, as Zoho's are."""
+    return ids.notna() & ids.astype(object).where(ids.notna(), "").str.fullmatch(_RECORD_ID).fillna(
+        False
+    ).astype(bool)
 
 
 def _add_reason(reasons: pd.Series, mask: pd.Series | np.ndarray, text: str) -> pd.Series:
@@ -107,6 +127,7 @@ def _as_text(s: pd.Series | None) -> pd.Series:
     text = text.astype(object).where(s.notna(), None)
     text = (
         pd.Series(text, dtype="string")
+        .str.replace(_SURROGATE, "\ufffd", regex=True)
         .str.normalize("NFC")
         .str.replace(_CONTROL, "", regex=True)
         .str.strip()
@@ -126,19 +147,19 @@ def _canonical_column(f: FieldSpec, s: pd.Series | None, index: pd.Index) -> tup
         is_dict = s.map(lambda v: isinstance(v, Mapping))
         ids = s.where(~is_dict, s.where(is_dict).str.get("id"))
         value = _as_text(ids)
-        return value, value.notna() & ~value.str.fullmatch(r"\d+").fillna(False).astype(bool)
+        return value, value.notna() & ~value.str.fullmatch(_RECORD_ID).fillna(False).astype(bool)
 
     if f.kind in _TEXT_KINDS:
         value = _as_text(s)
+        bad = no_issue
         if f.kind == "email":
             value = value.str.lower()
-            bad = value.notna() & ~value.str.match(_EMAIL).fillna(False).astype(bool)
-            return value, bad
-        if f.kind == "picklist":
+            bad = bad | (value.notna() & ~value.str.match(_EMAIL).fillna(False).astype(bool))
+        elif f.kind == "picklist":
             value = value.where(value != "-None-", None)
             if f.picklist:
-                return value, value.notna() & ~value.isin(f.picklist)
-        return value, no_issue
+                bad = bad | (value.notna() & ~value.isin(f.picklist))
+        return value, bad
 
     if f.kind == "boolean":
         text = _as_text(s)
@@ -151,16 +172,21 @@ def _canonical_column(f: FieldSpec, s: pd.Series | None, index: pd.Index) -> tup
 
     if f.kind == "integer":
         text = _as_text(s)
-        num = pd.to_numeric(text, errors="coerce")
-        whole = num.notna() & (num == np.floor(num.fillna(0)))
-        value = text.where(~whole, num.where(whole).astype("Int64").astype(str))
-        bad = text.notna() & ~whole & ~text.str.fullmatch(_INTEGER).fillna(False).astype(bool)
-        return value.where(text.notna(), None), bad
+        ok = text.str.fullmatch(_INTEGER).fillna(False).astype(bool)
+        digits = text.where(ok).str.replace(r"\.0+$", "", regex=True)
+        # int() of at most 18 digits: exact, and within a 64-bit column; leading zeros dropped.
+        value = text.where(~ok, digits.str.lstrip("-").str.lstrip("0").replace("", "0"))
+        value = value.where(~(ok & digits.str.startswith("-").fillna(False) & (value != "0")), "-" + value)
+        return value.where(text.notna(), None), text.notna() & ~ok
 
     if f.kind in _NUMBER_KINDS:
         text = _as_text(s)
-        num = pd.to_numeric(text, errors="coerce")
-        ok = num.notna() & np.isfinite(num.fillna(0))
+        num = pd.to_numeric(text, errors="coerce") + 0.0  # + 0.0 turns -0.0 into 0.0: one zero, as stored
+        ok = (
+            num.notna()
+            & np.isfinite(num.fillna(0))
+            & text.str.fullmatch(r"[0-9eE+\-.]+").fillna(False).astype(bool)
+        )
         shown = num.astype(str).str.replace(r"\.0$", "", regex=True)
         value = text.where(~ok, shown)
         return value.where(text.notna(), None), text.notna() & ~ok
@@ -174,8 +200,11 @@ def _canonical_column(f: FieldSpec, s: pd.Series | None, index: pd.Index) -> tup
 
     if f.kind == "datetime":
         text = _as_text(s)
-        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-        value = text.where(parsed.isna(), parsed.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        return value.where(text.notna(), None), text.notna() & parsed.isna()
+        shaped = text.str.fullmatch(_DATETIME).fillna(False).astype(bool)
+        parsed = pd.to_datetime(text.where(shaped), errors="coerce", utc=True, format="ISO8601")
+        # Years a database can hold, after conversion to UTC (9999-12-31T23:59-12:00 is not one).
+        ok = parsed.notna() & parsed.dt.year.between(1, 9999).fillna(False).astype(bool)
+        value = text.where(~ok, parsed.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return value.where(text.notna(), None), text.notna() & ~ok
 
     raise ValueError(f"{f.api_name}: kind {f.kind!r} has no canonical form")

@@ -26,7 +26,13 @@ import pandas as pd
 
 from sync_pipelines.diff import ID, DependencyCheck, DiffResult, Status, diff, field_changes
 from sync_pipelines.warehouse import Cursor, RunInfo, Warehouse
-from sync_pipelines.zoho.canonical import INVALID_REASON, MODIFIED, canonicalise, frame_from_records
+from sync_pipelines.zoho.canonical import (
+    INVALID_REASON,
+    MODIFIED,
+    canonicalise,
+    frame_from_records,
+    usable_ids,
+)
 from sync_pipelines.zoho.client import ZohoClient
 from sync_pipelines.zoho.modules import ModuleSpec, module
 
@@ -124,7 +130,15 @@ def sync_module(
         raise
 
     incoming = canonicalise(spec, frame_from_records(spec, raw))
-    fetched_ids = set(incoming[ID].dropna())
+    # A record with no usable id can be neither stored nor logged against a key: count it, say so.
+    keyed = usable_ids(incoming[ID])
+    unidentified = int((~keyed).sum())
+    if unidentified:
+        logger.warning(
+            "tenant %s %s: %d record(s) without a usable Zoho id left out", tenant_id, spec.name, unidentified
+        )
+    incoming = incoming[keyed]
+    fetched_ids = set(incoming[ID])
     pending = warehouse.load_pending(tenant_id, spec)
     if len(pending):
         pending[INVALID_REASON] = None
@@ -169,6 +183,7 @@ def sync_module(
         cursor=new_cursor,
         sync_run_id=run.sync_run_id,
         pending=counts[Status.SKIPPED],
+        extra={"unidentified": unidentified},
     )
 
 
