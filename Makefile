@@ -71,6 +71,13 @@ plugin-test:
 	  echo "php -l: $$(echo "$$files" | wc -l) PHP files, no syntax errors"
 	phpunit -c moodle_plugin/local_zohosync/tests/phpunit.xml
 
+## The benchmarks (benchmarks/): installs the bench extra (dlt, the peer) and runs them all, about 7
+## minutes; writes BENCHMARKS.md and benchmarks/results.json. Needs PostgreSQL at 127.0.0.1:5432.
+.PHONY: bench
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.run
+
 ## The webhook receiver (POST /v1/webhooks/{zoho,moodle}/<tenant>), writing drop files for the sensors.
 webhooks: install
 	$(BIN)/python -m sync_pipelines.webhooks

@@ -24,6 +24,13 @@ import pandas as pd
 FINGERPRINT_VERSION = "sp1"
 ID = "zoho_id"
 
+#: Rows fingerprinted per batch: one join, one encode and one split each, in memory that stays small.
+_BATCH = 4096
+#: Ends each row's text inside a batch (never hashed): a control character, which canonical values
+#: never hold; a batch where some value holds it anyway is done row by row.
+_ROW_END = "\x1d"
+_ROW_END_BYTE = _ROW_END.encode()
+
 
 class Status(StrEnum):
     """What a sync did, or would do, with one record."""
@@ -38,14 +45,40 @@ class Status(StrEnum):
 
 def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """SHA-256 hex fingerprint of each row over ``columns`` (see the module docstring)."""
-    # Object arrays throughout: numpy's fixed-width strings would silently drop the "\x00" marker.
-    acc = np.full(len(frame), FINGERPRINT_VERSION, dtype=object)
-    for col in sorted(columns):
-        values = frame[col].to_numpy(dtype=object, copy=True)
-        values[pd.isna(values)] = "\x00"
-        acc = acc + (f"\x1e{col}\x1f" + values)
+    cols = sorted(columns)
+    n = len(frame)
     sha = hashlib.sha256
-    return pd.Series([sha(s.encode()).hexdigest() for s in acc], index=frame.index, dtype=object)
+    if not cols:
+        return pd.Series([sha(FINGERPRINT_VERSION.encode()).hexdigest()] * n, index=frame.index, dtype=object)
+    # Object arrays throughout: numpy's fixed-width strings would silently drop the "\x00" marker.
+    values = []
+    for col in cols:
+        column = frame[col].to_numpy(dtype=object, copy=True)
+        column[pd.isna(column)] = "\x00"
+        values.append(column.tolist())
+    # Each row's text is its pieces laid end to end: fixed[0] v0 fixed[1] v1 … v(k-1) fixed[k],
+    # where fixed[0] carries the version and the first column's name, fixed[j] the separators and
+    # name of column j, and fixed[k] ends the row. A batch of rows is built as one list of pieces,
+    # joined, encoded and split at the row ends once, so no string is built per row or column.
+    heads = [f"\x1e{c}\x1f" for c in cols]
+    fixed = [FINGERPRINT_VERSION + heads[0], *heads[1:], _ROW_END]
+    k, width = len(cols), 2 * len(cols) + 1
+    out: list[str] = []
+    for start in range(0, n, _BATCH):
+        m = min(n, start + _BATCH) - start
+        pieces: list = [None] * (m * width)
+        for j, piece in enumerate(fixed):
+            pieces[2 * j :: width] = [piece] * m
+        for j in range(k):
+            pieces[2 * j + 1 :: width] = values[j][start : start + m]
+        rows = "".join(pieces).encode().split(_ROW_END_BYTE)
+        if len(rows) != m + 1:
+            # A value holds the row-end character (canonical values never do): this batch row by
+            # row, each row's text being its pieces without the row end.
+            rows = ["".join(pieces[i * width : (i + 1) * width - 1]).encode() for i in range(m)] + [b""]
+        rows.pop()
+        out += [sha(row).hexdigest() for row in rows]
+    return pd.Series(out, index=frame.index, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -112,14 +145,27 @@ def diff(
     Returns:
         The per-record classification (``changes`` still empty: see :func:`field_changes`).
     """
-    inc = incoming.drop_duplicates(ID, keep="last").reset_index(drop=True)
+    ids = incoming[ID]
+    keep = ~ids.duplicated(keep="last").to_numpy()
     deleted = pd.Index(pd.Series(list(deleted_ids), dtype=object).dropna().unique())
-    inc = inc[~inc[ID].isin(deleted)].reset_index(drop=True)
+    if len(deleted):
+        keep &= ~ids.isin(deleted).to_numpy()
+    # Filtering copies every column: only when a row has to go.
+    inc = (incoming if keep.all() else incoming[keep]).reset_index(drop=True)
     inc["fingerprint"] = fingerprint(inc, fingerprint_columns)
 
-    live = state[~state["deleted"].astype(bool)]
-    stored_fp = live.set_index(ID)["fingerprint"]
-    old_fp = inc[ID].map(stored_fp)
+    gone_flag = state["deleted"].astype(bool).to_numpy()
+    live = state[~gone_flag] if gone_flag.any() else state
+    # The stored fingerprint of each incoming record, by one hash lookup of its id among the live
+    # ids (raises on duplicate stored ids, as Series.map does).
+    stored_ids = pd.Index(live[ID].to_numpy(dtype=object), dtype=object)
+    position = stored_ids.get_indexer(inc[ID].to_numpy(dtype=object))
+    found = position >= 0
+    stored_fp = live["fingerprint"].to_numpy(dtype=object)
+    old_fp = np.full(len(inc), None, dtype=object)
+    old_fp[found] = stored_fp[position[found]]
+    is_new = pd.isna(old_fp)
+    is_same = ~is_new & (old_fp == inc["fingerprint"].to_numpy(dtype=object))
 
     reason = inc[invalid_reason].astype(object) if invalid_reason in inc else pd.Series(None, index=inc.index)
     reason = _natural_key_duplicates(inc, live, natural_key, reason)
@@ -132,16 +178,17 @@ def diff(
         skip_reason = skip_reason.mask(missing, dep.reason)
     skipped = ~invalid & skip_reason.notna()
 
-    status = np.select(
-        [invalid, skipped, old_fp.isna(), old_fp == inc["fingerprint"]],
-        [Status.INVALID, Status.SKIPPED, Status.NEW, Status.UNCHANGED],
-        default=Status.UPDATED,
-    )
-    inc.insert(1, "sync_status", pd.Series(status, index=inc.index).astype(str).astype(object))
+    # The first that holds, in this order: INVALID, SKIPPED, NEW, UNCHANGED; else UPDATED.
+    status = np.full(len(inc), Status.UPDATED.value, dtype=object)
+    status[is_same] = Status.UNCHANGED.value
+    status[is_new] = Status.NEW.value
+    status[skipped.to_numpy(dtype=bool)] = Status.SKIPPED.value
+    status[invalid.to_numpy(dtype=bool)] = Status.INVALID.value
+    inc.insert(1, "sync_status", pd.Series(status, index=inc.index, dtype=object))
     inc.insert(2, "sync_reason", reason.where(invalid, skip_reason))
     inc = inc.drop(columns=[invalid_reason], errors="ignore")
 
-    gone = pd.DataFrame({ID: deleted[deleted.isin(live[ID])]}, dtype=object)
+    gone = pd.DataFrame({ID: deleted[stored_ids.get_indexer(deleted) >= 0]}, dtype=object)
     gone["sync_status"] = str(Status.DELETED)
     gone["sync_reason"] = None
     records = pd.concat([inc, gone], ignore_index=True) if len(gone) else inc

@@ -17,7 +17,7 @@ the warehouse is not changed, and the report lists the writes that would have be
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -222,7 +222,11 @@ def push_users(
         payload = new[["username", "firstname", "lastname", "email", "idnumber"]].to_dict("records")
         for p in payload:
             p.update(auth="manual", createpassword=1)
-        results = client.create_users(payload)
+        results = _recover_lost_creates(
+            client.create_users(payload),
+            new["zoho_id"].tolist(),
+            lambda ids: {str(u.get("idnumber")): u["id"] for u in client.get_users_by_field("idnumber", ids)},
+        )
         report.pushes += _results_to_pushes(
             "user", "create", new["zoho_id"].tolist(), results, [None] * len(new)
         )
@@ -253,6 +257,25 @@ def push_users(
                 saved.append(_id_row(row, int(row["moodle_id"]), None))
     store.moodle.save_ids(tenant_id, "user", saved, report.pushes, run_id)
     return report
+
+
+def _recover_lost_creates(
+    results: list[ItemResult], zoho_ids: list[str], lookup: Callable[[list[str]], dict[str, int]]
+) -> list[ItemResult]:
+    """Creates Moodle refused may have happened already: a retried create whose first answer was lost.
+
+    Every refused create is looked up by idnumber (one call for all of them), and one Moodle holds
+    is taken as created. Without this the record would wait, unmapped, for the next run's look-up,
+    and its enrolments and write-backs with it.
+    """
+    failed = [z for z, r in zip(zoho_ids, results, strict=True) if not r.ok]
+    if not failed:
+        return results
+    found = lookup(failed)
+    return [
+        ItemResult(index=r.index, ok=True, value={"id": int(found[z])}) if not r.ok and z in found else r
+        for z, r in zip(zoho_ids, results, strict=True)
+    ]
 
 
 def _id_row(row: pd.Series, moodle_id: int, fp: str | None) -> dict:
@@ -297,7 +320,13 @@ def push_categories(
         return report
     if len(create):
         payload = [{"name": r["name"], "parent": 0, "idnumber": r["zoho_id"]} for _, r in create.iterrows()]
-        results = client.create_categories(payload)
+        results = _recover_lost_creates(
+            client.create_categories(payload),
+            create["zoho_id"].tolist(),
+            lambda ids: {
+                str(c.get("idnumber")): c["id"] for c in client.get_categories() if c.get("idnumber") in ids
+            },
+        )
         report.pushes += _results_to_pushes(
             "category", "create", create["zoho_id"].tolist(), results, [None] * len(create)
         )
@@ -393,7 +422,15 @@ def push_courses(
         payload = create[COURSE_FIELDS].astype(
             {"categoryid": int, "startdate": int, "enddate": int, "visible": int}
         )
-        results = client.create_courses(payload.to_dict("records"))
+        results = _recover_lost_creates(
+            client.create_courses(payload.to_dict("records")),
+            create["zoho_id"].tolist(),
+            lambda ids: {
+                str(c.get("idnumber")): c["id"]
+                for c in client.get_courses_by_field()
+                if c.get("idnumber") in ids
+            },
+        )
         report.pushes += _results_to_pushes(
             "course", "create", create["zoho_id"].tolist(), results, [None] * len(create)
         )

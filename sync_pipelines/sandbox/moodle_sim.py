@@ -57,7 +57,9 @@ works against a real site. What it reproduces, and where each rule comes from (M
 
 Failures can be injected: :meth:`MoodleSimulator.fail_next` answers the next calls with an HTTP 5xx
 page (optionally after applying them: the answer was lost), :meth:`MoodleSimulator.fail_function`
-with a Moodle exception body. Every request is logged in :attr:`MoodleSimulator.requests`.
+with a Moodle exception body; a seeded :class:`~sync_pipelines.sandbox.faults.FaultPlan` (``faults=``,
+:meth:`MoodleSimulator.set_faults`) injects 5xx pages, dropped connections, slow answers and lost answers
+at a rate. Every request is logged in :attr:`MoodleSimulator.requests`.
 """
 
 import copy
@@ -66,6 +68,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,6 +77,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
+from sync_pipelines.sandbox.faults import FaultPlan
 from sync_pipelines.sandbox.server import LoopbackServer, SimulatorHTTPServer
 
 logger = logging.getLogger(__name__)
@@ -154,12 +158,14 @@ class MoodleRequest:
         params: the function's parameters as Moodle saw them: decoded from PHP's array syntax, after
             ``max_input_vars`` truncation, without ``wstoken``/``wsfunction``/``moodlewsrestformat``.
             PHP arrays with keys 0..n-1 are shown as lists.
-        status: HTTP status answered (200 for Moodle's own errors).
+        status: HTTP status answered (200 for Moodle's own errors); 0 when the connection was closed
+            without an answer (an injected ``drop`` or ``lost_answer``).
         field_count: form fields in the request body, before truncation.
         truncated: whether ``max_input_vars`` dropped any field (body or query).
         format: ``json`` or ``xml``.
         errorcode: Moodle's ``errorcode`` when the answer was an exception, else ``None``.
         time: the simulator clock when the request was answered.
+        fault: the fault the simulator's :class:`FaultPlan` injected into this request, if any.
     """
 
     method: str
@@ -171,6 +177,7 @@ class MoodleRequest:
     format: str
     errorcode: str | None
     time: datetime
+    fault: str | None = None
 
 
 class MoodleException(Exception):
@@ -543,6 +550,7 @@ class _Response:
     status: int
     body: bytes
     content_type: str
+    drop: bool = False  # close the connection without answering
 
 
 # --- function descriptions ------------------------------------------------------------------------------
@@ -792,6 +800,19 @@ _TRANSACTIONAL: dict[str, tuple[str, ...]] = {
 }
 #: Every function the simulated site knows.
 FUNCTIONS: tuple[str, ...] = tuple(_PARAMETERS)
+#: Functions that change the site (an injected ``lost_answer`` applies them, then hangs up).
+WRITE_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        "core_user_create_users",
+        "core_user_update_users",
+        "core_course_create_courses",
+        "core_course_update_courses",
+        "core_course_create_categories",
+        "enrol_manual_enrol_users",
+        "enrol_manual_unenrol_users",
+        "core_grades_update_grades",
+    }
+)
 
 
 @dataclass
@@ -832,6 +853,8 @@ class MoodleSimulator(LoopbackServer):
         clock: returns the current aware date-time; drives every ``time*`` field. Defaults to UTC now.
         password_policy: hold passwords to Moodle's default policy (8 characters, a digit, a lower
             and an upper case letter, a non-alphanumeric character).
+        faults: a seeded :class:`~sync_pipelines.sandbox.faults.FaultPlan` deciding which REST calls
+            fail and how (shared with a Zoho simulator if given to both); ``None`` injects nothing.
     """
 
     thread_name = "moodle-simulator"
@@ -848,6 +871,7 @@ class MoodleSimulator(LoopbackServer):
         site_name: str = "Demo School Moodle",
         clock: Callable[[], datetime] | None = None,
         password_policy: bool = True,
+        faults: FaultPlan | None = None,
     ) -> None:
         if max_input_vars < 1:
             raise ValueError("max_input_vars must be >= 1")
@@ -856,6 +880,7 @@ class MoodleSimulator(LoopbackServer):
         self.debug = debug
         self.site_name = site_name
         self.password_policy = password_policy
+        self.faults = faults
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._http_failures: list[_HttpFailure] = []
@@ -1025,6 +1050,11 @@ class MoodleSimulator(LoopbackServer):
                 self._function_failures.pop(function, None)
             else:
                 self._function_failures[function] = [(errorcode, message)] * count
+
+    def set_faults(self, faults: FaultPlan | None) -> None:
+        """Inject faults from ``faults`` from the next request on (``None`` stops injecting)."""
+        with self._lock:
+            self.faults = faults
 
     def reset_log(self) -> None:
         """Forget the request log."""
@@ -1281,9 +1311,14 @@ class MoodleSimulator(LoopbackServer):
         for key in [k for k in params if isinstance(k, str) and k.startswith("moodlewssetting")]:
             params.pop(key)
         errorcode: str | None = None
+        fault = self._draw_fault(method, function)
         with self._lock:
-            failure = self._take_http_failure(function)
-            if failure is not None and not failure.apply:
+            failure = None if fault in ("500", "503", "drop") else self._take_http_failure(function)
+            if fault in ("500", "503"):
+                response = _Response(int(fault), _error_page(int(fault)), "text/html; charset=utf-8")
+            elif fault == "drop":
+                response = _Response(0, b"", "", drop=True)
+            elif failure is not None and not failure.apply:
                 response = _Response(failure.status, _error_page(failure.status), "text/html; charset=utf-8")
             else:
                 try:
@@ -1305,7 +1340,9 @@ class MoodleSimulator(LoopbackServer):
                         if fmt == "json"
                         else _xml_error(error, debug=False)
                     )
-                if failure is not None:
+                if fault == "lost_answer":
+                    response = _Response(0, b"", "", drop=True)  # applied, never answered
+                elif failure is not None:
                     response = _Response(
                         failure.status, _error_page(failure.status), "text/html; charset=utf-8"
                     )
@@ -1323,12 +1360,25 @@ class MoodleSimulator(LoopbackServer):
                     format=fmt,
                     errorcode=errorcode,
                     time=self.now(),
+                    fault=fault,
                 )
             )
         logger.info(
             "%s %s -> %s%s", method, function, response.status, f" ({errorcode})" if errorcode else ""
         )
         return response
+
+    def _draw_fault(self, method: str, function: str | None) -> str | None:
+        """Ask the fault plan about this REST call; sleep (outside the site's lock) if ``slow``."""
+        plan = self.faults
+        if plan is None:
+            return None
+        fault = plan.decide(
+            "moodle", write=function in WRITE_FUNCTIONS, target=f"{method} {function or '(no wsfunction)'}"
+        )
+        if fault == "slow":
+            time.sleep(plan.slow_seconds)
+        return fault
 
     def _take_http_failure(self, function: str | None) -> _HttpFailure | None:
         for failure in self._http_failures:
@@ -2190,6 +2240,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         response = self.server.simulator._handle(method, self.path, self.headers, body)
+        if response.drop:  # an injected fault: hang up without a word
+            self.close_connection = True
+            return
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -2198,8 +2251,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(response.body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s - " + format, self.address_string(), *args)
+        # The request line carries the token in its query string: blank it, as a careful site would.
+        line = (format % args) if args else format
+        logger.debug("%s - %s", self.address_string(), _TOKEN_IN_URL.sub(r"\1<redacted>", line))
 
+
+_TOKEN_IN_URL = re.compile(r"(wstoken=)[^&\s\"]+")
 
 __all__ = [
     "ADMIN_USER_ID",
@@ -2215,6 +2272,7 @@ __all__ = [
     "ROLE_TEACHER",
     "SITE_COURSE_ID",
     "VERSION",
+    "WRITE_FUNCTIONS",
     "MoodleException",
     "MoodleRequest",
     "MoodleSimulator",

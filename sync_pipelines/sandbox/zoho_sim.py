@@ -38,6 +38,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sync_pipelines.sandbox.faults import FaultPlan
 from sync_pipelines.sandbox.server import LoopbackServer, SimulatorHTTPServer
 
 logger = logging.getLogger(__name__)
@@ -130,10 +131,12 @@ class RequestLog:
         path: URL path, without the query string.
         query: query parameters (last value wins).
         headers: request headers of interest (``If-Modified-Since`` when sent).
-        status: HTTP status answered.
+        status: HTTP status answered; 0 when the connection was closed without an answer (an
+            injected ``drop`` or ``lost_answer``).
         credits: API credits charged for the call.
         time: the simulator clock when the request was answered.
         body: the parsed JSON body of API writes (never logged for the token endpoint).
+        fault: the fault the simulator's :class:`FaultPlan` injected into this request, if any.
     """
 
     method: str
@@ -144,6 +147,7 @@ class RequestLog:
     credits: int
     time: datetime
     body: Any = None
+    fault: str | None = None
 
 
 @dataclass
@@ -152,6 +156,7 @@ class _Response:
     body: dict | None = None
     headers: dict[str, str] = field(default_factory=dict)
     credits: int = 0
+    drop: bool = False  # close the connection without answering
 
 
 class _ApiError(Exception):
@@ -212,6 +217,9 @@ class ZohoSimulator(LoopbackServer):
         page_token_ttl: lifetime of ``page_token`` values, in seconds.
         response_delay: seconds every API call takes while counted in flight (to provoke the
             concurrency limit in tests).
+        faults: a seeded :class:`~sync_pipelines.sandbox.faults.FaultPlan` deciding which API and
+            token requests fail and how (shared with a Moodle simulator if given to both);
+            ``None`` injects nothing.
     """
 
     thread_name = "zoho-simulator"
@@ -232,6 +240,7 @@ class ZohoSimulator(LoopbackServer):
         id_prefix: str = DEFAULT_ID_PREFIX,
         page_token_ttl: int = 86_400,
         response_delay: float = 0.0,
+        faults: FaultPlan | None = None,
     ) -> None:
         if len(id_prefix) != 13 or not id_prefix.isdigit():
             raise ValueError("id_prefix must be 13 digits (ids are 19 digits)")
@@ -242,6 +251,7 @@ class ZohoSimulator(LoopbackServer):
         self.max_concurrency = max_concurrency
         self.page_token_ttl = page_token_ttl
         self.response_delay = response_delay
+        self.faults = faults
         self.id_prefix = id_prefix
         self._clock = clock or (lambda: datetime.now(ORG_TZ))
         self._lock = threading.RLock()
@@ -386,6 +396,11 @@ class ZohoSimulator(LoopbackServer):
         with self._lock:
             self._failures = [_Failure(count, status, code, path_contains)] if count > 0 else []
 
+    def set_faults(self, faults: FaultPlan | None) -> None:
+        """Inject faults from ``faults`` from the next request on (``None`` stops injecting)."""
+        with self._lock:
+            self.faults = faults
+
     def reset_log(self) -> None:
         """Forget the request log."""
         with self._lock:
@@ -467,8 +482,9 @@ class ZohoSimulator(LoopbackServer):
         if headers.get("If-Modified-Since"):
             logged_headers["If-Modified-Since"] = headers["If-Modified-Since"]
         parsed_body: Any = None
+        fault = self._draw_fault(method, path)
         try:
-            failure = self._take_failure(path)
+            failure = self._fault_response(fault, path) or self._take_failure(path)
             if failure is not None:
                 response = failure
             elif path == "/oauth/v2/token":
@@ -483,6 +499,8 @@ class ZohoSimulator(LoopbackServer):
         except Exception:  # a simulator bug must still answer like the service does
             logger.exception("Zoho simulator failed on %s %s", method, raw_path)
             response = _ApiError(500, "INTERNAL_ERROR", "Internal Server Error").response()
+        if fault == "lost_answer":
+            response = _Response(0, drop=True, credits=response.credits)  # applied, never answered
         with self._lock:
             self.requests.append(
                 RequestLog(
@@ -494,10 +512,53 @@ class ZohoSimulator(LoopbackServer):
                     credits=response.credits,
                     time=self.now(),
                     body=parsed_body,
+                    fault=fault,
                 )
             )
         logger.info("%s %s -> %s (%s credits)", method, raw_path, response.status, response.credits)
         return response
+
+    def _draw_fault(self, method: str, path: str) -> str | None:
+        """Ask the fault plan about this request (API and token endpoint only); sleep if ``slow``."""
+        plan = self.faults
+        token_endpoint = path == "/oauth/v2/token"
+        if plan is None or not (token_endpoint or path.startswith("/crm/")):
+            return None
+        # lost_answer needs a write that is safe to repeat: upsert and update (never insert).
+        write = (method == "POST" and path.endswith("/upsert")) or (
+            method == "PUT" and _API_PATH_RE.match(path) is not None
+        )
+        fault = plan.decide("zoho", write=write, token_endpoint=token_endpoint, target=f"{method} {path}")
+        if fault == "slow":
+            time.sleep(plan.slow_seconds)
+        return fault
+
+    def _fault_response(self, fault: str | None, path: str) -> _Response | None:
+        """The answer of a fault that fails the request before it has any effect, or ``None``."""
+        if fault == "drop":
+            return _Response(0, drop=True)
+        if fault == "429":
+            if path == "/oauth/v2/token":  # the accounts server throttles with a 400
+                return _Response(
+                    400,
+                    {
+                        "error": "Access Denied",
+                        "error_description": (
+                            "You have made too many requests continuously. Please try again after some time."
+                        ),
+                        "status": "failure",
+                    },
+                )
+            return _ApiError(
+                429, "TOO_MANY_REQUESTS", "You have exceeded the concurrency limit of the API"
+            ).response()
+        if fault == "500":
+            return _ApiError(500, "INTERNAL_ERROR", "Internal Server Error").response()
+        if fault == "503":
+            return _ApiError(503, "SERVICE_UNAVAILABLE", "the service is temporarily unavailable").response()
+        if fault == "expire_token":
+            self.expire_tokens()  # then served: the call answers 401 INVALID_TOKEN
+        return None
 
     def _take_failure(self, path: str) -> _Response | None:
         with self._lock:
@@ -1451,6 +1512,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         response = self.server.simulator._handle(method, self.path, self.headers, body)
+        if response.drop:  # an injected fault: hang up without a word
+            self.close_connection = True
+            return
         payload = b""
         if response.body is not None and response.status not in (204, 304):
             payload = json.dumps(response.body, ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,1 @@
+"""Reliability: faults, crashes, hostile input, secrets, tenant isolation (long variants: make reliability)."""
