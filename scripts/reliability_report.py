@@ -40,7 +40,8 @@ def main(folder: str = ".local/reliability", out: str = "RELIABILITY.md") -> int
     lines = [
         "# Reliability and security",
         "",
-        f"Figures from `make reliability` on {datetime.now(UTC):%Y-%m-%d}, {platform.machine()} {cpu}, Python "
+        f"Figures recorded by the reliability tests (quick variants run in `make test`, long ones with `make reliability`), "
+        f"report written {datetime.now(UTC):%Y-%m-%d}, {platform.machine()} {cpu}, Python "
         f"{platform.python_version()}. Every figure comes from a test that passed; the test names and what they "
         "assert are in `sync_pipelines_tests/reliability/`. Records lost and duplicates are asserted to be 0.",
         "",
