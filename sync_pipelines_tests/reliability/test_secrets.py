@@ -105,4 +105,6 @@ def test_no_secret_anywhere_in_a_full_sync_and_a_failing_one(
         assert secret not in joined, f"a secret leaked: {secret[:6]}…"
     out = Path(".local/reliability")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "secrets.json").write_text(json.dumps({"texts_searched": len(texts), "secrets_searched": 4, "leaks": 0}))
+    (out / "secrets.json").write_text(
+        json.dumps({"texts_searched": len(texts), "secrets_searched": 4, "leaks": 0})
+    )
