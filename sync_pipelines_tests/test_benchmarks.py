@@ -70,8 +70,7 @@ def test_diff_figures_are_well_formed(quick: tuple[dict, str, str]):
 @pytest.mark.slow
 def test_end_to_end_figures_are_well_formed(quick: tuple[dict, str, str]):
     e2e = quick[0]["e2e"]
-    if "skipped" in e2e:
-        pytest.skip(e2e["skipped"])
+    assert "skipped" not in e2e, e2e.get("skipped")  # the end-to-end bench needs PostgreSQL: CI has it
     n = e2e["records"]
     assert e2e["fields"] == 40
     assert "speedup_vs_dlt" not in e2e  # no dlt column in quick mode
