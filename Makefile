@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)
 
 .PHONY: install demo test lint dev sandbox webhooks reliability clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py sync_pipelines/_sp1.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -15,11 +15,16 @@ changes every fingerprint once: the next run reports each record UPDATED with th
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 import pandas as pd
+
+try:  # the optional native fast path (setup.py); without it, the same digests in Python
+    from sync_pipelines._sp1 import sp1_digests as _native_digests
+except ImportError:  # pragma: no cover - depends on the install
+    _native_digests = None
 
 FINGERPRINT_VERSION = "sp1"
 ID = "zoho_id"
@@ -30,6 +35,7 @@ _BATCH = 4096
 #: never hold; a batch where some value holds it anyway is done row by row.
 _ROW_END = "\x1d"
 _ROW_END_BYTE = _ROW_END.encode()
+_HASH_DIGEST = type(hashlib.sha256()).digest
 
 
 class Status(StrEnum):
@@ -45,25 +51,57 @@ class Status(StrEnum):
 
 def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """SHA-256 hex fingerprint of each row over ``columns`` (see the module docstring)."""
+    return pd.Series(to_hex(digests(frame, columns)), index=frame.index, dtype=object)
+
+
+def digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """The raw SHA-256 digests of :func:`fingerprint`: a ``(len(frame), 32)`` array of bytes.
+
+    The diff compares these (32 bytes a record, compared by numpy) and turns into hex text only
+    the fingerprints it has to store. The native module (``_sp1.c``, when it was compiled) lays
+    out and hashes each row's text in C; values it does not take (pandas' missing markers other
+    than ``None``) send the frame down the pure-Python path, which gives the same digests.
+    """
     cols = sorted(columns)
     n = len(frame)
-    sha = hashlib.sha256
     if not cols:
-        return pd.Series([sha(FINGERPRINT_VERSION.encode()).hexdigest()] * n, index=frame.index, dtype=object)
-    # Object arrays throughout: numpy's fixed-width strings would silently drop the "\x00" marker.
-    values = []
-    for col in cols:
-        column = frame[col].to_numpy(dtype=object, copy=True)
-        column[pd.isna(column)] = "\x00"
-        values.append(column.tolist())
+        one = hashlib.sha256(FINGERPRINT_VERSION.encode()).digest()
+        return np.frombuffer(one * n, dtype=np.uint8).reshape(n, 32)
+    if _native_digests is not None:
+        heads = [f"\x1e{c}\x1f".encode() for c in cols]
+        heads[0] = FINGERPRINT_VERSION.encode() + heads[0]
+        try:
+            raw = _native_digests([_object_column(frame[c]) for c in cols], heads)
+        except TypeError:
+            pass
+        else:
+            return np.frombuffer(raw, dtype=np.uint8).reshape(n, 32)
+    return python_digests(frame, cols)
+
+
+def _object_column(column: pd.Series) -> np.ndarray:
+    return np.ascontiguousarray(column.to_numpy(dtype=object))
+
+
+def python_digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """:func:`digests` without the native module (the reference it is tested against)."""
+    cols = sorted(columns)
+    n = len(frame)
+    if not cols:
+        one = hashlib.sha256(FINGERPRINT_VERSION.encode()).digest()
+        return np.frombuffer(one * n, dtype=np.uint8).reshape(n, 32)
+    values = [_with_missing_marker(frame[col]) for col in cols]
+    slow = False
     # Each row's text is its pieces laid end to end: fixed[0] v0 fixed[1] v1 … v(k-1) fixed[k],
     # where fixed[0] carries the version and the first column's name, fixed[j] the separators and
     # name of column j, and fixed[k] ends the row. A batch of rows is built as one list of pieces,
-    # joined, encoded and split at the row ends once, so no string is built per row or column.
+    # joined, encoded and split at the row ends once, so no string is built per row or column;
+    # the hashing is one C-level map over the batch's rows.
     heads = [f"\x1e{c}\x1f" for c in cols]
     fixed = [FINGERPRINT_VERSION + heads[0], *heads[1:], _ROW_END]
     k, width = len(cols), 2 * len(cols) + 1
-    out: list[str] = []
+    sha, digest = hashlib.sha256, _HASH_DIGEST
+    out = bytearray()
     for start in range(0, n, _BATCH):
         m = min(n, start + _BATCH) - start
         pieces: list = [None] * (m * width)
@@ -71,14 +109,68 @@ def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
             pieces[2 * j :: width] = [piece] * m
         for j in range(k):
             pieces[2 * j + 1 :: width] = values[j][start : start + m]
-        rows = "".join(pieces).encode().split(_ROW_END_BYTE)
+        try:
+            text = "".join(pieces)
+        except TypeError:
+            if slow:
+                raise
+            # Missing values marked otherwise than None (a pandas string column's pd.NA): every
+            # column again, the thorough way, and this batch again.
+            slow = True
+            values = [_with_missing_marker(frame[col], any_missing=True) for col in cols]
+            for j in range(k):
+                pieces[2 * j + 1 :: width] = values[j][start : start + m]
+            text = "".join(pieces)
+        rows = text.encode().split(_ROW_END_BYTE)
         if len(rows) != m + 1:
             # A value holds the row-end character (canonical values never do): this batch row by
             # row, each row's text being its pieces without the row end.
             rows = ["".join(pieces[i * width : (i + 1) * width - 1]).encode() for i in range(m)] + [b""]
         rows.pop()
-        out += [sha(row).hexdigest() for row in rows]
-    return pd.Series(out, index=frame.index, dtype=object)
+        out += b"".join(map(digest, map(sha, rows)))
+    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(n, 32)
+
+
+def to_hex(raw: np.ndarray) -> np.ndarray:
+    """Rows of :func:`digests` → their 64-character hex text (an object array of ``str``)."""
+    text = raw.tobytes().hex()
+    return np.array([text[i : i + 64] for i in range(0, len(text), 64)], dtype=object)
+
+
+def _hex_bytes(raw: np.ndarray) -> np.ndarray:
+    """Rows of :func:`digests` → their hex text as fixed-width ASCII (numpy ``S64``)."""
+    return np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype="S64")
+
+
+def _stored_hex_bytes(fingerprints: np.ndarray) -> np.ndarray:
+    """Stored hex fingerprints as ``S64``; a value that is not 64 ASCII characters (another
+    format) becomes ``b""``, which no fingerprint equals."""
+    values = fingerprints.tolist()
+    try:
+        joined = "".join(values)
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    except TypeError:
+        joined, lengths = "", None
+    if lengths is not None and (lengths == 64).all() and joined.isascii():
+        return np.frombuffer(joined.encode("ascii"), dtype="S64")
+    return np.array(
+        [v.encode("ascii") if isinstance(v, str) and len(v) == 64 and v.isascii() else b"" for v in values],
+        dtype="S64",
+    )
+
+
+def _with_missing_marker(column: pd.Series, *, any_missing: bool = False) -> list:
+    """A column's values as a list, missing ones as ``"\\x00"``.
+
+    The fast pass replaces ``None`` only (canonical frames mark missing values so); with
+    ``any_missing`` every missing marker pandas knows (NaN, ``pd.NA``, ``NaT``) is replaced.
+    Object arrays throughout: numpy's fixed-width strings would silently drop the marker.
+    """
+    if not any_missing:
+        return ["\x00" if v is None else v for v in column.to_numpy(dtype=object).tolist()]
+    array = column.to_numpy(dtype=object, copy=True)
+    array[pd.isna(array)] = "\x00"
+    return array.tolist()
 
 
 @dataclass(frozen=True)
@@ -90,32 +182,57 @@ class DependencyCheck:
     reason: str
 
 
-@dataclass
 class DiffResult:
     """The outcome of one diff.
 
     Attributes:
         records: one row per incoming record and per deletion: ``zoho_id``, ``sync_status``,
             ``sync_reason``, ``fingerprint`` and the canonical columns (missing for DELETED rows).
+            Built on first use: the diff keeps the incoming records and the deletions apart, and
+            :meth:`of`, :meth:`ids` and :meth:`counts` read the two parts without joining them
+            (a join copies every column of every record).
         changes: UPDATED records' changed fields, long form: ``zoho_id``, ``field``, ``old``,
             ``new``. Filled by :func:`field_changes`.
     """
 
-    records: pd.DataFrame
-    changes: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=[ID, "field", "old", "new"], dtype=object)
-    )
+    def __init__(
+        self,
+        records: pd.DataFrame,
+        changes: pd.DataFrame | None = None,
+        *,
+        deleted: pd.DataFrame | None = None,
+    ) -> None:
+        self._parts = [records] if deleted is None or deleted.empty else [records, deleted]
+        self._records = records if len(self._parts) == 1 else None
+        self.changes = (
+            changes
+            if changes is not None
+            else pd.DataFrame(columns=[ID, "field", "old", "new"], dtype=object)
+        )
+
+    @property
+    def records(self) -> pd.DataFrame:
+        if self._records is None:
+            self._records = pd.concat(self._parts, ignore_index=True)
+        return self._records
 
     def ids(self, *statuses: Status) -> pd.Index:
-        mask = self.records["sync_status"].isin([str(s) for s in statuses])
-        return pd.Index(self.records.loc[mask, ID])
+        return pd.Index(self.of(*statuses)[ID])
 
     def of(self, *statuses: Status) -> pd.DataFrame:
-        return self.records[self.records["sync_status"].isin([str(s) for s in statuses])]
+        wanted = [str(s) for s in statuses]
+        if self._records is not None:
+            return self._records[self._records["sync_status"].isin(wanted)]
+        parts = [p[p["sync_status"].isin(wanted)] for p in self._parts]
+        parts = [p for p in parts if len(p)] or parts[:1]
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
     def counts(self) -> dict[str, int]:
-        got = self.records["sync_status"].value_counts()
-        return {str(s): int(got.get(str(s), 0)) for s in Status}
+        got: dict[str, int] = {}
+        for part in self._parts:
+            for status, count in part["sync_status"].value_counts().items():
+                got[status] = got.get(status, 0) + int(count)
+        return {str(s): got.get(str(s), 0) for s in Status}
 
 
 def diff(
@@ -152,7 +269,7 @@ def diff(
         keep &= ~ids.isin(deleted).to_numpy()
     # Filtering copies every column: only when a row has to go.
     inc = (incoming if keep.all() else incoming[keep]).reset_index(drop=True)
-    inc["fingerprint"] = fingerprint(inc, fingerprint_columns)
+    new_digest = digests(inc, fingerprint_columns)
 
     gone_flag = state["deleted"].astype(bool).to_numpy()
     live = state[~gone_flag] if gone_flag.any() else state
@@ -160,12 +277,18 @@ def diff(
     # ids (raises on duplicate stored ids, as Series.map does).
     stored_ids = pd.Index(live[ID].to_numpy(dtype=object), dtype=object)
     position = stored_ids.get_indexer(inc[ID].to_numpy(dtype=object))
-    found = position >= 0
     stored_fp = live["fingerprint"].to_numpy(dtype=object)
     old_fp = np.full(len(inc), None, dtype=object)
+    found = position >= 0
     old_fp[found] = stored_fp[position[found]]
     is_new = pd.isna(old_fp)
-    is_same = ~is_new & (old_fp == inc["fingerprint"].to_numpy(dtype=object))
+    known = ~is_new
+    is_same = np.zeros(len(inc), dtype=bool)
+    is_same[known] = _stored_hex_bytes(old_fp[known]) == _hex_bytes(new_digest[known])
+    # Unchanged records keep their stored text; only the others' digests become hex.
+    fp = old_fp
+    fp[~is_same] = to_hex(new_digest[~is_same])
+    inc["fingerprint"] = pd.Series(fp, index=inc.index, dtype=object)
 
     reason = inc[invalid_reason].astype(object) if invalid_reason in inc else pd.Series(None, index=inc.index)
     reason = _natural_key_duplicates(inc, live, natural_key, reason)
@@ -191,8 +314,7 @@ def diff(
     gone = pd.DataFrame({ID: deleted[stored_ids.get_indexer(deleted) >= 0]}, dtype=object)
     gone["sync_status"] = str(Status.DELETED)
     gone["sync_reason"] = None
-    records = pd.concat([inc, gone], ignore_index=True) if len(gone) else inc
-    return DiffResult(records=records)
+    return DiffResult(inc, deleted=gone)
 
 
 def _natural_key_duplicates(

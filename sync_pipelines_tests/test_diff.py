@@ -2,7 +2,10 @@ import hashlib
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sync_pipelines import diff as diff_module
 from sync_pipelines.diff import DependencyCheck, Status, diff, field_changes, fingerprint
 
 COLS = ["first_name", "last_name", "email"]
@@ -150,3 +153,86 @@ def test_diff_of_identical_state_is_all_unchanged(n: int):
     result = diff(frame, _state(frame), fingerprint_columns=COLS, natural_key=["email"])
     assert result.counts()["UNCHANGED"] == n
     assert sum(result.counts().values()) == n
+
+
+# --- the native fingerprint module and its pure-Python twin ----------------------------------
+
+_awkward_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)),  # lone surrogates: tested on their own
+    max_size=40,
+)
+
+
+def test_the_native_fingerprint_module_is_built_in_this_install():
+    # `make install` compiles it (setup.py); without it every sync takes the slower Python path.
+    assert diff_module._native_digests is not None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.none() | _awkward_text, st.none() | _awkward_text, st.none() | _awkward_text),
+        max_size=30,
+    )
+)
+def test_native_and_python_digests_agree_on_any_text(rows):
+    frame = pd.DataFrame(rows, columns=COLS, dtype=object)
+    frame = frame.astype(object).where(frame.notna(), None)
+    native = diff_module.digests(frame, COLS)
+    python = diff_module.python_digests(frame, COLS)
+    assert native.shape == (len(rows), 32)
+    assert native.tobytes() == python.tobytes()
+    # And both are the documented text, hashed the plain way.
+    for i, row in enumerate(rows):
+        text = "sp1" + "".join(
+            f"\x1e{c}\x1f" + ("\x00" if v is None else v) for c, v in sorted(zip(COLS, row, strict=True))
+        )
+        assert native[i].tobytes() == hashlib.sha256(text.encode()).digest()
+
+
+def test_native_digests_of_long_values_strided_columns_and_str_subclasses():
+    class Name(str):
+        pass
+
+    long_value = "ü" * 5000 + "x" * 70_000  # past the native module's first buffer, twice
+    frame = pd.DataFrame(
+        {
+            "first_name": [long_value, Name("Amal"), "\x1d\x1e\x1f", None] * 3,
+            "last_name": ["a", "", "عمر", "😀"] * 3,
+            "email": [None] * 12,
+        },
+        dtype=object,
+    )
+    strided = frame.iloc[::2]  # columns that are views with a step
+    for part in (frame, strided):
+        assert diff_module.digests(part, COLS).tobytes() == diff_module.python_digests(part, COLS).tobytes()
+
+
+def test_other_missing_markers_and_lone_surrogates_behave_as_in_python():
+    as_string = pd.DataFrame(
+        {"first_name": ["a", None], "last_name": ["b", "c"], "email": [None, "d"]}, dtype="string"
+    )
+    as_object = as_string.astype(object).where(as_string.notna(), None)
+    # pd.NA is a missing value, as None is: the same fingerprints.
+    assert fingerprint(as_string, COLS).tolist() == fingerprint(as_object, COLS).tolist()
+    surrogate = pd.DataFrame({"first_name": ["\ud800"], "last_name": ["x"], "email": ["y"]}, dtype=object)
+    with pytest.raises(UnicodeEncodeError):
+        diff_module.digests(surrogate, COLS)
+    with pytest.raises(UnicodeEncodeError):
+        diff_module.python_digests(surrogate, COLS)
+
+
+def test_unchanged_records_keep_the_stored_fingerprint_text_and_others_get_fresh_ones():
+    stored = _incoming(
+        [
+            {"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"},
+            {"zoho_id": "2", "first_name": "C", "last_name": "D", "email": "c@d.e"},
+        ]
+    )
+    state = _state(stored)
+    # A stored fingerprint of another format is never taken for a match: the record is UPDATED.
+    state.loc[1, "fingerprint"] = "legacy-md5-0123"
+    result = diff(stored, state, fingerprint_columns=COLS)
+    by_id = result.records.set_index("zoho_id")
+    assert by_id["sync_status"].to_dict() == {"1": "UNCHANGED", "2": "UPDATED"}
+    assert by_id["fingerprint"].tolist() == fingerprint(stored, COLS).tolist()
