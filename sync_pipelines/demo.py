@@ -30,6 +30,7 @@ from sync_pipelines.sandbox import (
 from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
 from sync_pipelines.tenants import Tenant, load_tenants, sync_partitions
 from sync_pipelines.warehouse import Warehouse
+from sync_pipelines.zoho.assets import zoho_ops_config
 from sync_pipelines.zoho.modules import MODULES
 
 TENANT = "demo_school"
@@ -51,9 +52,14 @@ def _report(store: Warehouse, run_id: str) -> pd.DataFrame:
 
 def _run(instance: dg.DagsterInstance) -> str:
     job = defs.resolve_job_def("full_sync")
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the report below says it all
+    run_config = {
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},  # the report below says it all
+        # The demo's school day lasts a moment, not the hour after which a scheduled run asks Zoho
+        # for deletions again: ask on every run, so the deleted enrolment shows in run 2.
+        **zoho_ops_config(deleted_check_minutes=0),
+    }
     result = job.execute_in_process(
-        instance=instance, partition_key=TENANT, run_config=quiet, raise_on_error=False
+        instance=instance, partition_key=TENANT, run_config=run_config, raise_on_error=False
     )
     if not result.success:
         for event in result.all_events:

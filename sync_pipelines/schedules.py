@@ -11,7 +11,7 @@ import os
 import dagster as dg
 
 from sync_pipelines.tenants import tenant_partitions
-from sync_pipelines.zoho.modules import MODULES
+from sync_pipelines.zoho.assets import zoho_ops_config
 
 INCREMENTAL_CRON = os.environ.get("SYNC_INCREMENTAL_CRON", "*/15 * * * *")
 RECONCILE_CRON = os.environ.get("SYNC_RECONCILE_CRON", "0 2 * * *")
@@ -19,7 +19,7 @@ TIMEZONE = os.environ.get("SYNC_SCHEDULE_TIMEZONE", "UTC")
 
 #: The nightly run re-reads every module in full: edits to modules without Modified_Time, and
 #: deletions purged from Zoho's recycle bin, are caught here.
-RECONCILE_CONFIG = {"ops": {f"zoho__{m.name}": {"config": {"full_refresh": True}} for m in MODULES}}
+RECONCILE_CONFIG = zoho_ops_config(full_refresh=True)
 
 
 def _per_tenant(

@@ -83,6 +83,8 @@ def test_checks_pass_after_a_clean_sync_and_flag_what_breaks(defs: tuple[dg.Defi
             instance=instance,
             partition_key=TENANT,
             asset_selection=[dg.AssetKey(["zoho", "students"]), dg.AssetKey(["zoho", "enrolments"])],
+            # The /deleted check is hourly by default; this run makes it at once.
+            run_config={"ops": {"zoho__students": {"config": {"deleted_check_minutes": 0}}}},
         )
         orphan = _checks(second)["zoho/enrolments:enrolments_point_at_live_students_and_classes"]
         assert not orphan.passed and orphan.severity == dg.AssetCheckSeverity.WARN

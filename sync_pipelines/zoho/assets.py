@@ -13,7 +13,7 @@ from sync_pipelines.warehouse.schema import column_type
 from sync_pipelines.zoho.client import ZohoError
 from sync_pipelines.zoho.modules import MODULES, ModuleSpec, module
 from sync_pipelines.zoho.resource import ZohoCRMResource
-from sync_pipelines.zoho.sync import ModuleSyncReport, sync_module
+from sync_pipelines.zoho.sync import DELETED_CHECK_MINUTES, ModuleSyncReport, sync_module
 
 MD_ROWS = 50  # rows shown per markdown table in the UI; the full log is in sync_results
 
@@ -25,12 +25,20 @@ class ZohoSyncConfig(dg.Config):
     """Read every record, not only what changed; also marks missing records DELETED."""
     reconcile_after_hours: float = 24.0
     """Modules without Modified_Time are fully reconciled when the last full read is older."""
+    deleted_check_minutes: float = DELETED_CHECK_MINUTES
+    """Incremental runs read Zoho's /deleted when the last check is this old (0: every run)."""
     record_ids: list[str] = Field(default_factory=list)
     """Read only these records, by id (webhook-driven runs); the read position does not move."""
     deleted_ids: list[str] = Field(default_factory=list)
     """Records Zoho reported deleted (webhook-driven runs)."""
     pushed_records_json: str = ""
     """A JSON list of full records pushed by Zoho, applied as sent without re-reading them."""
+
+
+def zoho_ops_config(**config: object) -> dict:
+    """Run configuration giving every Zoho module asset the same :class:`ZohoSyncConfig` values,
+    e.g. ``zoho_ops_config(deleted_check_minutes=0)`` for a run that checks deletions at once."""
+    return {"ops": {f"zoho__{m.name}": {"config": dict(config)} for m in MODULES}}
 
 
 def asset_key(spec: ModuleSpec) -> dg.AssetKey:
@@ -138,6 +146,7 @@ def build_zoho_asset(spec: ModuleSpec) -> dg.AssetsDefinition:
                 warehouse=store,
                 full_refresh=config.full_refresh,
                 reconcile_after_hours=config.reconcile_after_hours,
+                deleted_check_minutes=config.deleted_check_minutes,
                 dagster_run_id=context.run.run_id,
                 record_ids=config.record_ids,
                 deleted_ids=config.deleted_ids,

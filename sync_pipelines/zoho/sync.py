@@ -4,17 +4,25 @@ No Dagster here: the asset calls :func:`sync_module`, and so can a script or a t
 
 How changes are found
 ---------------------
-* Modules with ``Modified_Time``: ``If-Modified-Since`` the watermark (the greatest
-  ``Modified_Time`` seen; the header is inclusive, so a record at the watermark is read again and
-  found UNCHANGED), and ``/deleted`` since the greatest ``deleted_time`` seen.
+* Modules with ``Modified_Time``: ``If-Modified-Since`` one second past the watermark. The
+  watermark is the greatest ``Modified_Time`` seen, capped at the read's start less an overlap
+  (see :func:`_watermark`), so every record modified at or before it was there to be read when
+  the read began; Zoho's times have one-second resolution and the header is inclusive, so one
+  second past it skips exactly what was read already. (An inclusive header re-read, every run,
+  every record stamped in the watermark's second: a write-back stamps hundreds in one second.)
+* Deletions: ``/deleted`` since the last check (less an overlap), read by an incremental run when
+  the last check is ``deleted_check_minutes`` old (default 60) or older, so that most scheduled
+  runs of an unchanged module cost one call, not two. Webhook events apply deletions at once in
+  between, and a full read needs no ``/deleted`` at all (see below).
 * Modules without it (``Products``, ``BTEC_Enrollments``): Zoho record ids grow with creation
   time, so new records are read newest-first (``sort_by=id``, descending) and the read stops at
   the first id already seen, usually one page; deletions come from ``/deleted`` as above; edits to
   existing records are found by a full reconciliation, run when the last one is older than
   ``reconcile_after_hours`` (default 24: the nightly run) or on demand, and between
   reconciliations by webhook events.
-* A full read (first run, reconciliation, ``full_refresh``) also marks DELETED every stored record
-  Zoho no longer returns, which catches deletions purged from the recycle bin.
+* A full read (first run, reconciliation, ``full_refresh``) marks DELETED every stored record Zoho
+  no longer returns, which catches deletions purged from the recycle bin, and so stands in for a
+  ``/deleted`` check.
 """
 
 import logging
@@ -41,6 +49,8 @@ logger = logging.getLogger(__name__)
 #: How far before a read's start the next incremental read begins (covers edits during the read
 #: and clock skew between this machine and Zoho).
 WATERMARK_OVERLAP = timedelta(minutes=5)
+#: How old the last ``/deleted`` check may grow before an incremental read makes another.
+DELETED_CHECK_MINUTES = 60.0
 
 
 @dataclass
@@ -92,6 +102,7 @@ def sync_module(
     warehouse: Warehouse,
     full_refresh: bool = False,
     reconcile_after_hours: float = 24.0,
+    deleted_check_minutes: float = DELETED_CHECK_MINUTES,
     dagster_run_id: str | None = None,
     now: datetime | None = None,
     record_ids: Sequence[str] = (),
@@ -104,6 +115,9 @@ def sync_module(
     records are read (by id) or taken as sent, and the incremental read position is left where
     it was: the next scheduled read sees them again and finds them UNCHANGED. A record an event
     names that Zoho no longer has is taken as deleted.
+
+    ``deleted_check_minutes`` spaces out the ``/deleted`` reads of incremental runs (0: every
+    run); a full read makes none.
 
     Raises:
         ZohoError: Zoho failed (after retries). Nothing was applied; the failure is logged in
@@ -119,11 +133,16 @@ def sync_module(
     mode = "event" if targeted else "full" if full else "incremental"
     run = RunInfo(tenant_id=tenant_id, module=spec.name, mode=mode, dagster_run_id=dagster_run_id)
 
+    check_deleted = False
     try:
         if targeted:
             raw, deleted_rows = _fetch_targeted(client, spec, record_ids, deleted_ids, pushed_records)
         else:
-            raw, deleted_rows = _fetch(client, spec, cursor, full)
+            check_deleted = not full and (
+                cursor.deleted_since is None
+                or now - cursor.deleted_since >= timedelta(minutes=deleted_check_minutes) + WATERMARK_OVERLAP
+            )
+            raw, deleted_rows = _fetch(client, spec, cursor, full, check_deleted=check_deleted)
     except Exception as exc:
         run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
         warehouse.record_failure(run, f"{type(exc).__name__}: {exc}")
@@ -166,7 +185,7 @@ def sync_module(
         old = warehouse.load_rows(tenant_id, spec, updated[ID].tolist())
         result.changes = field_changes(updated.set_index(ID), old, spec.fingerprint_columns)
 
-    new_cursor = cursor if targeted else _advance(cursor, incoming, raw, deleted_rows, full, now)
+    new_cursor = cursor if targeted else _advance(cursor, incoming, raw, full or check_deleted, full, now)
     run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
     warehouse.apply(spec, result, run, new_cursor)
     counts = result.counts()
@@ -187,16 +206,20 @@ def sync_module(
     )
 
 
-def _fetch(client: ZohoClient, spec: ModuleSpec, cursor: Cursor, full: bool) -> tuple[list[dict], list[dict]]:
+def _fetch(
+    client: ZohoClient, spec: ModuleSpec, cursor: Cursor, full: bool, *, check_deleted: bool
+) -> tuple[list[dict], list[dict]]:
     if spec.has_modified_time:
-        since = None if full else cursor.modified_since
+        since = (
+            None if full or cursor.modified_since is None else cursor.modified_since + timedelta(seconds=1)
+        )
         records = list(client.iter_records(spec.api_name, spec.api_fields, modified_since=since))
     elif full:
         records = list(client.iter_records(spec.api_name, spec.api_fields, sort_by="id", sort_order="desc"))
     else:
         newest_first = client.iter_records(spec.api_name, spec.api_fields, sort_by="id", sort_order="desc")
         records = list(_newer_than(newest_first, cursor.max_id))
-    deleted = list(client.iter_deleted(spec.api_name, since=cursor.deleted_since))
+    deleted = list(client.iter_deleted(spec.api_name, since=cursor.deleted_since)) if check_deleted else []
     return records, deleted
 
 
@@ -232,14 +255,15 @@ def _fetch_targeted(
 
 
 def _advance(
-    cursor: Cursor, incoming: pd.DataFrame, raw: list[dict], deleted: list[dict], full: bool, now: datetime
+    cursor: Cursor, incoming: pd.DataFrame, raw: list[dict], deletions_known: bool, full: bool, now: datetime
 ) -> Cursor:
     newest = None
     if MODIFIED in incoming and incoming[MODIFIED].notna().any():
         newest = _parse_zoho_time(incoming[MODIFIED].dropna().max())
     modified = _watermark(cursor.modified_since, newest, now)
-    times = [t for t in (_parse_zoho_time(d.get("deleted_time")) for d in deleted) if t]
-    deleted_since = _watermark(cursor.deleted_since, max(times) if times else None, now)
+    # Every deletion made before the read started (less the overlap) is known now: from /deleted
+    # (If-Modified-Since returns each one deleted since the last check) or from a full read.
+    deleted_since = _watermark(cursor.deleted_since, now, now) if deletions_known else cursor.deleted_since
     ids = [str(r.get("id")) for r in raw if r.get("id")]
     max_id = max([*ids, *([cursor.max_id] if cursor.max_id else [])], key=_id_key, default=None)
     return Cursor(

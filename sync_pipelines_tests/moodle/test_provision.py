@@ -48,7 +48,9 @@ class World:
     def sync_zoho(self) -> None:
         client = self.zoho()
         for spec in MODULES:
-            sync_module(tenant_id=TENANT, spec=spec, client=client, warehouse=self.store)
+            sync_module(
+                tenant_id=TENANT, spec=spec, client=client, warehouse=self.store, deleted_check_minutes=0
+            )
 
     def provision(self, **kwargs: object) -> dict[str, provision.PushReport]:
         m = self.moodle()

@@ -86,7 +86,7 @@ def run(cfg: dict) -> None:
     )
     moodle = MoodleClient(tenant_id=tenant, base_url=cfg["moodle_url"], token="t", sleep=lambda _s: None)
     for spec in MODULES:
-        sync_module(tenant_id=tenant, spec=spec, client=zoho, warehouse=store)
+        sync_module(tenant_id=tenant, spec=spec, client=zoho, warehouse=store, deleted_check_minutes=0)
     provision.push_users(moodle, store, tenant)
     provision.push_categories(moodle, store, tenant)
     provision.push_courses(moodle, store, tenant)

@@ -2,6 +2,7 @@
 
 import copy
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import pytest
@@ -99,8 +100,9 @@ def test_a_second_run_with_nothing_changed_is_cheap_and_changes_nothing(
     for spec in MODULES:
         counts = reports[spec.name].counts
         assert counts["NEW"] == counts["UPDATED"] == counts["DELETED"] == 0, spec.name
-        assert len(_calls(sim, spec.api_name)) == 2, spec.name  # one read, one /deleted
-    assert len(sim.requests) == 2 * len(MODULES) + 1  # and one token for the new client
+        # One read; the /deleted check is not due yet (every 60 minutes by default).
+        assert len(_calls(sim, spec.api_name)) == 1, spec.name
+    assert len(sim.requests) == len(MODULES) + 1  # and one token for the new client
     assert sum(r.api_calls for r in reports.values()) == len(sim.requests)
 
 
@@ -122,14 +124,49 @@ def test_a_changed_name_is_updated_with_its_field_changes(sim: ZohoSimulator, wa
 
 
 @pytest.mark.parametrize("name", ["students", "enrolments"])  # with and without Modified_Time
-def test_deletions_in_zoho_are_captured(sim: ZohoSimulator, warehouse: Warehouse, name: str):
+def test_deletions_in_zoho_are_captured_when_the_deleted_check_is_due(
+    sim: ZohoSimulator, warehouse: Warehouse, name: str
+):
     spec = module(name)
     _sync_all(sim, warehouse)
     victim = warehouse.read_table(TENANT, spec)["zoho_id"].iloc[0]
     sim.delete(spec.api_name, victim)
-    report = sync_module(tenant_id=TENANT, spec=spec, client=_client(sim), warehouse=warehouse)
-    assert report.result.ids("DELETED").tolist() == [victim]
+    sim.reset_log()
+
+    def run(at: datetime, **kwargs) -> ModuleSyncReport:
+        return sync_module(
+            tenant_id=TENANT, spec=spec, client=_client(sim), warehouse=warehouse, now=at, **kwargs
+        )
+
+    # Within the hour after the first (full) read: no /deleted call, the deletion waits.
+    soon = run(datetime.now(UTC) + timedelta(minutes=30))
+    assert soon.counts["DELETED"] == 0
+    assert not [r for r in _calls(sim, spec.api_name) if r.path.endswith("/deleted")]
+    # An hour on, the check is due: one /deleted call finds it.
+    later = run(datetime.now(UTC) + timedelta(minutes=66))
+    assert later.result.ids("DELETED").tolist() == [victim]
     assert victim not in set(warehouse.known_ids(TENANT, spec))
+    assert len([r for r in _calls(sim, spec.api_name) if r.path.endswith("/deleted")]) == 1
+    # The check moved on: right after it, no /deleted call again.
+    sim.reset_log()
+    run(datetime.now(UTC) + timedelta(minutes=70))
+    assert not [r for r in _calls(sim, spec.api_name) if r.path.endswith("/deleted")]
+
+
+def test_deleted_check_every_run_when_asked_and_never_on_a_full_read(
+    sim: ZohoSimulator, warehouse: Warehouse
+):
+    spec = module("students")
+    sim.reset_log()
+    first = sync_module(tenant_id=TENANT, spec=spec, client=_client(sim), warehouse=warehouse)
+    assert first.mode == "full"
+    assert not [r for r in _calls(sim, spec.api_name) if r.path.endswith("/deleted")]
+    victim = warehouse.read_table(TENANT, spec)["zoho_id"].iloc[3]
+    sim.delete(spec.api_name, victim)
+    report = sync_module(
+        tenant_id=TENANT, spec=spec, client=_client(sim), warehouse=warehouse, deleted_check_minutes=0
+    )
+    assert report.result.ids("DELETED").tolist() == [victim]
 
 
 def test_modules_without_modified_time_find_new_records_in_one_page(sim: ZohoSimulator, warehouse: Warehouse):
