@@ -1,6 +1,7 @@
 """The loopback HTTP server both simulators run on: start, stop, context manager, base URL."""
 
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
@@ -18,6 +19,15 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
     ) -> None:
         super().__init__(address, handler)
         self.simulator = simulator  # handlers reach their simulator as self.server.simulator
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        conn, address = super().get_request()
+        # The handler writes the status and headers, then the body, in two sends. With Nagle's
+        # algorithm on, the body waits for the client to acknowledge the headers, and a keep-alive
+        # client delays that acknowledgement by up to 40 ms: 40 ms a call that no real web
+        # server (nginx, Apache) adds. Send at once instead.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, address
 
 
 class LoopbackServer:
