@@ -7,20 +7,16 @@ share Zoho. The child freezes its records out of the collector's way once loaded
 (``gc.freeze``), and answers a few commands over a pipe: change records, move its clock,
 report the requests it answered and the time it spent answering them.
 
-The simulator sorts the whole module again for every page it serves (and parses every record's
-``Modified_Time`` again for every ``If-Modified-Since`` page): O(N) a page, about 0.15 s a page at
-100,000 records on this machine, so 75 s of serving for one full read, the same for both sides.
-To keep the full run within minutes, the child remembers that sort between pages while no
-record changes (:func:`_remember_sorts`): every page answers exactly what it would have, only
-sooner. The time the simulator spends is still measured and reported beside every run.
+The simulator remembers a read's filtered and sorted records between its pages while the module
+does not change (``ZohoSimulator._sorted_read``), so a page costs a slice, not a sort of the whole
+module; a read after records changed sorts once again. The time the simulator spends is still
+measured and reported beside every run.
 """
 
-import builtins
 import contextlib
 import gc
 import multiprocessing as mp
 import random
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,75 +34,6 @@ from sync_pipelines.zoho.client import ZohoClient
 STUDENTS_API = "BTEC_Students"
 
 
-def _remember_sorts(sim: ZohoSimulator) -> None:
-    """Serve a page's sort from the previous page's while no record has changed since.
-
-    ``ZohoSimulator._get_records`` sorts ``(key, record)`` pairs of the whole module with the
-    built-in ``sorted`` under the simulator's lock. Here ``sorted``, as the simulator module sees
-    it, returns the remembered result when the same read (module, ``sort_by``, order,
-    ``If-Modified-Since``) is asked again and no record was inserted, updated or deleted in
-    between; it never consumes the generator it is given then, which is where the time goes.
-    ``_time_or_min`` (parsing ``Modified_Time``) is memoised by value for the same reason.
-    """
-    from sync_pipelines.sandbox import zoho_sim as zs
-
-    local = threading.local()
-    version = [0]
-    remembered: dict[tuple, list] = {}
-    builtin_sorted = builtins.sorted
-
-    def sorted_once(iterable: Any, *, key: Any = None, reverse: bool = False) -> list:
-        request = getattr(local, "request", None)
-        local.request = None  # only the first sort of a page read
-        if request is None:
-            return builtin_sorted(iterable, key=key, reverse=reverse)
-        wanted = (*request, reverse, version[0])
-        hit = remembered.get(wanted)
-        if hit is None:
-            hit = builtin_sorted(iterable, key=key, reverse=reverse)
-            remembered.clear()
-            remembered[wanted] = hit
-        return list(hit)
-
-    read_records = sim._get_records
-
-    def get_records(module: str, query: dict[str, str], headers: Any) -> Any:
-        since = headers.get("If-Modified-Since") or ""
-        local.request = (module, query.get("sort_by", "id"), query.get("sort_order", "desc"), since)
-        try:
-            return read_records(module, query, headers)
-        finally:
-            local.request = None
-
-    def changes(method: Any) -> Any:
-        def changed(*args: Any, **kwargs: Any) -> Any:
-            version[0] += 1
-            try:
-                return method(*args, **kwargs)
-            finally:
-                version[0] += 1
-
-        return changed
-
-    parsed: dict[Any, Any] = {}
-    parse_time = zs._time_or_min
-
-    def time_or_min(value: Any) -> Any:
-        try:
-            return parsed[value]
-        except KeyError:
-            out = parsed[value] = parse_time(value)
-            return out
-        except TypeError:  # not hashable: not a time Zoho would send
-            return parse_time(value)
-
-    zs.sorted = sorted_once  # type: ignore[attr-defined]
-    zs._time_or_min = time_or_min
-    sim._get_records = get_records  # type: ignore[method-assign]
-    for name in ("insert", "update", "delete", "_write", "_delete_records"):
-        setattr(sim, name, changes(getattr(sim, name)))
-
-
 def _child(conn: Any, n_students: int, seed: int) -> None:
     from benchmarks import wide
 
@@ -121,7 +48,6 @@ def _child(conn: Any, n_students: int, seed: int) -> None:
         clock=lambda: datetime.now(ORG_TZ) + offset[0],
     )
     del records
-    _remember_sorts(sim)
     gc.collect()
     gc.freeze()
     busy = [0.0]

@@ -19,6 +19,7 @@ Error bodies follow Zoho's ``{"code","message","status":"error","details":{…}}
 and details were checked against Zoho's OpenAPI spec (``zoho/crm-oas`` v8.0 examples).
 """
 
+import bisect
 import copy
 import json
 import logging
@@ -27,12 +28,12 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from functools import cache
+from functools import cache, lru_cache
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
@@ -61,6 +62,9 @@ MAX_COQL_LIMIT = 2_000
 DEFAULT_COQL_LIMIT = 200
 CREDIT_WINDOW = timedelta(hours=24)
 REFRESH_WINDOW = timedelta(seconds=60)
+#: How many sorted record lists (one per module, ``sort_by``, ``sort_order`` and
+#: ``If-Modified-Since``) the simulator keeps between the pages of a read, least recently used out.
+SORTED_READS_KEPT = 16
 
 _ID_COUNTER_START = 100_000  # the first generated id ends in 100001; lower suffixes stay free
 _SIM_USER = {"name": "Sandbox Admin", "id": DEFAULT_ID_PREFIX + "000001"}
@@ -184,6 +188,15 @@ class _PageToken:
     expires: datetime
 
 
+@dataclass(frozen=True)
+class _SortedRead:
+    """One list read's records, filtered by ``If-Modified-Since`` and sorted, as of a generation."""
+
+    generation: int  # the module's generation it was built at; stale once the module changes
+    keys: list[tuple]  # the sort key of each record, in the order served
+    records: list[dict]  # the live records (never handed out: pages answer projections)
+
+
 @dataclass
 class _Failure:
     remaining: int
@@ -255,7 +268,11 @@ class ZohoSimulator(LoopbackServer):
         self.id_prefix = id_prefix
         self._clock = clock or (lambda: datetime.now(ORG_TZ))
         self._lock = threading.RLock()
+        # Every change to a module's live records goes through ``_changed(module)``, which makes
+        # the sorted lists remembered for list reads (``_sorted_read``) stale.
         self._records: dict[str, dict[str, dict]] = {m: {} for m in org_modules()}
+        self._generations: dict[str, int] = dict.fromkeys(org_modules(), 0)
+        self._sorted_reads: OrderedDict[tuple, _SortedRead] = OrderedDict()
         self._deleted: dict[str, list[dict]] = {m: [] for m in org_modules()}
         self._max_id = int(make_record_id(id_prefix, _ID_COUNTER_START))
         self._autonumbers: dict[tuple[str, str], tuple[str, int, int]] = {}
@@ -321,6 +338,7 @@ class ZohoSimulator(LoopbackServer):
             self._fill_autonumbers(module, rec)
             self._normalize_lookups(module, rec)
             self._records[module][rec["id"]] = rec
+            self._changed(module)
             return rec["id"]
 
     def update(self, module: str, record_id: str, **fields: Any) -> None:
@@ -334,10 +352,13 @@ class ZohoSimulator(LoopbackServer):
             rec = self._records[module].get(str(record_id))
             if rec is None:
                 raise KeyError(f"{module} has no record {record_id}")
-            rec.update(copy.deepcopy(fields))
-            if "Modified_Time" in _fields_of(module) and "Modified_Time" not in fields:
-                rec["Modified_Time"] = format_time(self.now())
-            self._normalize_lookups(module, rec)
+            try:
+                rec.update(copy.deepcopy(fields))
+                if "Modified_Time" in _fields_of(module) and "Modified_Time" not in fields:
+                    rec["Modified_Time"] = format_time(self.now())
+                self._normalize_lookups(module, rec)
+            finally:
+                self._changed(module)
 
     def delete(self, module: str, record_id: str, *, permanent: bool = False) -> None:
         """Delete a record: it moves to the recycle bin (or is gone for good with ``permanent``).
@@ -352,6 +373,7 @@ class ZohoSimulator(LoopbackServer):
             rec = self._records[module].pop(str(record_id), None)
             if rec is None:
                 raise KeyError(f"{module} has no record {record_id}")
+            self._changed(module)
             self._deleted[module].append(self._deleted_entry(module, rec, permanent=permanent))
 
     def record(self, module: str, record_id: str) -> dict | None:
@@ -417,6 +439,42 @@ class ZohoSimulator(LoopbackServer):
     def _check_module(module: str) -> None:
         if module not in _org_metadata():
             raise KeyError(f"the simulated org has no module {module!r}")
+
+    def _changed(self, module: str) -> None:
+        """Note that ``module``'s live records changed: its remembered sorted reads are stale.
+
+        Every path that inserts, changes or removes a record of ``self._records`` calls this (with
+        the lock held), after the change.
+        """
+        self._generations[module] += 1
+
+    def _sorted_read(self, module: str, sort_by: str, sort_order: str, since: datetime | None) -> _SortedRead:
+        """The module's records modified at or after ``since`` (all for ``None``), in serving order.
+
+        Built once and remembered while the module does not change, so that the pages of one read
+        only slice it: sorting 100,000 records again for every page of 200 made a full read
+        quadratic. Call with the lock held.
+        """
+        wanted = (module, sort_by, sort_order, since)
+        generation = self._generations[module]
+        read = self._sorted_reads.get(wanted)
+        if read is not None and read.generation == generation:
+            self._sorted_reads.move_to_end(wanted)
+            return read
+        rows = list(self._records[module].values())
+        if since is not None:
+            rows = [r for r in rows if _time_or_min(r.get("Modified_Time")) >= since]
+        keyed = sorted(
+            ((_sort_key(r, sort_by), r) for r in rows),
+            key=lambda pair: pair[0],
+            reverse=sort_order == "desc",
+        )
+        read = _SortedRead(generation, [k for k, _ in keyed], [r for _, r in keyed])
+        self._sorted_reads[wanted] = read
+        self._sorted_reads.move_to_end(wanted)
+        while len(self._sorted_reads) > SORTED_READS_KEPT:
+            self._sorted_reads.popitem(last=False)
+        return read
 
     def _new_id(self) -> str:
         self._max_id += 1
@@ -797,24 +855,17 @@ class ZohoSimulator(LoopbackServer):
 
         credits = self._charge(1)
         with self._lock:
-            rows = list(self._records[module].values())
-            if since is not None:
-                rows = [r for r in rows if _time_or_min(r.get("Modified_Time")) >= since]
-            keyed = sorted(
-                ((_sort_key(r, sort_by), r) for r in rows),
-                key=lambda pair: pair[0],
-                reverse=sort_order == "desc",
-            )
-            keys = [k for k, _ in keyed]
+            read = self._sorted_read(module, sort_by, sort_order, since)
+            keys, rows = read.keys, read.records
             if token_value is not None:
                 start = _start_after(keys, cursor, ascending=sort_order == "asc")
             else:
                 start = served_before
-            chunk = [self._project(module, r, fields) for _, r in keyed[start : start + per_page]]
+            chunk = [self._project(module, r, fields) for r in rows[start : start + per_page]]
             if not chunk:
                 status = 304 if since is not None and not rows else 204
                 return _Response(status, None, credits=credits)
-            more = start + len(chunk) < len(keyed)
+            more = start + len(chunk) < len(rows)
             expiry = self.now() + timedelta(seconds=self.page_token_ttl)
             next_token = (
                 self._issue_page_token(
@@ -1053,19 +1104,22 @@ class ZohoSimulator(LoopbackServer):
                 )
 
         stamp = format_time(self.now())
-        if target is None:
-            action, message = "insert", "record added"
-            record_id = self._new_id()
-            target = {"id": record_id, **values}
-            if "Created_Time" in meta:
-                target["Created_Time"] = stamp
-            self._fill_autonumbers(module, target)
-            records[record_id] = target
-        else:
-            action, message = "update", "record updated"
-            target.update(values)
-        if "Modified_Time" in meta:
-            target["Modified_Time"] = stamp
+        try:
+            if target is None:
+                action, message = "insert", "record added"
+                record_id = self._new_id()
+                target = {"id": record_id, **values}
+                if "Created_Time" in meta:
+                    target["Created_Time"] = stamp
+                self._fill_autonumbers(module, target)
+                records[record_id] = target
+            else:
+                action, message = "update", "record updated"
+                target.update(values)
+            if "Modified_Time" in meta:
+                target["Modified_Time"] = stamp
+        finally:
+            self._changed(module)
         details: dict[str, Any] = {"id": target["id"]}
         for api_name in ("Modified_Time", "Created_Time"):
             if api_name in meta:
@@ -1154,6 +1208,7 @@ class ZohoSimulator(LoopbackServer):
                         _record_error("INVALID_DATA", "the id given seems to be invalid", {"id": record_id})
                     )
                     continue
+                self._changed(module)
                 self._deleted[module].append(self._deleted_entry(module, rec, permanent=False))
                 results.append(
                     {
@@ -1358,8 +1413,14 @@ _MIN_TIME = datetime.min.replace(tzinfo=UTC)
 def _time_or_min(value: Any) -> datetime:
     if not value:
         return _MIN_TIME
+    return _parsed_time_or_min(value if isinstance(value, str) else str(value))
+
+
+@lru_cache(maxsize=1 << 17)
+def _parsed_time_or_min(text: str) -> datetime:
+    """``parse_time`` of a stored date-time, or the earliest time when it is not one (memoised)."""
     try:
-        return parse_time(str(value))
+        return parse_time(text)
     except ValueError:
         return _MIN_TIME
 
@@ -1371,12 +1432,23 @@ def _sort_key(rec: dict, sort_by: str) -> tuple:
 
 
 def _start_after(keys: list[tuple], cursor: tuple | None, *, ascending: bool) -> int:
+    """Index of the first key past ``cursor`` in serving order (``len(keys)`` if none is).
+
+    ``keys`` is sorted (ascending, or descending when not ``ascending``), so "past the cursor"
+    holds for a suffix of it and a binary search finds where that suffix starts.
+    """
     if cursor is None:
         return 0
-    for index, key in enumerate(keys):
-        if (key > cursor) if ascending else (key < cursor):
-            return index
-    return len(keys)
+    if ascending:
+        return bisect.bisect_right(keys, cursor)
+    low, high = 0, len(keys)
+    while low < high:
+        middle = (low + high) // 2
+        if keys[middle] < cursor:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def _is_empty(value: Any) -> bool:

@@ -676,3 +676,296 @@ def test_the_state_api_assigns_ids_times_and_autonumbers(make_sim: SimFactory, c
         sim.insert("Leads", {})
     other = ZohoSimulator(id_prefix="7000001000000")
     assert other.insert("BTEC_Teachers", {"Name": "T"}).startswith("7000001000000")
+
+
+# --- list reads stay right while the simulator remembers their sort ------------------------------------
+
+GRADES = "BTEC_Grades"
+LISTED = "Name,Moodle_Grade_ID,Modified_Time"
+
+
+def _grades(n: int) -> list[dict]:
+    """``n`` grades modified a minute apart, the newest a minute before ``START`` (the clock)."""
+    return [
+        {"Moodle_Grade_ID": f"MG-{i:05d}", "Modified_Time": format_time(START - timedelta(minutes=n - i))}
+        for i in range(n)
+    ]
+
+
+def _walk(
+    s: requests.Session,
+    sim: ZohoSimulator,
+    sort_by: str,
+    sort_order: str,
+    *,
+    per_page: int = 200,
+    since: str | None = None,
+    between_pages: Callable[[int], None] | None = None,
+) -> tuple[list[tuple[str, str, str, str]], int]:
+    """Every ``(id, Name, Moodle_Grade_ID, Modified_Time)`` of a page_token walk, and its status.
+
+    ``between_pages(n)`` runs after the n-th page (1-based), before the next is asked for.
+    """
+    params = {"fields": LISTED, "per_page": per_page, "sort_by": sort_by, "sort_order": sort_order}
+    headers = {"If-Modified-Since": since} if since else {}
+    rows: list[tuple[str, str, str, str]] = []
+    token, pages = None, 0
+    while True:
+        query = {**params, **({"page_token": token} if token else {})}
+        r = s.get(api(sim, GRADES), params=query, headers=headers, timeout=10)
+        if r.status_code != 200:
+            assert not rows, "a walk ended without more_records being false"
+            return rows, r.status_code
+        info = r.json()["info"]
+        assert info["count"] == len(r.json()["data"]) <= per_page
+        rows += [(g["id"], g["Name"], g["Moodle_Grade_ID"], g["Modified_Time"]) for g in r.json()["data"]]
+        pages += 1
+        if between_pages is not None:
+            between_pages(pages)
+        token = info["next_page_token"]
+        assert bool(token) is info["more_records"]
+        if not token:
+            return rows, 200
+
+
+def _expected(
+    sim: ZohoSimulator, sort_by: str, sort_order: str, since: datetime | None = None
+) -> list[tuple[str, str, str, str]]:
+    """The order Zoho answers, worked out from the simulator's state rather than its list reads."""
+    live = [
+        g for g in sim.records(GRADES) if since is None or datetime.fromisoformat(g["Modified_Time"]) >= since
+    ]
+
+    def key(g: dict) -> tuple:
+        return (int(g["id"]),) if sort_by == "id" else (datetime.fromisoformat(g[sort_by]), int(g["id"]))
+
+    live.sort(key=key, reverse=sort_order == "desc")
+    return [(g["id"], g["Name"], g.get("Moodle_Grade_ID"), g["Modified_Time"]) for g in live]
+
+
+READS = [("id", "desc"), ("id", "asc"), ("Modified_Time", "asc"), ("Modified_Time", "desc")]
+
+
+def _oldest(sim: ZohoSimulator) -> str:
+    return min(sim.records(GRADES), key=lambda g: g["Modified_Time"])["id"]
+
+
+def _api_write(s: requests.Session, sim: ZohoSimulator, method: str, path: str, row: dict) -> dict:
+    r = s.request(
+        method, api(sim, path), json={"data": [row], "duplicate_check_fields": ["Moodle_Grade_ID"]}, timeout=5
+    )
+    assert r.status_code in (200, 201), r.text
+    return r.json()["data"][0]
+
+
+def _insert(s: requests.Session, sim: ZohoSimulator) -> str:
+    return sim.insert(
+        GRADES, {"Moodle_Grade_ID": "MG-new", "Modified_Time": format_time(START - timedelta(days=1))}
+    )
+
+
+def _update(s: requests.Session, sim: ZohoSimulator) -> str:
+    sim.update(GRADES, changed := _oldest(sim), Moodle_Grade_ID="MG-changed")
+    return changed
+
+
+def _delete(s: requests.Session, sim: ZohoSimulator) -> str:
+    sim.delete(GRADES, gone := _oldest(sim))
+    return gone
+
+
+def _api_insert(s: requests.Session, sim: ZohoSimulator) -> str:
+    return _api_write(s, sim, "POST", GRADES, {"Moodle_Grade_ID": "MG-new"})["details"]["id"]
+
+
+def _api_update(s: requests.Session, sim: ZohoSimulator) -> str:
+    row = {"id": _oldest(sim), "Moodle_Grade_ID": "MG-changed"}
+    return _api_write(s, sim, "PUT", GRADES, row)["details"]["id"]
+
+
+def _api_upsert_insert(s: requests.Session, sim: ZohoSimulator) -> str:
+    result = _api_write(s, sim, "POST", f"{GRADES}/upsert", {"Moodle_Grade_ID": "MG-new"})
+    assert result["action"] == "insert"
+    return result["details"]["id"]
+
+
+def _api_upsert_update(s: requests.Session, sim: ZohoSimulator) -> str:
+    result = _api_write(s, sim, "POST", f"{GRADES}/upsert", {"Moodle_Grade_ID": "MG-00000", "Grade": "M"})
+    assert (result["action"], result["details"]["id"]) == ("update", _grade_id(sim, "MG-00000"))
+    return result["details"]["id"]
+
+
+def _api_delete(s: requests.Session, sim: ZohoSimulator) -> str:
+    gone = _oldest(sim)
+    assert s.delete(api(sim, GRADES), params={"ids": gone}, timeout=5).status_code == 200
+    return gone
+
+
+def _grade_id(sim: ZohoSimulator, moodle_id: str) -> str:
+    return next(g["id"] for g in sim.records(GRADES) if g.get("Moodle_Grade_ID") == moodle_id)
+
+
+# Every way BTEC_Grades can change, each answering the record changed and what became of it.
+CHANGES: dict[str, tuple[Callable[[requests.Session, ZohoSimulator], str], str]] = {
+    "insert": (_insert, "added"),
+    "update": (_update, "changed"),
+    "delete": (_delete, "gone"),
+    "api_insert": (_api_insert, "added"),
+    "api_update": (_api_update, "changed"),
+    "api_upsert_insert": (_api_upsert_insert, "added"),
+    "api_upsert_update": (_api_upsert_update, "changed"),
+    "api_delete": (_api_delete, "gone"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_list_reads_see_every_kind_of_change(make_sim: SimFactory, clock: FakeClock, change: str):
+    sim = make_sim(data={GRADES: _grades(30)})
+    s = session(sim)
+    for sort_by, sort_order in READS:  # page 1 of each order, read before the change
+        first_page = s.get(
+            api(sim, GRADES),
+            params={"fields": LISTED, "per_page": 10, "sort_by": sort_by, "sort_order": sort_order},
+            timeout=5,
+        ).json()
+        expected = _expected(sim, sort_by, sort_order)
+        assert [(g["id"], g["Modified_Time"]) for g in first_page["data"]] == [
+            (r[0], r[3]) for r in expected[:10]
+        ]
+    before = {g["id"] for g in sim.records(GRADES)}
+    clock.advance(minutes=1)
+
+    make_change, outcome = CHANGES[change]
+    changed = make_change(s, sim)
+
+    after = {g["id"] for g in sim.records(GRADES)}
+    assert after == {"added": before | {changed}, "changed": before, "gone": before - {changed}}[outcome]
+    assert len(after) == {"added": 31, "changed": 30, "gone": 29}[outcome]
+    for sort_by, sort_order in READS:
+        expected = _expected(sim, sort_by, sort_order)
+        assert _walk(s, sim, sort_by, sort_order)[0] == expected, (sort_by, sort_order)
+        first_page = s.get(
+            api(sim, GRADES),
+            params={"fields": LISTED, "per_page": 10, "sort_by": sort_by, "sort_order": sort_order},
+            timeout=5,
+        ).json()
+        assert [g["id"] for g in first_page["data"]] == [row[0] for row in expected[:10]]
+        assert first_page["info"]["more_records"] is True
+        last_page = s.get(
+            api(sim, GRADES),
+            params={
+                "fields": LISTED,
+                "per_page": 10,
+                "page": 4,
+                "sort_by": sort_by,
+                "sort_order": sort_order,
+            },
+            timeout=5,
+        )
+        if outcome == "added":  # 31 records: the fourth page of 10 holds the last one
+            assert [g["id"] for g in last_page.json()["data"]] == [expected[30][0]]
+            assert last_page.json()["info"]["more_records"] is False
+        else:
+            assert (last_page.status_code, last_page.content) == (204, b"")
+    by_time = [row[0] for row in _walk(s, sim, "Modified_Time", "asc")[0]]
+    by_id = [row[0] for row in _walk(s, sim, "id", "asc")[0]]
+    if outcome == "gone":
+        assert changed not in by_time and changed not in by_id
+    elif outcome == "changed":  # modified now: the newest, where it was the oldest (or first written)
+        assert by_time[-1] == changed and by_time[0] != changed
+        assert sim.record(GRADES, changed)["Modified_Time"] == format_time(START + timedelta(minutes=1))
+    else:  # the newest id; sim.insert kept the Modified_Time it was given (the oldest of all)
+        assert by_id[-1] == changed
+        assert by_time[0 if change == "insert" else -1] == changed
+        assert sim.record(GRADES, changed)["Name"]  # the autonumber was filled in
+
+
+def test_a_page_token_walk_past_2000_records_stays_consistent(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim(data={GRADES: _grades(2_300)}, max_concurrency=None)
+    s = session(sim)
+    for sort_by, sort_order in READS:
+        rows, _ = _walk(s, sim, sort_by, sort_order)
+        assert len(rows) == len({r[0] for r in rows}) == 2_300
+        assert rows == _expected(sim, sort_by, sort_order)
+
+    # Change records in the middle of a walk (oldest first): the walk goes on from its cursor.
+    ordered = [r[0] for r in _expected(sim, "Modified_Time", "asc")]
+    served_then_updated, never_served, deleted_by_api = ordered[10], ordered[2_000], ordered[2_100]
+    added: list[str] = []
+
+    def change(page: int) -> None:
+        if page != 5:
+            return
+        clock.advance(minutes=1)
+        sim.update(GRADES, served_then_updated, Moodle_Grade_ID="MG-again")
+        sim.delete(GRADES, never_served)
+        s.delete(api(sim, GRADES), params={"ids": deleted_by_api}, timeout=5).raise_for_status()
+        added.append(_api_write(s, sim, "POST", GRADES, {"Moodle_Grade_ID": "MG-late"})["details"]["id"])
+
+    rows, _ = _walk(s, sim, "Modified_Time", "asc", between_pages=change)
+    ids = [r[0] for r in rows]
+    assert len(ids) == 2_300 - 2 + 1 + 1  # two deleted before their turn, one added, one served twice
+    assert never_served not in ids and deleted_by_api not in ids
+    assert ids.count(served_then_updated) == 2
+    assert rows[-2:] == [
+        row for row in _expected(sim, "Modified_Time", "asc") if row[0] in (served_then_updated, added[0])
+    ]
+    assert ids[:1_000] == ordered[:1_000]
+    assert ids[1_000:-2] == [i for i in ordered[1_000:] if i not in (never_served, deleted_by_api)]
+    # and a walk after the changes answers the new state, in both directions
+    for sort_by, sort_order in [("id", "desc"), ("Modified_Time", "desc")]:
+        assert _walk(s, sim, sort_by, sort_order)[0] == _expected(sim, sort_by, sort_order)
+
+
+def test_a_walk_sorts_the_module_once_not_once_a_page(make_sim: SimFactory, monkeypatch: pytest.MonkeyPatch):
+    from sync_pipelines.sandbox import zoho_sim
+
+    sim = make_sim(data={GRADES: _grades(1_000)}, max_concurrency=None)
+    s = session(sim)
+    keyed: list[str] = []
+    sort_key = zoho_sim._sort_key
+    monkeypatch.setattr(
+        zoho_sim, "_sort_key", lambda rec, sort_by: (keyed.append(rec["id"]), sort_key(rec, sort_by))[1]
+    )
+    for _ in range(2):
+        assert len(_walk(s, sim, "Modified_Time", "asc")[0]) == 1_000  # 5 pages
+    assert len(keyed) == 1_000
+    sim.update(GRADES, _oldest(sim))
+    assert len(_walk(s, sim, "Modified_Time", "asc")[0]) == 1_000
+    assert len(keyed) == 2_000  # a change: sorted again, once
+
+
+def test_if_modified_since_reads_follow_updates_and_deletes(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim(data={GRADES: _grades(50)})
+    s = session(sim)
+    edge = START - timedelta(minutes=20)
+    since = format_time(edge)
+    later = format_time(START + timedelta(minutes=5))
+    for sort_by, sort_order in READS:
+        rows, _ = _walk(s, sim, sort_by, sort_order, per_page=7, since=since)
+        assert rows == _expected(sim, sort_by, sort_order, edge) and len(rows) == 20
+    assert _walk(s, sim, "Modified_Time", "asc", since=later) == ([], 304)
+
+    clock.advance(minutes=10)  # START + 10 minutes
+    old = _oldest(sim)  # modified before ``edge``: not in the since read until now
+    sim.update(GRADES, old, Grade="P")
+    rows, _ = _walk(s, sim, "Modified_Time", "asc", per_page=7, since=since)
+    assert len(rows) == 21 and rows[-1][0] == old
+    for sort_by, sort_order in READS:
+        assert _walk(s, sim, sort_by, sort_order, per_page=7, since=since)[0] == _expected(
+            sim, sort_by, sort_order, edge
+        )
+    assert [r[0] for r in _walk(s, sim, "Modified_Time", "asc", since=later)[0]] == [old]
+
+    # moved back into the past: out of the since read again, until the API updates it
+    in_window = _expected(sim, "Modified_Time", "asc", edge)[0][0]
+    sim.update(GRADES, in_window, Modified_Time=format_time(edge - timedelta(days=1)))
+    rows, _ = _walk(s, sim, "Modified_Time", "asc", per_page=7, since=since)
+    assert len(rows) == 20 and in_window not in [r[0] for r in rows]
+    _api_write(s, sim, "PUT", GRADES, {"id": in_window, "Grade": "M"})  # stamped now: back in, newest
+    assert [r[0] for r in _walk(s, sim, "Modified_Time", "asc", since=later)[0]] == [old, in_window]
+
+    s.delete(api(sim, GRADES), params={"ids": f"{old},{in_window}"}, timeout=5).raise_for_status()
+    assert _walk(s, sim, "Modified_Time", "asc", since=later) == ([], 304)
+    rows, _ = _walk(s, sim, "Modified_Time", "desc", per_page=7, since=since)
+    assert len(rows) == 19 and rows == _expected(sim, "Modified_Time", "desc", edge)
