@@ -1,7 +1,9 @@
 """The tenant-scoped warehouse: read the stored state, apply a diff in one transaction.
 
 Works on SQLite (the embedded default) and PostgreSQL; the SQL is SQLAlchemy Core with the
-dialect's own ``INSERT … ON CONFLICT``, always parameterised.
+dialect's own ``INSERT … ON CONFLICT``, always parameterised. Bulk writes go through
+:mod:`sync_pipelines.warehouse.sql`: ``COPY`` on PostgreSQL, one ``executemany`` of tuples on SQLite,
+both inside the one transaction of :meth:`Warehouse.apply`.
 """
 
 import json
@@ -10,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -23,7 +26,13 @@ from sync_pipelines.warehouse.schema import (
     sync_results,
     sync_runs,
 )
-from sync_pipelines.warehouse.sql import upsert_statement
+from sync_pipelines.warehouse.sql import (
+    bulk_insert,
+    bulk_upsert,
+    fetch_rows,
+    in_values,
+    upsert_statement,
+)
 from sync_pipelines.zoho.canonical import MODIFIED
 from sync_pipelines.zoho.modules import ModuleSpec
 
@@ -72,32 +81,86 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
         yield values[i : i + size]
 
 
-def to_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
-    """Canonical strings → values of the SQL column types (one column at a time)."""
-    out = pd.DataFrame(index=frame.index)
+def _frame(rows: Sequence[tuple], columns: Sequence[str]) -> pd.DataFrame:
+    """Rows of plain tuples → a frame of object columns. Plain tuples, never SQLAlchemy ``Row``
+    objects: pandas reads tuples in C, and would probe each ``Row`` one attribute at a time."""
+    return pd.DataFrame(rows, columns=list(columns), dtype=object)
+
+
+def _json_default(value):
+    """NumPy scalars in a payload → their Python values (as ``to_dict`` would have boxed them)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _objects(s: pd.Series) -> list:
+    """A column as a list of plain Python values, ``None`` for missing."""
+    values = s.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    if missing.any():
+        values = np.array(values, dtype=object)  # a copy of its own: pandas hands out read-only views
+        values[missing] = None
+    return values.tolist()
+
+
+def _integer(value) -> int:
+    """An integer's exact value (``int`` of its decimal digits: no trip through a float)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return int(float(value))
+
+
+def db_columns(frame: pd.DataFrame, spec: ModuleSpec) -> dict[str, list]:
+    """Canonical strings → lists of Python values of the SQL column types (``None`` for missing):
+    the rows of a bulk write, a column at a time, with no per-row or per-cell pandas call.
+
+    A value that cannot be read as its kind is ``None``, as in :func:`to_db`.
+    """
     kinds = {f.column: f.kind for f in spec.fields}
     kinds[MODIFIED] = "datetime"
+    out: dict[str, list] = {}
     for col, kind in kinds.items():
         if col not in frame:
             continue
         s = frame[col]
+        # A missing string is missing after conversion too: one mask per column says both.
         match kind:
             case "date":
-                v = pd.to_datetime(s, format="%Y-%m-%d", errors="coerce").dt.date
+                parsed = pd.to_datetime(s, format="%Y-%m-%d", errors="coerce")
+                values, missing = parsed.dt.date.to_numpy(dtype=object), parsed.isna().to_numpy()
             case "datetime":
-                v = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601").dt.to_pydatetime()
-                v = pd.Series(v, index=s.index, dtype=object)
+                parsed = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+                values, missing = parsed.dt.to_pydatetime(), parsed.isna().to_numpy()
             case "boolean":
-                v = s.map({"true": True, "false": False})
+                mapped = s.map(_BOOLEANS)
+                values, missing = mapped.to_numpy(dtype=object), mapped.isna().to_numpy()
             case "integer":
-                v = pd.to_numeric(s, errors="coerce").astype("Int64")
+                missing = pd.to_numeric(s, errors="coerce").isna().to_numpy()
+                raw = s.to_numpy(dtype=object)
+                out[col] = [None if m else _integer(v) for v, m in zip(raw, missing, strict=True)]
+                continue
             case "double" | "currency":
-                v = pd.to_numeric(s, errors="coerce")
+                number = pd.to_numeric(s, errors="coerce")
+                values = number.to_numpy(dtype=object)  # Python floats (ints if every one is whole)
+                missing = number.isna().to_numpy()
             case _:
-                v = s
-        v = v.astype(object)
-        out[col] = v.where(s.notna() & pd.notna(v), None)
+                values = s.to_numpy(dtype=object)
+                missing = pd.isna(values)
+        if missing.any():
+            values = np.array(values, dtype=object)  # a copy of its own: pandas hands out read-only views
+            values[missing] = None
+        out[col] = values.tolist()
     return out
+
+
+def to_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
+    """Canonical strings → values of the SQL column types (one column at a time)."""
+    return pd.DataFrame(db_columns(frame, spec), index=frame.index, dtype=object)
 
 
 def from_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
@@ -114,7 +177,12 @@ def from_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
             case "boolean":
                 v = s.map({True: "true", False: "false"})
             case "integer":
-                v = pd.to_numeric(s, errors="coerce").astype("Int64").astype(str)
+                # Only the values present: a missing one would turn the column into floats,
+                # which round integers beyond 2**53.
+                v = np.full(len(s), None, dtype=object)
+                known = pd.to_numeric(s[present], errors="coerce").astype("Int64").astype(str)
+                v[present.to_numpy()] = known.to_numpy(dtype=object)
+                v = pd.Series(v, index=s.index, dtype=object)
             case "double" | "currency":
                 v = (
                     pd.to_numeric(s, errors="coerce")
@@ -154,11 +222,14 @@ class Warehouse:
     def load_state(self, tenant_id: str, spec: ModuleSpec) -> pd.DataFrame:
         """Every stored record of the module: ``zoho_id``, ``fingerprint``, ``deleted``, natural key."""
         t = MODULE_TABLES[spec.name]
-        cols = [t.c.zoho_id, t.c.fingerprint, t.c.deleted_at.isnot(None).label("deleted")]
+        # The flag as the database returns it (a bool, or SQLite's 0/1), made a bool by pandas:
+        # typed as an integer, it needs no conversion of each value on the way.
+        deleted = sa.type_coerce(t.c.deleted_at.isnot(None), sa.Integer()).label("deleted")
+        cols = [t.c.zoho_id, t.c.fingerprint, deleted]
         cols += [t.c[c] for c in spec.natural_key]
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*cols).where(t.c.tenant_id == tenant_id)).all()
-        frame = pd.DataFrame(rows, columns=[ID, "fingerprint", "deleted", *spec.natural_key], dtype=object)
+            rows = fetch_rows(conn, sa.select(*cols).where(t.c.tenant_id == tenant_id))
+        frame = _frame(rows, [ID, "fingerprint", "deleted", *spec.natural_key])
         frame["deleted"] = frame["deleted"].astype(bool)
         return frame
 
@@ -169,10 +240,9 @@ class Warehouse:
         rows: list = []
         with self.engine.connect() as conn:
             for chunk in _chunks(list(ids)):
-                rows += conn.execute(
-                    sa.select(*cols).where(t.c.tenant_id == tenant_id, t.c.zoho_id.in_(chunk))
-                ).all()
-        frame = pd.DataFrame(rows, columns=[ID, *spec.columns], dtype=object)
+                q = sa.select(*cols).where(t.c.tenant_id == tenant_id, t.c.zoho_id.in_(chunk))
+                rows += [tuple(r) for r in conn.execute(q)]
+        frame = _frame(rows, [ID, *spec.columns])
         return from_db(frame, spec).set_index(ID)
 
     def read_table(self, tenant_id: str, spec: ModuleSpec, *, include_deleted: bool = False) -> pd.DataFrame:
@@ -205,7 +275,7 @@ class Warehouse:
             sync_pending.c.tenant_id == tenant_id, sync_pending.c.module == spec.name
         )
         with self.engine.connect() as conn:
-            latest = pd.DataFrame(conn.execute(q).all(), columns=["zoho_id", "status"])
+            latest = _frame(fetch_rows(conn, q), ["zoho_id", "status"])
             pending = int(conn.execute(pq).scalar_one())
         latest = latest.drop_duplicates("zoho_id", keep="last")
         invalid = latest[(latest["status"] == Status.INVALID) & ~latest["zoho_id"].isin(live)]
@@ -216,7 +286,7 @@ class Warehouse:
         t = MODULE_TABLES[spec.name]
         q = sa.select(t.c.zoho_id).where(t.c.tenant_id == tenant_id, t.c.deleted_at.is_(None))
         with self.engine.connect() as conn:
-            return pd.Index(conn.execute(q).scalars().all(), dtype=object)
+            return pd.Index([r[0] for r in fetch_rows(conn, q)], dtype=object)
 
     def load_pending(self, tenant_id: str, spec: ModuleSpec) -> pd.DataFrame:
         """SKIPPED records waiting for a lookup target, as canonical rows."""
@@ -281,19 +351,16 @@ class Warehouse:
         with self.engine.begin() as conn:
             if len(write):
                 self._upsert_rows(conn, t, spec, tenant, write, run.sync_run_id, now)
-            if deleted:
+            for among in in_values(conn, t.c.zoho_id, deleted):
                 conn.execute(
                     t.update()
-                    .where(t.c.tenant_id == tenant, t.c.zoho_id == sa.bindparam("zid"))
-                    .values(deleted_at=now, updated_at=now, sync_run_id=run.sync_run_id),
-                    [{"zid": z} for z in deleted],
+                    .where(t.c.tenant_id == tenant, among)
+                    .values(deleted_at=now, updated_at=now, sync_run_id=run.sync_run_id)
                 )
-            for chunk in _chunks(resolved):
+            for among in in_values(conn, sync_pending.c.zoho_id, resolved):
                 conn.execute(
                     sync_pending.delete().where(
-                        sync_pending.c.tenant_id == tenant,
-                        sync_pending.c.module == spec.name,
-                        sync_pending.c.zoho_id.in_(chunk),
+                        sync_pending.c.tenant_id == tenant, sync_pending.c.module == spec.name, among
                     )
                 )
             if len(skipped):
@@ -333,40 +400,49 @@ class Warehouse:
         sync_run_id: str,
         now: datetime,
     ) -> None:
-        values = to_db(write, spec)
-        values.insert(0, "zoho_id", write[ID].to_numpy())
-        values["fingerprint"] = write["fingerprint"].to_numpy()
-        if MODIFIED not in values:
-            values[MODIFIED] = None
-        values = values.assign(
-            tenant_id=tenant, first_seen_at=now, updated_at=now, deleted_at=None, sync_run_id=sync_run_id
-        )
-        rows = values.astype(object).where(values.notna(), None).to_dict("records")
-        conn.execute(
-            upsert_statement(self.engine, t, ["tenant_id", "zoho_id"], keep=frozenset({"first_seen_at"})),
-            rows,
+        # One row per id, the last one winning (as one upsert after another would leave it).
+        write = write[~write[ID].duplicated(keep="last")]
+        columns = {ID: _objects(write[ID]), **db_columns(write, spec)}
+        columns["fingerprint"] = _objects(write["fingerprint"])
+        for col in (*spec.columns, MODIFIED):  # a column the frame lacks is written empty
+            columns.setdefault(col, [None] * len(write))
+        bulk_upsert(
+            conn,
+            t,
+            columns,
+            ["tenant_id", "zoho_id"],
+            keep=frozenset({"first_seen_at"}),
+            constants={
+                "tenant_id": tenant,
+                "first_seen_at": now,
+                "updated_at": now,
+                "deleted_at": None,
+                "sync_run_id": sync_run_id,
+            },
         )
 
     def _upsert_pending(
         self, conn: sa.Connection, spec: ModuleSpec, tenant: str, skipped: pd.DataFrame, now: datetime
     ) -> None:
+        skipped = skipped[~skipped[ID].duplicated(keep="last")]
         cols = [ID, *spec.columns, *([MODIFIED] if MODIFIED in skipped else [])]
-        payloads = skipped[cols].astype(object).where(skipped[cols].notna(), None).to_dict("records")
-        rows = [
-            {
+        values = [_objects(skipped[c]) for c in cols]
+        payloads = [
+            json.dumps(dict(zip(cols, row, strict=True)), ensure_ascii=False, default=_json_default)
+            for row in zip(*values, strict=True)
+        ]
+        bulk_upsert(
+            conn,
+            sync_pending,
+            {"zoho_id": values[0], "reason": _objects(skipped["sync_reason"]), "payload": payloads},
+            ["tenant_id", "module", "zoho_id"],
+            keep=frozenset({"first_skipped_at"}),
+            constants={
                 "tenant_id": tenant,
                 "module": spec.name,
-                "zoho_id": p[ID],
-                "reason": reason,
-                "payload": json.dumps(p, ensure_ascii=False),
                 "first_skipped_at": now,
                 "last_seen_at": now,
-            }
-            for p, reason in zip(payloads, skipped["sync_reason"], strict=True)
-        ]
-        keys = ["tenant_id", "module", "zoho_id"]
-        conn.execute(
-            upsert_statement(self.engine, sync_pending, keys, keep=frozenset({"first_skipped_at"})), rows
+            },
         )
 
     def _log(
@@ -399,19 +475,23 @@ class Warehouse:
         if recs.empty:
             return
         changed = changes_by_record(result.changes)
-        rows = [
+        zids = _objects(recs[ID])
+        reasons = recs["sync_reason"].to_numpy(dtype=object).tolist()
+        bulk_insert(
+            conn,
+            sync_results,
             {
-                "sync_run_id": run.sync_run_id,
-                "tenant_id": run.tenant_id,
-                "module": spec.name,
-                "zoho_id": zid,
-                "status": status,
-                "reason": reason if isinstance(reason, str) else None,
-                "changes": json.dumps(changed[zid], ensure_ascii=False) if zid in changed else None,
-            }
-            for zid, status, reason in recs[[ID, "sync_status", "sync_reason"]].itertuples(index=False)
-        ]
-        conn.execute(sync_results.insert(), rows)
+                "zoho_id": zids,
+                "status": _objects(recs["sync_status"]),
+                "reason": [r if isinstance(r, str) else None for r in reasons],
+                "changes": [
+                    json.dumps(changed[z], ensure_ascii=False) if z in changed else None for z in zids
+                ]
+                if changed
+                else [None] * len(zids),
+            },
+            constants={"sync_run_id": run.sync_run_id, "tenant_id": run.tenant_id, "module": spec.name},
+        )
 
     def _save_cursor(
         self, conn: sa.Connection, spec: ModuleSpec, tenant: str, cursor: Cursor, now: datetime
