@@ -13,6 +13,9 @@ alternately in one process, median of ``repeats``:
   SHA-256, its fingerprint compared with the stored one, and, for a changed record, its fields
   compared one by one with the stored record (stored fingerprints and records handed over as
   ready-made dicts, i.e. not charged to it).
+* **fingerprints alone**: :func:`sync_pipelines.diff.fingerprint` (the native module when it was
+  built), and the same digests through the pure-Python path (what an install without a C
+  compiler runs), both as hex.
 * **floor**: one SHA-256 pass over the bytes the engine hashes (every record's ``sp1`` text,
   concatenated): what hashing alone costs, with no per-record work at all.
 * **hash per record** (for reference): one ``hashlib`` call per record over its ready-made bytes,
@@ -41,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import alternate, median, profile_top
-from sync_pipelines.diff import ID, Status, diff, field_changes, fingerprint
+from sync_pipelines import diff as diff_module
+from sync_pipelines.diff import ID, Status, diff, field_changes, fingerprint, python_digests, to_hex
 
 #: The 15 business columns (students-like: names, e-mails, dates, picklists, a lookup).
 COLUMNS = (
@@ -241,6 +245,11 @@ def measure_size(n: int, repeats: int, *, profile: bool = False) -> dict[str, An
     # The engine's fingerprints are the documented format, recomputed here the plain way.
     if hash_per_record(rows) != fingerprint(case["incoming"], COLUMNS).tolist():
         raise AssertionError("the engine's fingerprints differ from the sp1 text hashed record by record")
+    if (
+        to_hex(python_digests(case["incoming"], COLUMNS)).tolist()
+        != fingerprint(case["incoming"], COLUMNS).tolist()
+    ):
+        raise AssertionError("the pure-Python fingerprints differ from the engine's")
     stored = per_row_inputs(case)
     got = engine(case)
     for status, count in case["expected"].items():
@@ -253,6 +262,7 @@ def measure_size(n: int, repeats: int, *, profile: bool = False) -> dict[str, An
     methods = {
         "engine": lambda: engine(case),
         "fingerprint": lambda: fingerprint(case["incoming"], COLUMNS),
+        "fingerprint_python": lambda: to_hex(python_digests(case["incoming"], COLUMNS)),
         "per_row": lambda: per_row(case, stored),
         "floor": lambda: floor(buffer),
         "hash_per_record": lambda: hash_per_record(rows),
@@ -262,6 +272,7 @@ def measure_size(n: int, repeats: int, *, profile: bool = False) -> dict[str, An
     out: dict[str, Any] = {
         "records": n,
         "fields": len(COLUMNS),
+        "native": diff_module._native_digests is not None,
         "incoming": len(case["incoming"]),
         "bytes_hashed": len(buffer),
         "counts": {k: got[k] for k in ("NEW", "UNCHANGED", "UPDATED", "DELETED", "changed_fields")},

@@ -52,7 +52,15 @@ def test_diff_figures_are_well_formed(quick: tuple[dict, str, str]):
     assert sizes == sorted(sizes) and len(sizes) >= 2
     for row in diff["sizes"]:
         n = row["records"]
-        assert set(row["median_s"]) == {"engine", "fingerprint", "per_row", "floor", "hash_per_record"}
+        assert set(row["median_s"]) == {
+            "engine",
+            "fingerprint",
+            "fingerprint_python",
+            "per_row",
+            "floor",
+            "hash_per_record",
+        }
+        assert row["native"] is True  # the figures are those of the native fingerprint module
         assert all(len(times) == row["repeats"] >= 3 for times in row["times"].values())
         assert all(_positive(t) for t in row["median_s"].values())
         assert row["counts"]["UPDATED"] == round(n * 0.01)
