@@ -262,21 +262,31 @@ def diff(
     Returns:
         The per-record classification (``changes`` still empty: see :func:`field_changes`).
     """
-    ids = incoming[ID]
-    keep = ~ids.duplicated(keep="last").to_numpy()
     deleted = pd.Index(pd.Series(list(deleted_ids), dtype=object).dropna().unique())
+    gone_flag = state["deleted"].astype(bool).to_numpy()
+    live = state[~gone_flag] if gone_flag.any() else state
+    # One hash pass over every id involved (live stored, incoming, deleted) gives each a code;
+    # the stored ids, first in line, get 0 … n-1 when they are unique. Everything after works on
+    # those integers: duplicates, the stored record of each incoming one, known deletions.
+    stored_ids = live[ID].to_numpy(dtype=object)
+    incoming_ids = incoming[ID].to_numpy(dtype=object)
+    n_stored, n_in = len(stored_ids), len(incoming_ids)
+    codes, _ = pd.factorize(
+        np.concatenate([stored_ids, incoming_ids, deleted.to_numpy(dtype=object)]), use_na_sentinel=False
+    )
+    if not np.array_equal(codes[:n_stored], np.arange(n_stored)):
+        raise ValueError("the stored state holds an id twice among its live records")
+    in_codes, deleted_codes = codes[n_stored : n_stored + n_in], codes[n_stored + n_in :]
+    keep = ~pd.Series(in_codes).duplicated(keep="last").to_numpy()
     if len(deleted):
-        keep &= ~ids.isin(deleted).to_numpy()
+        keep &= ~np.isin(in_codes, deleted_codes)
     # Filtering copies every column: only when a row has to go.
     inc = (incoming if keep.all() else incoming[keep]).reset_index(drop=True)
     new_digest = digests(inc, fingerprint_columns)
 
-    gone_flag = state["deleted"].astype(bool).to_numpy()
-    live = state[~gone_flag] if gone_flag.any() else state
-    # The stored fingerprint of each incoming record, by one hash lookup of its id among the live
-    # ids (raises on duplicate stored ids, as Series.map does).
-    stored_ids = pd.Index(live[ID].to_numpy(dtype=object), dtype=object)
-    position = stored_ids.get_indexer(inc[ID].to_numpy(dtype=object))
+    # The stored fingerprint of each incoming record: its code, when it is a stored record's.
+    kept_codes = in_codes[keep]
+    position = np.where(kept_codes < n_stored, kept_codes, -1)
     stored_fp = live["fingerprint"].to_numpy(dtype=object)
     old_fp = np.full(len(inc), None, dtype=object)
     found = position >= 0
@@ -311,7 +321,7 @@ def diff(
     inc.insert(2, "sync_reason", reason.where(invalid, skip_reason))
     inc = inc.drop(columns=[invalid_reason], errors="ignore")
 
-    gone = pd.DataFrame({ID: deleted[stored_ids.get_indexer(deleted) >= 0]}, dtype=object)
+    gone = pd.DataFrame({ID: deleted[deleted_codes < n_stored]}, dtype=object)
     gone["sync_status"] = str(Status.DELETED)
     gone["sync_reason"] = None
     return DiffResult(inc, deleted=gone)
