@@ -236,3 +236,13 @@ def test_unchanged_records_keep_the_stored_fingerprint_text_and_others_get_fresh
     by_id = result.records.set_index("zoho_id")
     assert by_id["sync_status"].to_dict() == {"1": "UNCHANGED", "2": "UPDATED"}
     assert by_id["fingerprint"].tolist() == fingerprint(stored, COLS).tolist()
+
+
+def test_a_stored_state_holding_an_id_twice_is_refused_not_guessed_at():
+    stored = _incoming([{"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"}])
+    state = pd.concat([_state(stored), _state(stored)], ignore_index=True)
+    with pytest.raises(ValueError, match="twice"):
+        diff(stored, state, fingerprint_columns=COLS)
+    # A deleted copy beside the live one is no conflict: only live records are matched.
+    state.loc[1, "deleted"] = True
+    assert diff(stored, state, fingerprint_columns=COLS).counts()["UNCHANGED"] == 1
