@@ -272,7 +272,8 @@ def diff(
     incoming_ids = incoming[ID].to_numpy(dtype=object)
     n_stored, n_in = len(stored_ids), len(incoming_ids)
     codes, _ = pd.factorize(
-        np.concatenate([stored_ids, incoming_ids, deleted.to_numpy(dtype=object)]), use_na_sentinel=False
+        _as_keys(np.concatenate([stored_ids, incoming_ids, deleted.to_numpy(dtype=object)])),
+        use_na_sentinel=False,
     )
     if not np.array_equal(codes[:n_stored], np.arange(n_stored)):
         raise ValueError("the stored state holds an id twice among its live records")
@@ -288,15 +289,15 @@ def diff(
     kept_codes = in_codes[keep]
     position = np.where(kept_codes < n_stored, kept_codes, -1)
     stored_fp = live["fingerprint"].to_numpy(dtype=object)
-    old_fp = np.full(len(inc), None, dtype=object)
     found = position >= 0
-    old_fp[found] = stored_fp[position[found]]
-    is_new = pd.isna(old_fp)
-    known = ~is_new
+    is_new = ~found
+    # Compared as 64 ASCII bytes a record; a stored value that is not an sp1 fingerprint (another
+    # format, or none) never matches, so such a record is UPDATED and gets one.
     is_same = np.zeros(len(inc), dtype=bool)
-    is_same[known] = _stored_hex_bytes(old_fp[known]) == _hex_bytes(new_digest[known])
+    is_same[found] = _stored_hex_bytes(stored_fp[position[found]]) == _hex_bytes(new_digest[found])
     # Unchanged records keep their stored text; only the others' digests become hex.
-    fp = old_fp
+    fp = np.empty(len(inc), dtype=object)
+    fp[is_same] = stored_fp[position[is_same]]
     fp[~is_same] = to_hex(new_digest[~is_same])
     inc["fingerprint"] = pd.Series(fp, index=inc.index, dtype=object)
 
@@ -325,6 +326,29 @@ def diff(
     gone["sync_status"] = str(Status.DELETED)
     gone["sync_reason"] = None
     return DiffResult(inc, deleted=gone)
+
+
+#: 10**0 … 10**18: a positive int64 has as many decimal digits as there are of these at or below it.
+_POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
+
+
+def _as_keys(ids: np.ndarray) -> np.ndarray:
+    """Ids as hash keys: Zoho's (digit strings without a leading zero) as int64, which hash and
+    compare in C several times faster than Python strings; any other id leaves them all as
+    they are. The mapping is one-to-one: ASCII strings only, and each turns into its int only
+    when the int has as many digits as the string has characters (so no sign, space, ``_`` or
+    leading zero)."""
+    try:
+        if not "".join(ids).isascii():  # int() reads other scripts' digits too
+            return ids
+        numbers = ids.astype(np.int64)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    except (TypeError, ValueError, OverflowError):
+        return ids
+    digits = np.searchsorted(_POWERS_OF_TEN, numbers, side="right")
+    if len(ids) and ((numbers <= 0).any() or not np.array_equal(digits, lengths)):
+        return ids
+    return numbers
 
 
 def _natural_key_duplicates(

@@ -246,3 +246,21 @@ def test_a_stored_state_holding_an_id_twice_is_refused_not_guessed_at():
     # A deleted copy beside the live one is no conflict: only live records are matched.
     state.loc[1, "deleted"] = True
     assert diff(stored, state, fingerprint_columns=COLS).counts()["UNCHANGED"] == 1
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["12", "012"],  # a leading zero: another id
+        ["12", "１２"],  # full-width digits: another id
+        ["12", "+12"],
+        ["12", "1_2"],
+        ["12", " 12"],
+        ["5843017000000100056", "abc"],
+    ],
+)
+def test_ids_that_read_as_the_same_number_stay_different_records(ids):
+    stored = _incoming([{"zoho_id": ids[0], "first_name": "A", "last_name": "B", "email": "a@b.c"}])
+    incoming = _incoming([{"zoho_id": i, "first_name": "A", "last_name": "B", "email": "a@b.c"} for i in ids])
+    by_id = diff(incoming, _state(stored), fingerprint_columns=COLS).records.set_index("zoho_id")
+    assert by_id["sync_status"].to_dict() == {ids[0]: "UNCHANGED", ids[1]: "NEW"}
