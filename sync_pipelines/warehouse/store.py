@@ -333,11 +333,20 @@ class Warehouse:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def apply(self, spec: ModuleSpec, result: DiffResult, run: RunInfo, cursor: Cursor) -> None:
+    def apply(
+        self,
+        spec: ModuleSpec,
+        result: DiffResult,
+        run: RunInfo,
+        cursor: Cursor,
+        *,
+        forget_pending: Sequence[str] = (),
+    ) -> None:
         """Apply one diff, its log, the pending set and the new cursor in a single transaction.
 
-        Either all of it is written or, on any error, none of it: the next run starts from the
-        previous cursor and converges.
+        ``forget_pending``: ids of waiting (SKIPPED) records that no longer exist in Zoho, taken
+        out of the pending set. Either all of it is written or, on any error, none of it: the next
+        run starts from the previous cursor and converges.
         """
         now = datetime.now(UTC)
         tenant = run.tenant_id
@@ -346,7 +355,7 @@ class Warehouse:
         write = records[records["sync_status"].isin([Status.NEW, Status.UPDATED])]
         deleted = records.loc[records["sync_status"] == Status.DELETED, ID].tolist()
         skipped = records[records["sync_status"] == Status.SKIPPED]
-        resolved = records.loc[records["sync_status"] != Status.SKIPPED, ID].tolist()
+        resolved = [*records.loc[records["sync_status"] != Status.SKIPPED, ID].tolist(), *forget_pending]
 
         with self.engine.begin() as conn:
             if len(write):

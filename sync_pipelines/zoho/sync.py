@@ -158,13 +158,18 @@ def sync_module(
         )
     incoming = incoming[keyed]
     fetched_ids = set(incoming[ID])
+    deleted_ids = {str(d["id"]) for d in deleted_rows if d.get("id")}
     pending = warehouse.load_pending(tenant_id, spec)
+    # A waiting (SKIPPED) record Zoho has since deleted, or that a full read no longer returns, is
+    # forgotten: kept, it would come back as NEW the day its lookup target arrived.
+    dead = pending[ID].isin(deleted_ids) | (full & ~pending[ID].isin(fetched_ids))
+    forget_pending = pending.loc[dead, ID].tolist()
+    pending = pending[~dead]
     if len(pending):
         pending[INVALID_REASON] = None
         incoming = pd.concat([pending, incoming], ignore_index=True)  # a fresh copy wins
 
     state = warehouse.load_state(tenant_id, spec)
-    deleted_ids = {str(d["id"]) for d in deleted_rows if d.get("id")}
     if full:
         live = state.loc[~state["deleted"], ID]
         deleted_ids |= set(live) - fetched_ids
@@ -187,7 +192,7 @@ def sync_module(
 
     new_cursor = cursor if targeted else _advance(cursor, incoming, raw, full or check_deleted, full, now)
     run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
-    warehouse.apply(spec, result, run, new_cursor)
+    warehouse.apply(spec, result, run, new_cursor, forget_pending=forget_pending)
     counts = result.counts()
     logger.info("tenant %s %s (%s): %s", tenant_id, spec.name, run.mode, counts)
     return ModuleSyncReport(

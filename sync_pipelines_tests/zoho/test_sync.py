@@ -224,6 +224,40 @@ def test_a_skipped_enrolment_is_applied_when_its_student_arrives(sim: ZohoSimula
     assert enrolment_id in set(warehouse.known_ids(TENANT, module("enrolments")))
 
 
+@pytest.mark.parametrize("how", ["deleted", "full_read"])
+def test_a_skipped_record_deleted_in_zoho_is_forgotten_not_resurrected(
+    sim: ZohoSimulator, warehouse: Warehouse, how: str
+):
+    _sync_all(sim, warehouse)
+    klass = warehouse.read_table(TENANT, module("classes"))["zoho_id"].iloc[0]
+    student_id = sim.insert(
+        "BTEC_Students", {"First_Name": "Nour", "Last_Name": "Aziz", "Academic_Email": "bad"}
+    )
+    enrolment_id = sim.insert(
+        "BTEC_Enrollments", {"Enrolled_Students": {"id": student_id}, "Classes": {"id": klass}}
+    )
+    first = _sync_all(sim, warehouse)
+    assert (
+        first["enrolments"].result.records.set_index("zoho_id").loc[enrolment_id, "sync_status"] == "SKIPPED"
+    )
+    assert enrolment_id in set(warehouse.load_pending(TENANT, module("enrolments"))["zoho_id"])
+
+    # The enrolment is deleted in Zoho while it waits for its student.
+    sim.delete("BTEC_Enrollments", enrolment_id, permanent=how == "full_read")
+    kwargs = {"deleted_check_minutes": 0} if how == "deleted" else {"full_refresh": True}
+    sync_module(
+        tenant_id=TENANT, spec=module("enrolments"), client=_client(sim), warehouse=warehouse, **kwargs
+    )
+    assert enrolment_id not in set(warehouse.load_pending(TENANT, module("enrolments"))["zoho_id"])
+
+    # The student becomes valid and arrives: the deleted enrolment must not come back with it.
+    sim.update("BTEC_Students", student_id, Academic_Email="nour.aziz@school.example")
+    later = _sync_all(sim, warehouse)
+    assert later["students"].result.records.set_index("zoho_id").loc[student_id, "sync_status"] == "NEW"
+    assert enrolment_id not in set(later["enrolments"].result.records["zoho_id"])
+    assert enrolment_id not in set(warehouse.known_ids(TENANT, module("enrolments")))
+
+
 def test_zoho_failing_mid_run_leaves_the_module_as_it_was_and_the_next_run_converges(
     sim: ZohoSimulator, warehouse: Warehouse
 ):
