@@ -1,7 +1,8 @@
 """Fingerprints and the dataframe diff: NEW / UNCHANGED / UPDATED / INVALID / SKIPPED / DELETED.
 
 Everything here works a column at a time on pandas frames; no step compares or classifies records
-in a Python loop. The one per-record step is the SHA-256 call itself (``hashlib``, in C).
+in a Python loop. The one per-record step is laying out and hashing each record's text, in C when
+the native module ``_sp1`` was compiled (else a batch at a time in Python, with the same digests).
 
 Fingerprint format (version ``sp1``), recomputable outside Python::
 
@@ -64,10 +65,7 @@ def digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """
     cols = sorted(columns)
     n = len(frame)
-    if not cols:
-        one = hashlib.sha256(FINGERPRINT_VERSION.encode()).digest()
-        return np.frombuffer(one * n, dtype=np.uint8).reshape(n, 32)
-    if _native_digests is not None:
+    if cols and _native_digests is not None:
         heads = [f"\x1e{c}\x1f".encode() for c in cols]
         heads[0] = FINGERPRINT_VERSION.encode() + heads[0]
         try:

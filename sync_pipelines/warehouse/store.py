@@ -8,7 +8,7 @@ both inside the one transaction of :meth:`Warehouse.apply`.
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,8 +35,6 @@ from sync_pipelines.warehouse.sql import (
 )
 from sync_pipelines.zoho.canonical import MODIFIED
 from sync_pipelines.zoho.modules import ModuleSpec
-
-_CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 
 
 @dataclass
@@ -74,11 +72,6 @@ def _aware(ts: datetime | None) -> datetime | None:
 
 def _parse(ts: str | None) -> datetime | None:
     return datetime.fromisoformat(ts) if ts else None
-
-
-def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
 
 
 def _frame(rows: Sequence[tuple], columns: Sequence[str]) -> pd.DataFrame:
@@ -119,7 +112,7 @@ def db_columns(frame: pd.DataFrame, spec: ModuleSpec) -> dict[str, list]:
     """Canonical strings → lists of Python values of the SQL column types (``None`` for missing):
     the rows of a bulk write, a column at a time, with no per-row or per-cell pandas call.
 
-    A value that cannot be read as its kind is ``None``, as in :func:`to_db`.
+    A value that cannot be read as its kind is ``None``.
     """
     kinds = {f.column: f.kind for f in spec.fields}
     kinds[MODIFIED] = "datetime"
@@ -158,13 +151,8 @@ def db_columns(frame: pd.DataFrame, spec: ModuleSpec) -> dict[str, list]:
     return out
 
 
-def to_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
-    """Canonical strings → values of the SQL column types (one column at a time)."""
-    return pd.DataFrame(db_columns(frame, spec), index=frame.index, dtype=object)
-
-
 def from_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
-    """SQL values → the canonical strings the diff compares (the inverse of :func:`to_db`)."""
+    """SQL values → the canonical strings the diff compares (the inverse of :func:`db_columns`)."""
     out = frame.copy()
     for f in spec.fields:
         s = frame[f.column]
@@ -239,9 +227,10 @@ class Warehouse:
         cols = [t.c.zoho_id, *(t.c[c] for c in spec.columns)]
         rows: list = []
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids)):
-                q = sa.select(*cols).where(t.c.tenant_id == tenant_id, t.c.zoho_id.in_(chunk))
-                rows += [tuple(r) for r in conn.execute(q)]
+            for among in in_values(conn, t.c.zoho_id, list(ids)):
+                rows += [
+                    tuple(r) for r in conn.execute(sa.select(*cols).where(t.c.tenant_id == tenant_id, among))
+                ]
         frame = _frame(rows, [ID, *spec.columns])
         return from_db(frame, spec).set_index(ID)
 
