@@ -86,6 +86,19 @@ webhooks: install
 sandbox: install
 	$(BIN)/python -m sync_pipelines.sandbox
 
+## Airbyte's own Zoho CRM connector (PyPI airbyte-source-zoho-crm, pinned) against the Zoho
+## simulator holding the demo school: check, discover, a full and an incremental read, each compared
+## with what the simulator holds (scripts/airbyte_zoho.py). The connector lives in its own
+## .venv-airbyte, created here: its airbyte-cdk conflicts with this project's dependencies.
+.PHONY: airbyte
+airbyte: install
+	@test -x .venv-airbyte/bin/python || $(PYTHON) -m venv .venv-airbyte
+	@test -f .venv-airbyte/.installed-source-zoho-crm-0.3.6 || { \
+	  .venv-airbyte/bin/python -m pip install --quiet --upgrade pip && \
+	  .venv-airbyte/bin/python -m pip install --quiet 'airbyte-source-zoho-crm==0.3.6' && \
+	  touch .venv-airbyte/.installed-source-zoho-crm-0.3.6; }
+	$(BIN)/python scripts/airbyte_zoho.py --airbyte-python .venv-airbyte/bin/python
+
 clean:
 	rm -rf .local
 

@@ -1,4 +1,4 @@
-"""Fingerprints and the dataframe diff: NEW / UNCHANGED / UPDATED / INVALID / SKIPPED / DELETED.
+"""Fingerprints and the dataframe diff: NEW / UNCHANGED / UPDATED / REFRESHED / INVALID / DELETED.
 
 Everything here works a column at a time on pandas frames; no step compares or classifies records
 in a Python loop. The one per-record step is laying out and hashing each record's text, in C when
@@ -15,8 +15,8 @@ changes every fingerprint once: the next run reports each record UPDATED with th
 """
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -29,6 +29,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 FINGERPRINT_VERSION = "sp1"
 ID = "zoho_id"
+#: An optional column of notes on a record that are no findings (a lookup whose target is on its
+#: way); the diff writes them into ``sync_reason``.
+NOTE = "sync_note"
 
 #: Rows fingerprinted per batch: one join, one encode and one split each, in memory that stays small.
 _BATCH = 4096
@@ -45,8 +48,8 @@ class Status(StrEnum):
     NEW = "NEW"
     UNCHANGED = "UNCHANGED"
     UPDATED = "UPDATED"
+    REFRESHED = "REFRESHED"
     INVALID = "INVALID"
-    SKIPPED = "SKIPPED"
     DELETED = "DELETED"
 
 
@@ -171,15 +174,6 @@ def _with_missing_marker(column: pd.Series, *, any_missing: bool = False) -> lis
     return array.tolist()
 
 
-@dataclass(frozen=True)
-class DependencyCheck:
-    """Lookup column whose non-empty values must be among ``known_ids``; otherwise SKIPPED."""
-
-    column: str
-    known_ids: pd.Index
-    reason: str
-
-
 class DiffResult:
     """The outcome of one diff.
 
@@ -238,27 +232,35 @@ def diff(
     state: pd.DataFrame,
     *,
     fingerprint_columns: Sequence[str],
-    dependencies: Iterable[DependencyCheck] = (),
+    aux_columns: Sequence[str] = (),
     deleted_ids: Iterable[str] = (),
     natural_key: Sequence[str] = (),
     invalid_reason: str = "invalid_reason",
+    findings: str = "findings",
 ) -> DiffResult:
     """Classify incoming records against the stored state.
 
+    Every incoming record is kept: validation findings never keep a record out of the mirror.
+
     Args:
-        incoming: canonical records, one row each, with ``zoho_id`` and ``invalid_reason``
-            (missing when valid). Duplicate ids keep the last row.
-        state: what is stored: ``zoho_id``, ``fingerprint``, ``deleted`` (bool) and the
-            ``natural_key`` columns.
+        incoming: canonical records, one row each, with ``zoho_id``, ``invalid_reason`` and
+            ``findings`` (missing when valid). Duplicate ids keep the last row.
+        state: what is stored: ``zoho_id``, ``fingerprint``, ``deleted`` (bool), the
+            ``natural_key`` columns and, with ``aux_columns``, ``aux_fingerprint``.
         fingerprint_columns: the business columns hashed into the fingerprint.
-        dependencies: lookups that must point at records already stored.
-        deleted_ids: ids Zoho reports deleted. Deletion wins over a fetched copy.
-        natural_key: columns that must be unique among live records; a second record with the
-            same key is INVALID (the record already stored keeps it).
-        invalid_reason: name of the column holding validation failures.
+        aux_columns: the other stored columns (sync bookkeeping, formula fields, Zoho's
+            ``Modified_Time``, the findings): hashed into a second fingerprint, so that a change
+            to them alone rewrites the row (REFRESHED) without looking like a business change.
+        deleted_ids: ids Zoho confirmed deleted. Deletion wins over a fetched copy.
+        natural_key: columns that should be unique among live records; a record whose key an
+            older record (lower id: Zoho ids grow with creation) holds gets a finding.
+        invalid_reason: name of the column holding validation failures, as text.
+        findings: name of the column holding them as JSON.
 
     Returns:
         The per-record classification (``changes`` still empty: see :func:`field_changes`).
+        ``sync_status`` is INVALID for a record with findings (it is stored all the same: its
+        ``change`` column says NEW, UPDATED, REFRESHED or UNCHANGED), else its ``change``.
     """
     deleted = pd.Index(pd.Series(list(deleted_ids), dtype=object).dropna().unique())
     gone_flag = state["deleted"].astype(bool).to_numpy()
@@ -281,49 +283,81 @@ def diff(
         keep &= ~np.isin(in_codes, deleted_codes)
     # Filtering copies every column: only when a row has to go.
     inc = (incoming if keep.all() else incoming[keep]).reset_index(drop=True)
-    new_digest = digests(inc, fingerprint_columns)
 
-    # The stored fingerprint of each incoming record: its code, when it is a stored record's.
+    reason = (
+        inc[invalid_reason].astype(object)
+        if invalid_reason in inc
+        else pd.Series(None, index=inc.index, dtype=object)
+    )
+    found_json = (
+        inc[findings].astype(object) if findings in inc else pd.Series(None, index=inc.index, dtype=object)
+    )
+    reason, found_json = _natural_key_duplicates(inc, live, natural_key, reason, found_json)
+    inc[findings] = found_json.where(found_json.notna(), None)
+
     kept_codes = in_codes[keep]
     position = np.where(kept_codes < n_stored, kept_codes, -1)
-    stored_fp = live["fingerprint"].to_numpy(dtype=object)
     found = position >= 0
     is_new = ~found
-    # Compared as 64 ASCII bytes a record; a stored value that is not an sp1 fingerprint (another
-    # format, or none) never matches, so such a record is UPDATED and gets one.
-    is_same = np.zeros(len(inc), dtype=bool)
-    is_same[found] = _stored_hex_bytes(stored_fp[position[found]]) == _hex_bytes(new_digest[found])
-    # Unchanged records keep their stored text; only the others' digests become hex.
-    fp = np.empty(len(inc), dtype=object)
-    fp[is_same] = stored_fp[position[is_same]]
-    fp[~is_same] = to_hex(new_digest[~is_same])
+    is_same, fp = _compare(inc, fingerprint_columns, live["fingerprint"], position, found)
+    if aux_columns:
+        stored_aux = (
+            live["aux_fingerprint"] if "aux_fingerprint" in live else pd.Series(None, index=live.index)
+        )
+        aux_same, aux_fp = _compare(inc, aux_columns, stored_aux, position, found)
+    else:
+        aux_same, aux_fp = np.ones(len(inc), dtype=bool), np.full(len(inc), None, dtype=object)
     inc["fingerprint"] = pd.Series(fp, index=inc.index, dtype=object)
+    inc["aux_fingerprint"] = pd.Series(aux_fp, index=inc.index, dtype=object)
 
-    reason = inc[invalid_reason].astype(object) if invalid_reason in inc else pd.Series(None, index=inc.index)
-    reason = _natural_key_duplicates(inc, live, natural_key, reason)
-
-    invalid = reason.notna()
-    skip_reason = pd.Series(None, index=inc.index, dtype=object)
-    for dep in dependencies:
-        values = inc[dep.column]
-        missing = values.notna() & ~values.isin(dep.known_ids) & skip_reason.isna()
-        skip_reason = skip_reason.mask(missing, dep.reason)
-    skipped = ~invalid & skip_reason.notna()
-
-    # The first that holds, in this order: INVALID, SKIPPED, NEW, UNCHANGED; else UPDATED.
-    status = np.full(len(inc), Status.UPDATED.value, dtype=object)
-    status[is_same] = Status.UNCHANGED.value
-    status[is_new] = Status.NEW.value
-    status[skipped.to_numpy(dtype=bool)] = Status.SKIPPED.value
-    status[invalid.to_numpy(dtype=bool)] = Status.INVALID.value
+    # What happened to the stored row: NEW, else UPDATED (a business field changed), else
+    # REFRESHED (only bookkeeping, formula fields, Modified_Time or findings), else UNCHANGED.
+    change = np.full(len(inc), Status.UPDATED.value, dtype=object)
+    change[is_same & ~aux_same] = Status.REFRESHED.value
+    change[is_same & aux_same] = Status.UNCHANGED.value
+    change[is_new] = Status.NEW.value
+    invalid = (found_json.notna() if findings in incoming else reason.notna()).to_numpy(dtype=bool)
+    status = change.copy()
+    status[invalid] = Status.INVALID.value
+    said = reason.where(reason.notna(), None)
+    if NOTE in inc:
+        note = inc.pop(NOTE)
+        said = pd.Series(
+            [
+                n if r is None else r if not isinstance(n, str) else f"{r}; {n}"
+                for r, n in zip(said, note, strict=True)
+            ],
+            index=inc.index,
+            dtype=object,
+        )
     inc.insert(1, "sync_status", pd.Series(status, index=inc.index, dtype=object))
-    inc.insert(2, "sync_reason", reason.where(invalid, skip_reason))
+    inc.insert(2, "sync_reason", said)
+    inc.insert(3, "change", pd.Series(change, index=inc.index, dtype=object))
     inc = inc.drop(columns=[invalid_reason], errors="ignore")
 
     gone = pd.DataFrame({ID: deleted[deleted_codes < n_stored]}, dtype=object)
     gone["sync_status"] = str(Status.DELETED)
     gone["sync_reason"] = None
+    gone["change"] = str(Status.DELETED)
     return DiffResult(inc, deleted=gone)
+
+
+def _compare(
+    inc: pd.DataFrame, columns: Sequence[str], stored: pd.Series, position: np.ndarray, found: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fingerprint ``columns`` of ``inc`` and compare with the stored fingerprint of each record
+    (``position`` in ``stored``, where ``found``). Returns (same, fingerprint text): unchanged
+    records keep their stored text, only the others' digests become hex."""
+    new_digest = digests(inc, columns)
+    stored_fp = stored.to_numpy(dtype=object)
+    # Compared as 64 ASCII bytes a record; a stored value that is not an sp1 fingerprint (another
+    # format, or none) never matches, so such a record gets one.
+    is_same = np.zeros(len(inc), dtype=bool)
+    is_same[found] = _stored_hex_bytes(stored_fp[position[found]]) == _hex_bytes(new_digest[found])
+    fp = np.empty(len(inc), dtype=object)
+    fp[is_same] = stored_fp[position[is_same]]
+    fp[~is_same] = to_hex(new_digest[~is_same])
+    return is_same, fp
 
 
 #: 10**0 … 10**18: a positive int64 has as many decimal digits as there are of these at or below it.
@@ -350,24 +384,51 @@ def _as_keys(ids: np.ndarray) -> np.ndarray:
 
 
 def _natural_key_duplicates(
-    inc: pd.DataFrame, live: pd.DataFrame, key: Sequence[str], reason: pd.Series
-) -> pd.Series:
-    """Mark incoming records whose natural key another live record already holds."""
+    inc: pd.DataFrame, live: pd.DataFrame, key: Sequence[str], reason: pd.Series, found: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """Add a finding to incoming records whose natural key an older live record holds.
+
+    The holder of a key is the record with the lowest id among the live records that have it
+    (stored ones not in this batch, and this batch's): Zoho ids grow with creation time, so the
+    first record made keeps the key, whatever each run happens to read.
+    """
     if not key:
-        return reason
+        return reason, found
     key = list(key)
     stored = live.loc[~live[ID].isin(inc[ID]), [ID, *key]].assign(_rank=0)
-    fresh = inc.loc[reason.isna(), [ID, *key]].assign(_rank=1)
+    fresh = inc[[ID, *key]].assign(_rank=1)
     both = pd.concat([stored, fresh], ignore_index=True)
-    both = both[both[key].notna().all(axis=1)].sort_values(["_rank", ID], kind="stable")
+    both = both[both[key].notna().all(axis=1)]
+    if both.empty:
+        return reason, found
+    ids = both[ID].astype(str)
+    both = both.assign(_len=ids.str.len(), _id=ids).sort_values(["_len", "_id"], kind="stable")
     holder = both.drop_duplicates(key, keep="first").set_index(key)[ID].rename("_holder")
     dup = both[both.duplicated(key, keep="first") & both["_rank"].eq(1)]
     if dup.empty:
-        return reason
+        return reason, found
     dup = dup.join(holder, on=key)
     label = " + ".join(key)
-    text = ("duplicate " + label + ": already on " + dup["_holder"].astype(str)).set_axis(dup[ID])
-    return reason.mask(inc[ID].isin(text.index), inc[ID].map(text))
+    texts: dict[str, str] = {}
+    extra: dict[str, dict] = {}
+    for zid, held, *value in zip(dup[ID], dup["_holder"], *(dup[k] for k in key), strict=True):
+        shown = value[0] if len(value) == 1 else value
+        texts[zid] = f"duplicate {label} {shown!r}: already on {held}"
+        extra[zid] = {"rule": "duplicate_natural_key", "field": label, "value": shown, "holder": held}
+    ids_in = inc[ID]
+    hit = ids_in.isin(texts.keys())
+    added = ids_in[hit].map(texts)
+    reason = reason.copy()
+    reason[hit] = [
+        t if r is None or (isinstance(r, float) and r != r) else f"{r}; {t}"
+        for r, t in zip(reason[hit], added, strict=True)
+    ]
+    found = found.copy()
+    found[hit] = [
+        json.dumps([*(json.loads(f) if isinstance(f, str) else []), extra[z]], ensure_ascii=False)
+        for f, z in zip(found[hit], ids_in[hit], strict=True)
+    ]
+    return reason, found
 
 
 def field_changes(new: pd.DataFrame, old: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

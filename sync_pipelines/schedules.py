@@ -19,7 +19,9 @@ TIMEZONE = os.environ.get("SYNC_SCHEDULE_TIMEZONE", "UTC")
 
 #: The nightly run re-reads every module in full: edits to modules without Modified_Time, and
 #: deletions purged from Zoho's recycle bin, are caught here.
-RECONCILE_CONFIG = zoho_ops_config(full_refresh=True)
+#: Every module read in full; the org's field metadata (``/settings/modules``, ``/settings/fields``)
+#: read again by the run's first Zoho step (the rest find it an hour fresh).
+RECONCILE_CONFIG = zoho_ops_config(full_refresh=True, org_metadata_max_age_hours=1.0)
 
 
 def _per_tenant(

@@ -16,19 +16,35 @@ hold its secrets; the secrets themselves never appear in the file, in logs or in
           client_id_env: DEMO_ZOHO_CLIENT_ID
           client_secret_env: DEMO_ZOHO_CLIENT_SECRET
           refresh_token_env: DEMO_ZOHO_REFRESH_TOKEN
+          # Only for an org that names things otherwise than the shipped module table
+          # (sync_pipelines/zoho/modules.py); the warehouse tables and columns stay the same.
+          modules:                             # our module (name or API name): the org's API name
+            students: Students                 #   (BTEC_Students: Students would do the same)
+          fields:                              # our module (name or API name):
+            students:                          #   {our field API name: the org's API name}
+              Frist_Name_Native: First_Name_Native
+              Sub_Major: null                  # the org has no such field: the column stays empty
         moodle:
           base_url: https://moodle.school.example
           token_env: DEMO_MOODLE_TOKEN
         webhook_secret_env: DEMO_WEBHOOK_SECRET
+
+Each school's org is checked against the module table before any of its data moves (see
+:mod:`sync_pipelines.zoho.org`): a module or field the org lacks, and not mapped above, is an
+error naming the tenant, the module and the field; picklists are validated against the school's
+own values.
 """
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import yaml
+
+from sync_pipelines.zoho.modules import MODULES, MODULES_BY_API_NAME, MODULES_BY_NAME
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TENANTS_FILE_ENV = "SYNC_TENANTS_FILE"
@@ -53,12 +69,49 @@ class TenantConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class OrgMapping:
+    """How one school's org names our modules and fields (``zoho.modules``, ``zoho.fields``).
+
+    Keys are our module *names* (``students``) and our field API names; pairs are sorted, so
+    that two equal mappings compare equal and the config stays hashable.
+
+    Attributes:
+        modules: ``(our module name, the org's module API name)`` pairs.
+        fields: ``(our module name, our field API name, the org's API name or None)`` triples;
+            ``None``: the org has no such field.
+    """
+
+    modules: tuple[tuple[str, str], ...] = ()
+    fields: tuple[tuple[str, str, str | None], ...] = ()
+
+    def module_api_name(self, name: str) -> str:
+        """The org's API name of our module ``name`` (its own API name unless mapped)."""
+        for ours, theirs in self.modules:
+            if ours == name:
+                return theirs
+        return MODULES_BY_NAME[name].api_name
+
+    def field_api_name(self, module: str, api_name: str) -> str | None:
+        """The org's API name of our field ``api_name`` of module ``module`` (its own unless
+        mapped), or ``None`` if the org has no such field."""
+        for ours, field_name, theirs in self.fields:
+            if ours == module and field_name == api_name:
+                return theirs
+        return api_name
+
+    def is_field_mapped(self, module: str, api_name: str) -> bool:
+        """Whether ``zoho.fields`` names this field (to another API name, or to null)."""
+        return any(ours == module and f == api_name for ours, f, _ in self.fields)
+
+
+@dataclass(frozen=True)
 class ZohoTenantConfig:
     accounts_url: str
     api_domain: str | None
     client_id_env: str
     client_secret_env: str
     refresh_token_env: str
+    mapping: OrgMapping = field(default_factory=OrgMapping)
 
 
 @dataclass(frozen=True)
@@ -119,6 +172,77 @@ def _zoho(raw: dict, where: str) -> ZohoTenantConfig:
         client_id_env=_require(raw, "client_id_env", where),
         client_secret_env=_require(raw, "client_secret_env", where),
         refresh_token_env=_require(raw, "refresh_token_env", where),
+        mapping=_mapping(raw, where),
+    )
+
+
+def _our_module(key: object, where: str) -> str:
+    """Our module name for a mapping key: a module name (``students``) or API name."""
+    spec = (MODULES_BY_NAME.get(key) or MODULES_BY_API_NAME.get(key)) if isinstance(key, str) else None
+    if spec is None:
+        names = ", ".join(m.name for m in MODULES)
+        raise TenantConfigError(f"{where}: unknown module {key!r} (one of {names}, or their API names)")
+    return spec.name
+
+
+def _api_name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TenantConfigError(f"{where}: expected the org's API name (a non-empty string), got {value!r}")
+    return value.strip()
+
+
+def _mapping(raw: dict, where: str) -> OrgMapping:
+    """``zoho.modules`` and ``zoho.fields``: keys are checked against the module table."""
+    modules_raw = raw.get("modules") or {}
+    fields_raw = raw.get("fields") or {}
+    if not isinstance(modules_raw, Mapping):
+        raise TenantConfigError(f"{where}: zoho.modules must map our modules to the org's API names")
+    if not isinstance(fields_raw, Mapping):
+        raise TenantConfigError(f"{where}: zoho.fields must map our modules to {{field: API name}}")
+
+    modules: dict[str, str] = {}
+    for key, value in modules_raw.items():
+        at = f"{where}: zoho.modules.{key}"
+        name = _our_module(key, at)
+        if name in modules:
+            raise TenantConfigError(f"{at}: module {name} is mapped twice")
+        modules[name] = _api_name(value, at)
+    seen: dict[str, str] = {}
+    for name, api in modules.items():
+        if api in seen:
+            raise TenantConfigError(f"{where}: zoho.modules maps both {seen[api]} and {name} to {api}")
+        seen[api] = name
+
+    fields: list[tuple[str, str, str | None]] = []
+    done: set[str] = set()
+    for key, per_field in fields_raw.items():
+        at = f"{where}: zoho.fields.{key}"
+        name = _our_module(key, at)
+        if name in done:
+            raise TenantConfigError(f"{at}: module {name} is mapped twice")
+        done.add(name)
+        if not isinstance(per_field, Mapping):
+            raise TenantConfigError(f"{at}: expected {{our field API name: the org's API name or null}}")
+        spec = MODULES_BY_NAME[name]
+        ours = {f.api_name for f in spec.fields}
+        targets: dict[str, str] = {}
+        for field_name, value in per_field.items():
+            field_at = f"{at}.{field_name}"
+            if field_name not in ours:
+                raise TenantConfigError(
+                    f"{field_at}: {spec.api_name} has no field {field_name!r} in the module table "
+                    f"(keys are our API names: {', '.join(sorted(ours))})"
+                )
+            theirs = None if value is None else _api_name(value, field_at)
+            if theirs is not None:
+                if theirs in targets:
+                    raise TenantConfigError(
+                        f"{at}: both {targets[theirs]} and {field_name} are mapped to {theirs}"
+                    )
+                targets[theirs] = field_name
+            fields.append((name, field_name, theirs))
+    return OrgMapping(
+        modules=tuple(sorted(modules.items())), fields=tuple(sorted(fields, key=lambda t: t[:2]))
     )
 
 

@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import pandas as pd
 import pytest
@@ -6,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync_pipelines import diff as diff_module
-from sync_pipelines.diff import DependencyCheck, Status, diff, field_changes, fingerprint
+from sync_pipelines.diff import Status, diff, field_changes, fingerprint
 
 COLS = ["first_name", "last_name", "email"]
 
@@ -78,14 +79,10 @@ def test_every_status_with_reasons_and_field_changes():
             {"zoho_id": "7", "first_name": "Ali", "last_name": "Veli", "email": "ali@s.e"},
         ]
     )
-    incoming["program_id"] = [None, None, "p1", None, None, "p404"]
-    deps = [DependencyCheck("program_id", pd.Index(["p1"]), "programme_not_synced_yet")]
-
     result = diff(
         incoming,
         _state(stored),
         fingerprint_columns=COLS,
-        dependencies=deps,
         deleted_ids=["3"],
         natural_key=["email"],
     )
@@ -96,18 +93,30 @@ def test_every_status_with_reasons_and_field_changes():
         "4": "NEW",
         "5": "INVALID",
         "6": "INVALID",
-        "7": "SKIPPED",
+        "7": "NEW",
+        "3": "DELETED",
+    }
+    # INVALID records are kept, and what happened to their stored row is said too.
+    assert by_id["change"].to_dict() == {
+        "1": "UNCHANGED",
+        "2": "UPDATED",
+        "4": "NEW",
+        "5": "NEW",
+        "6": "NEW",
+        "7": "NEW",
         "3": "DELETED",
     }
     assert by_id.loc["5", "sync_reason"] == "First_Name: required"
-    assert by_id.loc["6", "sync_reason"] == "duplicate email: already on 1"
-    assert by_id.loc["7", "sync_reason"] == "programme_not_synced_yet"
+    assert by_id.loc["6", "sync_reason"] == "duplicate email 'amal@s.e': already on 1"
+    assert json.loads(by_id.loc["6", "findings"]) == [
+        {"rule": "duplicate_natural_key", "field": "email", "value": "amal@s.e", "holder": "1"}
+    ]
     assert result.counts() == {
-        "NEW": 1,
+        "NEW": 2,
         "UNCHANGED": 1,
         "UPDATED": 1,
+        "REFRESHED": 0,
         "INVALID": 2,
-        "SKIPPED": 1,
         "DELETED": 1,
     }
 
@@ -141,7 +150,7 @@ def test_a_deleted_record_that_comes_back_is_new_and_two_new_duplicates_keep_the
     assert by_id.loc["8", "sync_status"] == "NEW"
     assert (by_id.loc["9", "sync_status"], by_id.loc["9", "sync_reason"]) == (
         "INVALID",
-        "duplicate email: already on 8",
+        "duplicate email 'same@b.c': already on 8",
     )
 
 
@@ -153,6 +162,30 @@ def test_diff_of_identical_state_is_all_unchanged(n: int):
     result = diff(frame, _state(frame), fingerprint_columns=COLS, natural_key=["email"])
     assert result.counts()["UNCHANGED"] == n
     assert sum(result.counts().values()) == n
+
+
+def test_a_change_outside_the_business_fields_is_refreshed_not_updated():
+    """Bookkeeping, formula fields, Modified_Time and findings have a fingerprint of their own: a
+    change there alone rewrites the row (REFRESHED) and is no business change."""
+    aux = ["student_moodle_id", "zoho_modified_time", "findings"]
+    rows = [
+        {"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"},
+        {"zoho_id": "2", "first_name": "C", "last_name": "D", "email": "c@d.e"},
+        {"zoho_id": "3", "first_name": "E", "last_name": "F", "email": "e@f.g"},
+    ]
+    stored = _incoming(rows).assign(
+        student_moodle_id=None, zoho_modified_time="2026-01-01T00:00:00Z", findings=None
+    )
+    state = _state(stored).assign(aux_fingerprint=fingerprint(stored, aux))
+    incoming = stored.copy()
+    incoming.loc[0, "student_moodle_id"] = "77"  # written back by the pipeline, or edited in Zoho
+    incoming.loc[1, "last_name"] = "Dee"
+    result = diff(incoming, state, fingerprint_columns=COLS, aux_columns=aux)
+    by_id = result.records.set_index("zoho_id")
+    assert by_id["sync_status"].to_dict() == {"1": "REFRESHED", "2": "UPDATED", "3": "UNCHANGED"}
+    # Without a stored aux fingerprint (a warehouse from before it existed) the row is refreshed once.
+    again = diff(stored, _state(stored), fingerprint_columns=COLS, aux_columns=aux)
+    assert set(again.records["sync_status"]) == {"REFRESHED"}
 
 
 # --- the native fingerprint module and its pure-Python twin ----------------------------------

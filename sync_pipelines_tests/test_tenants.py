@@ -3,6 +3,7 @@ import pytest
 import yaml
 
 from sync_pipelines.tenants import (
+    OrgMapping,
     TenantConfigError,
     load_tenants,
     parse_tenants,
@@ -96,3 +97,96 @@ def test_sensor_keeps_partitions_in_step_with_the_file(tmp_path, monkeypatch: py
 
 def test_the_shipped_tenants_file_is_valid():
     assert "demo_school" in load_tenants("tenants.yaml")
+
+
+# --- zoho.modules / zoho.fields: how a school's org names our modules and fields -------------------
+
+
+def _zoho(**extra: object) -> dict:
+    return _doc({"id": "school_b", "zoho": {"data_centre": "eu", **ZOHO, **extra}})
+
+
+def test_org_mapping_is_parsed_by_module_name_or_api_name():
+    text = """
+    tenants:
+      - id: school_b
+        zoho:
+          data_centre: eu
+          client_id_env: A_ID
+          client_secret_env: A_SECRET
+          refresh_token_env: A_REFRESH
+          modules:
+            students: Students
+            BTEC: Units
+          fields:
+            BTEC_Students:
+              Frist_Name_Native: First_Name_Native
+              Sub_Major: null
+            classes:
+              Class_Name: Course_Name
+    """
+    mapping = parse_tenants(yaml.safe_load(text))["school_b"].zoho.mapping
+    assert mapping == OrgMapping(
+        modules=(("students", "Students"), ("units", "Units")),
+        fields=(
+            ("classes", "Class_Name", "Course_Name"),
+            ("students", "Frist_Name_Native", "First_Name_Native"),
+            ("students", "Sub_Major", None),
+        ),
+    )
+    assert mapping.module_api_name("students") == "Students"
+    assert mapping.module_api_name("units") == "Units"
+    assert mapping.module_api_name("teachers") == "BTEC_Teachers"  # not mapped: our API name
+    assert mapping.field_api_name("students", "Frist_Name_Native") == "First_Name_Native"
+    assert mapping.field_api_name("students", "Sub_Major") is None
+    assert mapping.field_api_name("students", "Major") == "Major"
+    assert mapping.is_field_mapped("students", "Sub_Major") and not mapping.is_field_mapped(
+        "students", "Major"
+    )
+    hash(parse_tenants(yaml.safe_load(text))["school_b"])  # the config stays hashable
+
+
+def test_no_mapping_is_the_empty_mapping():
+    tenant = parse_tenants(_zoho())["school_b"]
+    assert tenant.zoho.mapping == OrgMapping()
+    assert load_tenants("tenants.yaml")["demo_school"].zoho.mapping == OrgMapping()
+    assert parse_tenants(_zoho(modules=None, fields={}))["school_b"].zoho.mapping == OrgMapping()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"modules": {"studnets": "Students"}}, "zoho.modules.studnets: unknown module 'studnets'"),
+        ({"fields": {"Leads": {"Name": "X"}}}, "zoho.fields.Leads: unknown module 'Leads'"),
+        (
+            {"fields": {"students": {"Nom": "X"}}},
+            "zoho.fields.students.Nom: BTEC_Students has no field 'Nom'",
+        ),
+        ({"fields": {"students": {"sub_major": None}}}, "has no field 'sub_major'"),  # API names, not columns
+        ({"modules": {"students": ""}}, "zoho.modules.students: expected the org's API name"),
+        ({"modules": {"students": 7}}, "zoho.modules.students: expected the org's API name"),
+        ({"modules": {"students": None}}, "zoho.modules.students: expected the org's API name"),
+        (
+            {"fields": {"students": {"Major": ["A"]}}},
+            "zoho.fields.students.Major: expected the org's API name",
+        ),
+        ({"modules": ["students"]}, "zoho.modules must map"),
+        ({"fields": "students"}, "zoho.fields must map"),
+        ({"fields": {"students": ["Major"]}}, "zoho.fields.students: expected {our field API name"),
+        ({"modules": {"students": "S", "BTEC_Students": "S2"}}, "module students is mapped twice"),
+        ({"fields": {"students": {}, "BTEC_Students": {}}}, "module students is mapped twice"),
+        (
+            {"modules": {"students": "People", "teachers": "People"}},
+            "maps both students and teachers to People",
+        ),
+        (
+            {"fields": {"students": {"Email": "Mail", "Academic_Email": "Mail"}}},
+            "both Email and Academic_Email are mapped to Mail",
+        ),
+    ],
+)
+def test_a_bad_org_mapping_names_the_tenant_and_the_key(extra: dict, message: str):
+    with pytest.raises(TenantConfigError) as info:
+        parse_tenants(_zoho(**extra))
+    assert "tenant school_b" in str(info.value)
+    assert message in str(info.value)

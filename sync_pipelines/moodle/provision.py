@@ -16,6 +16,7 @@ Dry run: every function takes ``dry_run``; then Moodle and Zoho are only read, n
 the warehouse is not changed, and the report lists the writes that would have been made.
 """
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,21 @@ class PushReport:
         return pd.DataFrame(rows, columns=["key", "action", "errorcode", "message"])
 
 
+def log_skipped(store: Warehouse, tenant_id: str, report: PushReport, run_id: str | None) -> None:
+    """Record each record the step could not use in ``moodle_push_results`` (outcome ``skipped``,
+    the reason as the message), so that "why has this student no account?" has an answer there."""
+    if report.dry_run or report.skipped.empty:
+        return
+    store.moodle.log(
+        tenant_id,
+        [
+            Push("moodle", report.entity, str(k), "skip", False, message=str(r), outcome="skipped")
+            for k, r in report.skipped[["key", "reason"]].itertuples(index=False)
+        ],
+        run_id,
+    )
+
+
 def _plan(rows: pd.DataFrame, action: str, detail: pd.Series | str = "") -> pd.DataFrame:
     return pd.DataFrame({"key": rows["zoho_id"].to_numpy(), "action": action, "detail": detail})
 
@@ -100,6 +116,56 @@ def _results_to_pushes(
         )
         for k, r, m in zip(keys, results, remote, strict=True)
     ]
+
+
+# --- what a step cannot use ------------------------------------------------------------------------
+
+#: Per Zoho module, the fields without which its Moodle object cannot be made, and the natural key
+#: Moodle needs unique. The warehouse mirrors every record; this step decides what it can use.
+BLOCKING_FIELDS: dict[str, tuple[str, ...]] = {
+    "students": ("Academic_Email", "First_Name", "Last_Name"),
+    "teachers": ("Academic_Email",),
+    "classes": ("Class_Name", "Class_Short_Name"),
+}
+
+
+def unusable(frame: pd.DataFrame, name: str) -> pd.Series:
+    """Why each record of ``frame`` (a module table's rows) cannot become a Moodle object, by
+    ``zoho_id``: the findings that block it (field and value, or the record holding its key);
+    records that can be used are not in the answer."""
+    blocking = set(BLOCKING_FIELDS.get(name, ()))
+    spec = module(name)
+    key = " + ".join(spec.natural_key)
+    out: dict[str, str] = {}
+    if "findings" not in frame:
+        return pd.Series(out, dtype=object)
+    rows = frame.loc[frame["findings"].notna(), ["zoho_id", "findings"]]
+    for zid, text in rows.itertuples(index=False):
+        said = []
+        for f in json.loads(text):
+            if f.get("rule") == "duplicate_natural_key" and f.get("field") == key:
+                said.append(f"{key} {f.get('value')!r} is already {spec.api_name} {f.get('holder')}'s")
+            elif f.get("field") in blocking:
+                value = f.get("value")
+                shown = "empty" if value is None else repr(value)
+                said.append(f"{f['field']}: {f.get('rule')} ({shown})")
+        if said:
+            out[zid] = "; ".join(said)
+    return pd.Series(out, dtype=object)
+
+
+def _waits(ids: pd.Series, name: str, live: pd.Series, blocked: pd.Series, moodle_thing: str) -> pd.Series:
+    """The reason an object waits for the record ``ids`` names: whether Zoho holds that record at
+    all (the warehouse mirrors Zoho) and, if it does, why it has no Moodle object yet."""
+    label = module(name).api_name
+    held = ids.isin(live)
+    reason = ("waits for " + label + " " + ids.astype(str)).where(ids.notna(), f"no {label} given")
+    reason = reason.where(~ids.notna() | held, reason + ", which does not exist in Zoho")
+    why = ids.map(blocked)
+    has_why = held & why.notna()
+    reason = reason.where(~has_why, reason + f", which has no Moodle {moodle_thing}: " + why.astype(str))
+    plain = held & ~has_why
+    return reason.where(~plain, reason + f", which has no Moodle {moodle_thing} yet")
 
 
 # --- users -----------------------------------------------------------------------------------------
@@ -144,6 +210,8 @@ def desired_users(store: Warehouse, tenant_id: str) -> pd.DataFrame:
     users["idnumber"] = users["zoho_id"]
     users["suspended"] = users["suspended"].astype(int)
     users["fingerprint"] = fingerprint(users.astype({"suspended": str}), USER_FIELDS)
+    blocked = pd.concat([unusable(s, "students"), unusable(t, "teachers")])
+    users["unusable"] = users["zoho_id"].map(blocked).astype(object)
     return users
 
 
@@ -162,9 +230,19 @@ def push_users(
     mapped = users["moodle_id"].notna()
     same = mapped & (users["fingerprint"] == users["pushed_fingerprint"])
     inactive_new = ~mapped & users["suspended"].eq(1)
-    skipped = pd.DataFrame({"key": users.loc[inactive_new, "zoho_id"], "reason": "inactive_not_provisioned"})
-    update = users[mapped & ~same].copy()
-    new = users[~mapped & ~inactive_new].astype({"moodle_id": object})
+    blocked = users["unusable"]
+    cannot = blocked.notna() & ~same & ~inactive_new
+    skipped = pd.concat(
+        [
+            pd.DataFrame({"key": users.loc[inactive_new, "zoho_id"], "reason": "inactive_not_provisioned"}),
+            pd.DataFrame(
+                {"key": users.loc[cannot, "zoho_id"], "reason": "no Moodle account: " + blocked[cannot]}
+            ),
+        ],
+        ignore_index=True,
+    )
+    update = users[mapped & ~same & ~cannot].copy()
+    new = users[~mapped & ~inactive_new & ~cannot].astype({"moodle_id": object})
 
     # Link accounts that already exist: by idnumber, then by e-mail (never one that is another's).
     linked = pd.DataFrame(columns=[*users.columns])
@@ -256,6 +334,7 @@ def push_users(
             elif action == "link":  # linked but not updated: keep the link, push again next time
                 saved.append(_id_row(row, int(row["moodle_id"]), None))
     store.moodle.save_ids(tenant_id, "user", saved, report.pushes, run_id)
+    log_skipped(store, tenant_id, report, run_id)
     return report
 
 
@@ -357,6 +436,7 @@ def desired_courses(store: Warehouse, tenant_id: str) -> pd.DataFrame:
         }
     )
     courses["fingerprint"] = fingerprint(courses.astype(str), COURSE_FIELDS)
+    courses["unusable"] = courses["zoho_id"].map(unusable(c, "classes")).astype(object)
     return courses
 
 
@@ -375,8 +455,10 @@ def push_courses(
     mapped = courses["moodle_id"].notna()
     same = mapped & (courses["fingerprint"] == courses["pushed_fingerprint"])
     gone_new = ~mapped & courses["visible"].eq(0)
-    update = courses[mapped & ~same].copy()
-    new = courses[~mapped & ~gone_new].astype({"moodle_id": object})
+    blocked = courses["unusable"]
+    cannot = blocked.notna() & ~same & ~gone_new
+    update = courses[mapped & ~same & ~cannot].copy()
+    new = courses[~mapped & ~gone_new & ~cannot].astype({"moodle_id": object})
     conflicts: list[Push] = []
     if len(new):
         # The answer includes the site's front page (format "site"): it is no class's course.
@@ -413,7 +495,15 @@ def push_courses(
         ],
         ignore_index=True,
     )
-    skipped = pd.DataFrame({"key": courses.loc[gone_new, "zoho_id"], "reason": "class_deleted"})
+    skipped = pd.concat(
+        [
+            pd.DataFrame({"key": courses.loc[gone_new, "zoho_id"], "reason": "class_deleted"}),
+            pd.DataFrame(
+                {"key": courses.loc[cannot, "zoho_id"], "reason": "no Moodle course: " + blocked[cannot]}
+            ),
+        ],
+        ignore_index=True,
+    )
     report = PushReport("course", dry_run, plan, pushes=conflicts, skipped=skipped, unchanged=int(same.sum()))
     if dry_run:
         return report
@@ -459,6 +549,7 @@ def push_courses(
             if res.ok or action == "link":
                 saved.append(_id_row(r, int(r["moodle_id"]), r["fingerprint"] if res.ok else None))
     store.moodle.save_ids(tenant_id, "course", saved, report.pushes, run_id)
+    log_skipped(store, tenant_id, report, run_id)
     return report
 
 
@@ -472,6 +563,7 @@ def desired_enrolments(store: Warehouse, tenant_id: str) -> tuple[pd.DataFrame, 
     e = store.read_table(tenant_id, module("enrolments"))
     s = store.read_table(tenant_id, module("students"))
     c = store.read_table(tenant_id, module("classes"))
+    c_all = c
     withdrawn = set(s.loc[s["status"].isin(SUSPENDED_STATUSES), "zoho_id"])
     e = e[~e["student_id"].isin(withdrawn)]
     students = pd.DataFrame(
@@ -494,9 +586,20 @@ def desired_enrolments(store: Warehouse, tenant_id: str) -> tuple[pd.DataFrame, 
     wanted = pd.concat([students, teachers], ignore_index=True)
     wanted["moodle_user_id"] = wanted["user"].map(users)
     wanted["moodle_course_id"] = wanted["course"].map(courses)
+    teachers_t = store.read_table(tenant_id, module("teachers"))
+    live_users = pd.concat([s["zoho_id"], teachers_t["zoho_id"]])
+    blocked_users = pd.concat([unusable(s, "students"), unusable(teachers_t, "teachers")])
+    is_student = wanted["key"].str.startswith("enrolment:")
+    user_wait = pd.concat(
+        [
+            _waits(wanted.loc[is_student, "user"], "students", live_users, blocked_users, "account"),
+            _waits(wanted.loc[~is_student, "user"], "teachers", live_users, blocked_users, "account"),
+        ]
+    ).reindex(wanted.index)
+    course_wait = _waits(wanted["course"], "classes", c_all["zoho_id"], unusable(c_all, "classes"), "course")
     reason = np.select(
         [wanted["moodle_user_id"].isna(), wanted["moodle_course_id"].isna()],
-        ["user_not_in_moodle", "course_not_in_moodle"],
+        [user_wait.astype(object), course_wait.astype(object)],
         default="",
     )
     waiting = pd.DataFrame({"key": wanted["key"], "reason": reason})[reason != ""]
@@ -582,6 +685,7 @@ def push_enrolments(
         )
         removed += [k for k, res in zip(drop.index, results, strict=True) if res.ok]
     store.moodle.save_enrolments(tenant_id, added, removed, report.pushes, run_id)
+    log_skipped(store, tenant_id, report, run_id)
     return report
 
 

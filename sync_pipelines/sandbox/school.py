@@ -642,7 +642,80 @@ def generate_school(seed: int = 2026, *, scale: float = 1.0) -> dict[str, list[d
     for module, build in builders:
         school[module] = build(rng, ids, _count(module, scale), school)
         _apply_dirt(module, school[module])
+    _add_subforms_and_formulas(random.Random(f"{seed}/subforms"), ids, school)
     return school
+
+
+def _add_subforms_and_formulas(rng: random.Random, ids: _Ids, school: dict[str, list[dict]]) -> None:
+    """Give every record its subform rows and formula values, after all records exist.
+
+    Row ids continue the record ids (Zoho gives subform rows ids from the same sequence), and the
+    rows draw from their own ``rng``: the records and ids generated before are unchanged.
+
+    * ``BTEC_Registrations.Payment_Schedule``: one row per instalment paid (``BTEC_Payments``) and,
+      while money is still due, one row for the rest.
+    * ``BTEC_Grades.Learning_Outcomes_Assessm``: one row per learning outcome of the unit, with the
+      outcome reached; none for a grade mapped from prior learning.
+    * ``BTEC.BTEC_Grading_Template_P1``: the unit's assessment criteria (P, M, D; Pass only for
+      Qualifi units).
+    * ``BTEC_Students.Total_Amount`` (a formula): what the student has paid, or null.
+    """
+    paid: dict[str, list[dict]] = {}
+    for payment in school["BTEC_Payments"]:
+        if payment.get("Registration_ID"):
+            paid.setdefault(payment["Registration_ID"]["id"], []).append(payment)
+    for reg in school["BTEC_Registrations"]:
+        rows = []
+        for payment in sorted(paid.get(reg["id"], []), key=lambda p: (p["Installment_No"], p["id"])):
+            rows.append(
+                {
+                    "id": ids.next(),
+                    "Installment_No": payment["Installment_No"],
+                    "Due_Date": payment["Payment_Date"],
+                    "Installment_Amount": payment["Payment_Amount"],
+                    "Status": "Paid",
+                }
+            )
+        remaining = float(reg["Remaining_Amount"] or 0)
+        if remaining > 0:
+            due = date.fromisoformat(reg["Registration_Date"]) + timedelta(days=30 * (len(rows) + 1))
+            rows.append(
+                {
+                    "id": ids.next(),
+                    "Installment_No": len(rows) + 1,
+                    "Due_Date": due.isoformat(),
+                    "Installment_Amount": remaining,
+                    "Status": "Due",
+                }
+            )
+        reg["Payment_Schedule"] = rows
+    for grade in school["BTEC_Grades"]:
+        rows = []
+        if grade["Grade"] != "Mapped":
+            reached = _GRADE_NAMES.get(grade["Grade"], "Refer")
+            for number in range(1, 5):
+                outcome = reached
+                if reached in ("Merit", "Distinction") and rng.random() < 0.3:
+                    outcome = "Pass" if reached == "Merit" else "Merit"  # not every outcome at the top
+                rows.append({"id": ids.next(), "Learning_Outcome": f"LO{number}", "Outcome": outcome})
+        grade["Learning_Outcomes_Assessm"] = rows
+    for unit in school["BTEC"]:
+        qualifi = unit["Service_Type"] == "Qualifi"
+        criteria = [f"P{n}" for n in range(1, 5 if qualifi else 7)]
+        if not qualifi:
+            criteria += ["M1", "M2", "M3", "D1", "D2"]
+        unit["BTEC_Grading_Template_P1"] = [
+            {"id": ids.next(), "Criterion": criterion, "Learning_Outcome": f"LO{min(4, i // 3 + 1)}"}
+            for i, criterion in enumerate(criteria)
+        ]
+    totals: dict[str, float] = {}
+    for payment in school["BTEC_Payments"]:
+        if payment.get("Student_ID") and isinstance(payment.get("Payment_Amount"), int | float):
+            sid = payment["Student_ID"]["id"]
+            totals[sid] = totals.get(sid, 0.0) + payment["Payment_Amount"]
+    for student in school["BTEC_Students"]:
+        total = totals.get(student["id"])
+        student["Total_Amount"] = round(total, 2) if total is not None else None
 
 
 def _apply_dirt(module: str, records: list[dict]) -> None:

@@ -1,22 +1,35 @@
-"""A local, faithful simulator of the Zoho CRM REST API (v8) and of the Zoho accounts token endpoint.
+"""A local, faithful simulator of the Zoho CRM REST API (v2 … v8) and of the Zoho accounts token endpoint.
 
 One stdlib ``ThreadingHTTPServer`` on loopback answers both ``POST /oauth/v2/token`` and the CRM API
-under ``/crm/v2`` … ``/crm/v8``. It is built from the org's field metadata (``zoho_fields.json``,
-read through :mod:`sync_pipelines.zoho.modules`), never from per-module code: every module of the
-org answers the same way, and the quirks of the real service are kept on purpose:
+under ``/crm/v2``, ``/crm/v2.1``, ``/crm/v3`` … ``/crm/v8``. It is built from the org's field
+metadata (``zoho_fields.json``, read through :mod:`sync_pipelines.zoho.modules`), never from
+per-module code: every module of the org answers the same way, and the quirks of the real service
+are kept on purpose:
 
-* ``fields`` is required and capped at 50 API names; ``page`` reaches only the first 2,000 records,
-  ``page_token`` (opaque, expiring, bound to the query it came from) reaches 100,000;
+* ``fields`` is capped at 50 API names; it is optional in v2 and v2.1 (the whole record comes back)
+  and required from v3 on when a module is listed (Zoho's v3 changelog; v7 get-records: "mandatory
+  when fetching all records"); ``ids=`` reads up to 100 given records;
+* ``page`` reaches only the first 2,000 records in every version (real v2 answers
+  ``DISCRETE_PAGINATION_LIMIT_EXCEEDED`` too: airbytehq/airbyte#30977), ``page_token`` (opaque,
+  expiring, bound to the query it came from) reaches 100,000;
 * no records is HTTP 204 with an empty body, nothing modified since ``If-Modified-Since`` is 304;
 * modules without ``Modified_Time`` (``Products``, ``BTEC_Enrollments``) cannot be read
   incrementally;
+* subform values (lists of rows, each with its own ``id``) and multi-select lookups are rendered
+  only when one record is fetched (v7 get-records note), formula fields are computed by Zoho and
+  change without ``Modified_Time`` moving (:meth:`ZohoSimulator.set_formula`);
 * access tokens expire, the token endpoint throttles refreshes, API credits run out over a rolling
   24 hours and concurrent calls are capped, all answered with 429 and no ``Retry-After`` header;
 * writes are validated per record against the field metadata (picklists, data types, mandatory
-  fields, lookups) with Zoho's per-record result bodies and 200/207/400 statuses.
+  fields, lookups, owners, subform rows) with Zoho's per-record result bodies, several problems in
+  one record answered as ``MULTIPLE_OR_MULTI_ERRORS``, and 200/207/400 statuses;
+* the metadata and org endpoints answer as Zoho documents them: ``/settings/modules``,
+  ``/settings/modules/{api_name}``, ``/settings/fields`` (the full per-field keys, derived from the
+  few kept in ``zoho_fields.json``), ``/org`` and ``/users`` (a small fixed org, :data:`ORG_USERS`).
 
 Error bodies follow Zoho's ``{"code","message","status":"error","details":{…}}`` shape; codes, messages
-and details were checked against Zoho's OpenAPI spec (``zoho/crm-oas`` v8.0 examples).
+and details were checked against Zoho's OpenAPI spec (``zoho/crm-oas`` v8.0 examples) and the v7
+developer pages. Where no independent source confirms an answer, the code says so ("guess: …").
 """
 
 import bisect
@@ -66,16 +79,52 @@ REFRESH_WINDOW = timedelta(seconds=60)
 #: ``If-Modified-Since``) the simulator keeps between the pages of a read, least recently used out.
 SORTED_READS_KEPT = 16
 
+#: ``ids=`` on a list read takes at most this many record ids. Guess: the v2-v8 get-records pages
+#: name no number; 100 is what Zoho documents for every other list of record ids (delete records,
+#: recycle bin, users' ``ids``, API 1.0 ``getRecordById``).
+MAX_IDS = 100
+#: Rows one subform field holds in one record ("Each subform field can have a maximum of 100
+#: subform records in a single record", v7 Subform API).
+MAX_SUBFORM_ROWS = 100
+#: API versions whose list reads take no ``fields`` (the whole record comes back): v2 and v2.1.
+#: The v2 get-records page marks ``fields`` optional and the v3 changelog makes it mandatory
+#: ("Now is mandatory to add a fields parameter", quoted in airbytehq/airbyte#21164); the v2.1
+#: page does not call it optional, but the requirement came with v3.
+FIELDS_OPTIONAL_VERSIONS = frozenset({"v2", "v2.1"})
+#: What the token endpoint answers as ``scope`` unless a simulator is given its own: the scopes a
+#: sync of this org needs. Zoho answers the granted scopes as one string; several are separated by
+#: spaces (guess: a captured answer in a public repository shows ``"scope": "ZohoCRM.modules.all"``,
+#: another ``"ZohoCRM.modules.contacts.CREATE ..."``; RFC 6749 section 3.3 separates with spaces).
+DEFAULT_SCOPES = (
+    "ZohoCRM.modules.ALL",
+    "ZohoCRM.settings.ALL",
+    "ZohoCRM.users.READ",
+    "ZohoCRM.org.READ",
+    "ZohoCRM.coql.READ",
+)
+
 _ID_COUNTER_START = 100_000  # the first generated id ends in 100001; lower suffixes stay free
-_SIM_USER = {"name": "Sandbox Admin", "id": DEFAULT_ID_PREFIX + "000001"}
+# Fixed id suffixes below _ID_COUNTER_START: users, the org, profiles and roles, modules (1001+),
+# subform modules (2001+), fields (10001+) and picklist options (20001+).
+_USER_SUFFIXES = (1, 2, 3)
+_ORG_SUFFIX = 100
+_PROFILE_SUFFIXES = {"Administrator": 201, "Standard": 202}
+_ROLE_SUFFIXES = {"CEO": 301, "Manager": 302}
 _SYSTEM_FIELDS = frozenset(
     {"Created_Time", "Modified_Time", "Created_By", "Modified_By", "Last_Activity_Time"}
 )
+_OWNER_FIELDS = ("Owner", "Created_By", "Modified_By")
 _READ_ONLY_TYPES = frozenset({"autonumber", "formula"})
+#: Field types whose values a list read never renders (v7 get-records: "You can get the values of
+#: subform records, multi-select lookup fields and multi-user lookup fields in the response only
+#: when a specific record is fetched"). Guess for v2-v6, whose pages we could not read that far.
+_SINGLE_RECORD_ONLY_TYPES = frozenset({"subform", "multiselectlookup", "multiuserlookup"})
+#: Keys of a subform row that Zoho sets itself; a row sent with them has them ignored.
+_ROW_SYSTEM_KEYS = frozenset({"Parent_Id", "Created_Time", "Modified_Time", "Created_By", "Modified_By"})
 _TEXT_LIMITS = {"text": 255, "textarea": 32_000, "phone": 50, "website": 255, "email": 100}
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_API_PATH_RE = re.compile(r"^/crm/v[2-8]/(?P<rest>.*)$")
+_API_PATH_RE = re.compile(r"^/crm/(?P<version>v2\.1|v[2-8])/(?P<rest>.*)$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RECORD_ID_RE = re.compile(r"^\d{1,19}$")
 
@@ -124,6 +173,422 @@ def _fields_of(module: str) -> dict[str, dict]:
 def org_modules() -> tuple[str, ...]:
     """API names of every module in the simulated org (the nine synced ones and any others)."""
     return tuple(_org_metadata())
+
+
+# --- the org: users, company, module and field metadata -------------------------------------------
+
+#: The org's users (``GET /users``): name, e-mail, profile, role, status, confirmed. The first is
+#: the admin every access token belongs to (``type=CurrentUser``). A small fixed staff: records'
+#: owners are drawn from the active ones.
+ORG_USERS: tuple[tuple[str, str, str, str, str, bool], ...] = (
+    ("Sandbox Admin", "admin@school.example", "Administrator", "CEO", "active", True),
+    ("Rana Haddad", "registrar@school.example", "Standard", "Manager", "active", True),
+    ("Emre Kaya", "emre.kaya@school.example", "Standard", "Manager", "inactive", True),
+)
+#: ``GET /users?type=…`` and which users each type lists (v7 get-users). ``AllUsers`` is "both
+#: active and inactive users"; the simulated org has no deleted or unconfirmed user.
+_USER_TYPES: dict[str, Callable[[dict], bool]] = {
+    "AllUsers": lambda u: u["status"] in ("active", "inactive"),
+    "ActiveUsers": lambda u: u["status"] == "active",
+    "DeactiveUsers": lambda u: u["status"] == "inactive",
+    "ConfirmedUsers": lambda u: u["confirm"],
+    "NotConfirmedUsers": lambda u: not u["confirm"],
+    "DeletedUsers": lambda u: u["status"] == "deleted",
+    "ActiveConfirmedUsers": lambda u: u["status"] == "active" and u["confirm"],
+    "AdminUsers": lambda u: u["profile"]["name"] == "Administrator",
+    "ActiveConfirmedAdmins": lambda u: (
+        u["status"] == "active" and u["confirm"] and u["profile"]["name"] == "Administrator"
+    ),
+}
+_ORG_CREATED = datetime(2025, 8, 18, 9, 0, tzinfo=ORG_TZ)
+
+
+def _users_of(prefix: str) -> tuple[dict, ...]:
+    """The org's users as ``GET /users`` answers them (the keys of the v7 sample, trimmed)."""
+    admin = {"name": ORG_USERS[0][0], "id": make_record_id(prefix, _USER_SUFFIXES[0])}
+    users = []
+    for suffix, (name, email, profile, role, status, confirmed) in zip(
+        _USER_SUFFIXES, ORG_USERS, strict=True
+    ):
+        first, _, last = name.partition(" ")
+        users.append(
+            {
+                "id": make_record_id(prefix, suffix),
+                "full_name": name,
+                "first_name": first,
+                "last_name": last,
+                "email": email,
+                "role": {"name": role, "id": make_record_id(prefix, _ROLE_SUFFIXES[role])},
+                "profile": {"name": profile, "id": make_record_id(prefix, _PROFILE_SUFFIXES[profile])},
+                "status": status,
+                "confirm": confirmed,
+                "type__s": "Regular User",
+                "zuid": str(808_000_000 + suffix),
+                "time_zone": "Europe/Istanbul",
+                "locale": "en_GB",
+                "language": "en_US",
+                "country_locale": "en_GB",
+                "country": "TR",
+                "city": "Istanbul",
+                "date_format": "dd/MM/yyyy",
+                "time_format": "HH:mm",
+                "created_time": format_time(_ORG_CREATED + timedelta(days=suffix - 1)),
+                "created_by": dict(admin),
+                "Modified_Time": format_time(_ORG_CREATED + timedelta(days=suffix - 1)),
+                "Modified_By": dict(admin),
+            }
+        )
+    return tuple(users)
+
+
+def _org_of(prefix: str) -> dict:
+    """The org as ``GET /org`` answers it (``org[0]``).
+
+    Enterprise: the org has subform fields, which Zoho offers from the Enterprise edition up
+    (v7 Subform API). ``mc_status``: multi-currency is on (records carry ``Currency`` and
+    ``Exchange_Rate``).
+    """
+    return {
+        "id": make_record_id(prefix, _ORG_SUFFIX),
+        "company_name": "Demo BTEC School",
+        "alias": None,
+        "primary_email": ORG_USERS[0][1],
+        "primary_zuid": str(808_000_000 + _USER_SUFFIXES[0]),
+        "zgid": str(int(prefix[-7:]) + 800_000_000) if prefix[-7:].isdigit() else "800000000",
+        "domain_name": f"org{prefix[-7:]}",
+        "type": "production",
+        "time_zone": "Europe/Istanbul",
+        "country": "Turkey",
+        "country_code": "TR",
+        "city": "Istanbul",
+        "street": None,
+        "state": None,
+        "zip": None,
+        "phone": None,
+        "mobile": None,
+        "fax": None,
+        "website": "https://school.example",
+        "description": None,
+        "photo_id": None,
+        "employee_count": "40",
+        "currency": "US Dollar - USD",
+        "iso_code": "USD",
+        "currency_symbol": "$",
+        "currency_locale": "en_US",
+        "mc_status": True,
+        "gapps_enabled": False,
+        "translation_enabled": False,
+        "privacy_settings": False,
+        "hipaa_compliance_enabled": False,
+        "lite_users_enabled": False,
+        "deletable_org_account": False,
+        "hierarchy_preferences": {"type": "Role_Hierarchy"},
+        "created_time": format_time(_ORG_CREATED),
+        "license_details": {
+            "paid": True,
+            "paid_type": "enterprise",
+            "paid_expiry": format_time(_ORG_CREATED + timedelta(days=730)),
+            "users_license_purchased": 10,
+            "trial_type": None,
+            "trial_expiry": None,
+            "portal_users_license_purchased": 0,
+        },
+    }
+
+
+#: The org's standard (``generated_type: default``) modules: label and the system-defined
+#: duplicate check field of upserts. Every other module is a custom module, whose system-defined
+#: duplicate check field is ``Name`` (v7 upsert-records, "System-defined Duplicate Check Fields":
+#: "Products - Product_Name, …, CustomModules - Name").
+_STANDARD_MODULES: dict[str, tuple[str, str, str]] = {"Products": ("Product", "Products", "Product_Name")}
+#: API names of fields Zoho creates itself in every module (``custom_field: false``). Guess: the
+#: metadata keeps no such flag; these are the fields Zoho documents as system or standard ones.
+_STANDARD_FIELDS = frozenset(
+    {
+        "Name",
+        "Owner",
+        "Email",
+        "Created_By",
+        "Modified_By",
+        "Created_Time",
+        "Modified_Time",
+        "Last_Activity_Time",
+        "Currency",
+        "Exchange_Rate",
+        "Tag",
+        "Unsubscribed_Mode",
+        "Unsubscribed_Time",
+        "Record_Image",
+        "Locked__s",
+        "Product_Name",
+        "Unit_Price",
+        "Description",
+    }
+)
+#: ``json_type`` and ``length`` per ``data_type``, from the v7 fields-metadata sample (Leads) where
+#: it shows the type; the rest are guesses (marked).
+_JSON_TYPES: dict[str, str] = {
+    "text": "string",
+    "textarea": "string",
+    "email": "string",
+    "phone": "string",
+    "website": "string",
+    "picklist": "string",
+    "datetime": "string",
+    "profileimage": "string",
+    "date": "string",  # guess: not in the sample
+    "autonumber": "string",  # guess: not in the sample
+    "integer": "integer",
+    "double": "double",
+    "currency": "double",
+    "boolean": "boolean",
+    "lookup": "jsonobject",
+    "ownerlookup": "jsonobject",
+    "subform": "jsonarray",
+    "multiselectlookup": "jsonarray",
+    "fileupload": "jsonarray",
+}
+_LENGTHS: dict[str, int | None] = {
+    **_TEXT_LIMITS,  # what writes enforce (the sample's Phone is 30 long: lengths are per field)
+    "picklist": 120,
+    "datetime": 120,
+    "profileimage": 255,
+    "date": 20,  # guess
+    "autonumber": 255,  # guess
+    "integer": 9,
+    "double": 16,
+    "currency": 16,
+    "formula": 16,
+    "boolean": 5,
+    "lookup": 120,
+    "ownerlookup": 120,
+    "multiselectlookup": 200,
+    "fileupload": 1,
+    # The v7 sample leaves ``length`` out for a subform, the v8 spec lists it as required: null
+    # here (guess), so that clients reading ``length`` of every field find the key.
+    "subform": None,
+}
+#: Formula fields: return type (the ``json_type`` follows it). Guess: the metadata keeps only
+#: ``data_type: formula``; Total_Amount is an amount, so a decimal.
+_FORMULA_RETURN_TYPES: dict[tuple[str, str], str] = {("BTEC_Students", "Total_Amount"): "double"}
+
+
+def _label(api_name: str) -> str:
+    """A field or module label from its API name (guess: the metadata keeps no labels)."""
+    return api_name.replace("__s", "").replace("_", " ").strip()
+
+
+def _singular(plural: str) -> str:
+    if plural.endswith("sses"):
+        return plural[:-2]
+    if plural.endswith("s") and not plural.endswith("ss"):
+        return plural[:-1]
+    return plural
+
+
+def _module_id(prefix: str, module: str) -> str:
+    return make_record_id(prefix, 1001 + org_modules().index(module))
+
+
+def _subform_module_id(prefix: str, module: str, api_name: str) -> str:
+    subforms = [
+        (m, f["api_name"]) for m in org_modules() for f in _org_metadata()[m] if f["data_type"] == "subform"
+    ]
+    return make_record_id(prefix, 2001 + subforms.index((module, api_name)))
+
+
+@cache
+def _modules_of(prefix: str) -> tuple[dict, ...]:
+    """Every module as ``GET /settings/modules`` answers it (the keys of the v7 sample).
+
+    Guess: labels come from the API names; a custom module's ``module_name`` is Zoho's internal
+    ``CustomModuleN`` (as in the v7 sample, "Vehicles" is ``CustomModule3``). The modules Zoho
+    creates for subforms (``generated_type: subform``, Kaizen #31) are not listed: the org's
+    metadata does not describe their fields.
+    """
+    admin = {"name": ORG_USERS[0][0], "id": make_record_id(prefix, _USER_SUFFIXES[0])}
+    profiles = [{"name": n, "id": make_record_id(prefix, s)} for n, s in _PROFILE_SUFFIXES.items()]
+    out = []
+    custom = 0
+    for sequence, module in enumerate(org_modules(), start=2):
+        if module in _STANDARD_MODULES:
+            singular, plural, _ = _STANDARD_MODULES[module]
+            generated, module_name = "default", module
+        else:
+            custom += 1
+            plural = _label(module)
+            singular = _singular(plural)
+            generated, module_name = "custom", f"CustomModule{custom}"
+        out.append(
+            {
+                "id": _module_id(prefix, module),
+                "api_name": module,
+                "module_name": module_name,
+                "singular_label": singular,
+                "plural_label": plural,
+                "actual_singular_label": singular,
+                "actual_plural_label": plural,
+                "generated_type": generated,
+                "api_supported": True,
+                "creatable": True,
+                "editable": True,
+                "deletable": True,
+                "viewable": True,
+                "visible": True,
+                "visibility": 1,
+                "status": "visible",
+                "convertable": False,
+                "quick_create": True,
+                "show_as_tab": True,
+                "presence_sub_menu": False,
+                "sub_menu_available": True,
+                "recycle_bin_on_delete": True,
+                "feeds_required": False,
+                "global_search_supported": True,
+                "isBlueprintSupported": True,
+                "lookupable": True,
+                "access_type": "org_based",
+                "has_more_profiles": False,
+                "private_profile": None,
+                "profile_count": len(profiles),
+                "profiles": copy.deepcopy(profiles),
+                "business_card_field_limit": 5,
+                "sequence_number": sequence,
+                "description": None,
+                "web_link": None,
+                "arguments": [],
+                "parent_module": {},
+                "modified_time": format_time(_ORG_CREATED + timedelta(days=1)),
+                "modified_by": dict(admin),
+            }
+        )
+    return tuple(out)
+
+
+@cache
+def _fields_metadata_of(module: str, prefix: str) -> tuple[dict, ...]:
+    """The module's fields as ``GET /settings/fields`` answers them, derived from the few keys
+    ``zoho_fields.json`` keeps (``api_name``, ``data_type``, ``pick_list_values``,
+    ``lookup_module``, ``required``).
+
+    Keys and their shapes follow the v7 fields-metadata sample and the v8 spec's ``fields``
+    schema (every key there is required; ``subform``, ``formula``, ``lookup``, ``auto_number``,
+    ``currency`` are objects, null or empty when they do not apply). Labels, flags and lengths
+    that the metadata does not keep are guesses (see the tables above). ``auto_number`` is filled
+    by the simulator, which knows the numbering in use.
+    """
+    modules = org_modules()
+    field_number = 10_001 + sum(len(_org_metadata()[m]) for m in modules[: modules.index(module)])
+    option_number = 20_001 + sum(
+        len(f.get("pick_list_values") or [])
+        for m in modules[: modules.index(module)]
+        for f in _org_metadata()[m]
+    )
+    admin_profile = {
+        "name": "Administrator",
+        "id": make_record_id(prefix, _PROFILE_SUFFIXES["Administrator"]),
+    }
+    out = []
+    for spec in _org_metadata()[module]:
+        api_name, kind = spec["api_name"], spec["data_type"]
+        system = api_name in _SYSTEM_FIELDS
+        read_only = kind in _READ_ONLY_TYPES
+        writable = not (system or read_only)
+        json_type = _JSON_TYPES.get(kind, "string")
+        formula: dict[str, Any] = {}
+        decimal_place = 2 if kind in ("double", "currency") else None
+        if kind == "formula":
+            return_type = _FORMULA_RETURN_TYPES.get((module, api_name), "string")
+            json_type = {"double": "double", "integer": "integer", "boolean": "boolean"}.get(
+                return_type, "string"
+            )
+            formula = {"return_type": return_type, "expression": None}  # guess: not in the metadata
+            decimal_place = 2 if return_type == "double" else None
+        options = []
+        for sequence, value in enumerate(spec.get("pick_list_values") or [], start=1):
+            options.append(
+                {
+                    "display_value": value,
+                    "actual_value": value,
+                    "reference_value": value,
+                    "id": make_record_id(prefix, option_number),
+                    "sequence_number": sequence,
+                    "type": "used",
+                    "colour_code": None,
+                }
+            )
+            option_number += 1
+        lookup: dict[str, Any] = {}
+        if kind == "lookup" and spec.get("lookup_module"):
+            target = spec["lookup_module"]
+            lookup = {
+                "display_label": _label(api_name),
+                "api_name": None,
+                "id": None,
+                "module": {"api_name": target, "id": _module_id(prefix, target)},
+                "query_details": {},
+                "revalidate_filter_during_edit": False,
+                "show_fields": [],
+            }
+        subform = None
+        if kind == "subform":
+            subform = {"module": api_name, "id": _subform_module_id(prefix, module, api_name)}
+        out.append(
+            {
+                "id": make_record_id(prefix, field_number),
+                "api_name": api_name,
+                "field_label": _label(api_name),
+                "display_label": _label(api_name),
+                "data_type": kind,
+                "json_type": json_type,
+                "length": _LENGTHS.get(kind, 255),
+                "decimal_place": decimal_place,
+                "system_mandatory": bool(spec.get("required")),
+                "read_only": read_only,
+                "field_read_only": False,
+                "custom_field": api_name not in _STANDARD_FIELDS,
+                "visible": True,
+                "virtual_field": kind in _SINGLE_RECORD_ONLY_TYPES,
+                "type": "used",
+                "webhook": True,
+                "created_source": "default",
+                "display_type": -1,
+                "searchable": kind not in _SINGLE_RECORD_ONLY_TYPES,
+                "sortable": kind not in _SINGLE_RECORD_ONLY_TYPES,
+                "filterable": kind not in _SINGLE_RECORD_ONLY_TYPES,
+                "mass_update": writable and kind not in _SINGLE_RECORD_ONLY_TYPES,
+                "businesscard_supported": kind not in _SINGLE_RECORD_ONLY_TYPES,
+                "operation_type": {
+                    "web_create": writable,
+                    "web_update": writable,
+                    "api_create": writable,
+                    "api_update": writable,
+                },
+                "view_type": {"view": True, "edit": writable, "create": writable, "quick_create": False},
+                "profiles": [{"permission_type": "read_write", **admin_profile}],
+                "pick_list_values": options,
+                "pick_list_values_sorted_lexically": False,
+                "enable_colour_code": False,
+                "lookup": lookup,
+                "multiselectlookup": {},  # guess: the metadata does not say what it links to
+                "formula": formula,
+                "currency": {"rounding_option": "normal", "precision": 2} if kind == "currency" else {},
+                "auto_number": {},
+                "unique": {},
+                "subform": subform,
+                "associated_module": copy.deepcopy(subform),
+                "textarea": {"type": "large"} if kind == "textarea" else None,
+                "crypt": None,
+                "tooltip": None,
+                "history_tracking": None,
+                "external": None,
+                "hipaa_compliance_enabled": False,
+                "created_time": None,
+                "modified_time": None,
+            }
+        )
+        field_number += 1
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -233,6 +698,7 @@ class ZohoSimulator(LoopbackServer):
         faults: a seeded :class:`~sync_pipelines.sandbox.faults.FaultPlan` deciding which API and
             token requests fail and how (shared with a Moodle simulator if given to both);
             ``None`` injects nothing.
+        scopes: the OAuth scopes the token endpoint answers as granted (``scope``).
     """
 
     thread_name = "zoho-simulator"
@@ -254,6 +720,7 @@ class ZohoSimulator(LoopbackServer):
         page_token_ttl: int = 86_400,
         response_delay: float = 0.0,
         faults: FaultPlan | None = None,
+        scopes: Iterable[str] = DEFAULT_SCOPES,
     ) -> None:
         if len(id_prefix) != 13 or not id_prefix.isdigit():
             raise ValueError("id_prefix must be 13 digits (ids are 19 digits)")
@@ -266,8 +733,12 @@ class ZohoSimulator(LoopbackServer):
         self.response_delay = response_delay
         self.faults = faults
         self.id_prefix = id_prefix
+        self.scopes = tuple(scopes)
+        self._users = _users_of(id_prefix)
+        self._org = _org_of(id_prefix)
         self._clock = clock or (lambda: datetime.now(ORG_TZ))
         self._lock = threading.RLock()
+        self._request = threading.local()  # per handler thread: what the call being served asked
         # Every change to a module's live records goes through ``_changed(module)``, which makes
         # the sorted lists remembered for list reads (``_sorted_read``) stale.
         self._records: dict[str, dict[str, dict]] = {m: {} for m in org_modules()}
@@ -307,12 +778,31 @@ class ZohoSimulator(LoopbackServer):
         """The simulator's clock."""
         return self._clock()
 
+    @property
+    def users(self) -> list[dict]:
+        """Copies of the org's users, as ``GET /users?type=AllUsers`` lists them (admin first)."""
+        return copy.deepcopy(list(self._users))
+
+    @property
+    def modules(self) -> list[dict]:
+        """Copies of the org's modules, as ``GET /settings/modules`` lists them."""
+        return copy.deepcopy(list(_modules_of(self.id_prefix)))
+
+    @property
+    def org(self) -> dict:
+        """A copy of the org, as ``GET /org`` answers it (``org[0]``)."""
+        return copy.deepcopy(self._org)
+
     def insert(self, module: str, record: dict) -> str:
         """Add a record as-is (no validation: dirty data is welcome).
 
-        Assigns ``id`` when missing, ``Created_Time``/``Modified_Time`` where the module has them
-        and they are missing, and autonumber fields left empty. Lookups given as a bare id or as
-        ``{"id"}`` are stored as ``{"name","id"}``.
+        Assigns ``id`` when missing; ``Created_Time``/``Modified_Time`` where the module has them
+        and they are missing; ``Owner`` (one of the org's active users, picked by id),
+        ``Created_By`` and ``Modified_By`` (the owner) where the module has them and they are
+        missing; autonumber fields left empty; and an ``id`` to every subform row without one
+        (rows given an id keep it). Lookups and owners given as a bare id or as ``{"id"}`` are
+        stored as ``{"name","id"}`` (owners ``{"name","id","email"}``); subform rows carry
+        ``Parent_Id``.
 
         Returns:
             The record id.
@@ -326,8 +816,7 @@ class ZohoSimulator(LoopbackServer):
                     rec.pop(name, None)
             if rec.get("id"):
                 rec["id"] = str(rec["id"])
-                if rec["id"].isdigit():
-                    self._max_id = max(self._max_id, int(rec["id"]))
+                self._note_id(rec["id"])
             else:
                 rec["id"] = self._new_id()
             stamp = format_time(self.now())
@@ -335,14 +824,21 @@ class ZohoSimulator(LoopbackServer):
                 rec["Created_Time"] = rec.get("Modified_Time") or stamp
             if "Modified_Time" in meta and not rec.get("Modified_Time"):
                 rec["Modified_Time"] = rec.get("Created_Time") or stamp
+            owner = self._user_value(rec.get("Owner")) or self._default_owner(rec["id"])
+            for name in _OWNER_FIELDS:
+                if name in meta and not rec.get(name):
+                    rec[name] = owner
             self._fill_autonumbers(module, rec)
-            self._normalize_lookups(module, rec)
+            self._normalize(module, rec)
             self._records[module][rec["id"]] = rec
             self._changed(module)
             return rec["id"]
 
     def update(self, module: str, record_id: str, **fields: Any) -> None:
         """Change fields of a record as-is and bump its ``Modified_Time`` (unless given).
+
+        A subform given as a list replaces the record's rows as given; rows without an ``id`` get
+        one.
 
         Raises:
             KeyError: no such record.
@@ -356,9 +852,28 @@ class ZohoSimulator(LoopbackServer):
                 rec.update(copy.deepcopy(fields))
                 if "Modified_Time" in _fields_of(module) and "Modified_Time" not in fields:
                     rec["Modified_Time"] = format_time(self.now())
-                self._normalize_lookups(module, rec)
+                self._normalize(module, rec)
             finally:
                 self._changed(module)
+
+    def set_formula(self, module: str, record_id: str, field: str, value: Any) -> None:
+        """Give a formula field a new value, as Zoho's recomputation does: ``Modified_Time``
+        (and ``Modified_By``) stay as they are, so incremental reads do not see the change.
+
+        Raises:
+            KeyError: no such record.
+            ValueError: ``field`` is not a formula field of ``module``.
+        """
+        self._check_module(module)
+        meta = _fields_of(module).get(field)
+        if meta is None or meta["data_type"] != "formula":
+            raise ValueError(f"{module}.{field} is not a formula field")
+        with self._lock:
+            rec = self._records[module].get(str(record_id))
+            if rec is None:
+                raise KeyError(f"{module} has no record {record_id}")
+            rec[field] = copy.deepcopy(value)
+            self._changed(module)
 
     def delete(self, module: str, record_id: str, *, permanent: bool = False) -> None:
         """Delete a record: it moves to the recycle bin (or is gone for good with ``permanent``).
@@ -480,6 +995,11 @@ class ZohoSimulator(LoopbackServer):
         self._max_id += 1
         return str(self._max_id)
 
+    def _note_id(self, given: str) -> None:
+        """Keep ids assigned later above an id given by the caller (records and subform rows)."""
+        if given.isdigit():
+            self._max_id = max(self._max_id, int(given))
+
     def _sorted_by_id(self, module: str) -> list[dict]:
         return sorted(self._records[module].values(), key=lambda r: int(r["id"]))
 
@@ -490,19 +1010,69 @@ class ZohoSimulator(LoopbackServer):
                 return str(rec[name])
         return None
 
-    def _normalize_lookups(self, module: str, rec: dict) -> None:
+    def _normalize(self, module: str, rec: dict) -> None:
+        """Store lookups as ``{"name","id"}``, owners as ``{"name","id","email"}`` (when the id is
+        one of the org's users) and subform rows with an ``id`` and ``Parent_Id``."""
         for api_name, meta in _fields_of(module).items():
             value = rec.get(api_name)
-            if meta["data_type"] != "lookup" or value is None:
+            if value is None:
                 continue
-            if isinstance(value, str | int):
-                value = {"id": str(value)}
-            if isinstance(value, dict) and "name" not in value and value.get("id"):
-                target = self._records.get(meta.get("lookup_module", ""), {}).get(str(value["id"]))
-                rec[api_name] = {
-                    "name": self._display_name(target) if target else None,
-                    "id": str(value["id"]),
-                }
+            kind = meta["data_type"]
+            if kind == "lookup":
+                if isinstance(value, str | int):
+                    value = {"id": str(value)}
+                if isinstance(value, dict) and "name" not in value and value.get("id"):
+                    target = self._records.get(meta.get("lookup_module", ""), {}).get(str(value["id"]))
+                    rec[api_name] = {
+                        "name": self._display_name(target) if target else None,
+                        "id": str(value["id"]),
+                    }
+            elif kind == "ownerlookup":
+                rec[api_name] = self._user_value(value) or value
+            elif kind == "subform" and isinstance(value, list):
+                parent = {"name": self._display_name(rec), "id": rec["id"]}
+                rows = []
+                for row in value:
+                    if not isinstance(row, dict):
+                        rows.append(row)  # as-is: dirty data is welcome
+                        continue
+                    row = {k: v for k, v in row.items() if k not in _ROW_SYSTEM_KEYS}
+                    if row.get("id"):
+                        row["id"] = str(row["id"])
+                        self._note_id(row["id"])
+                    else:
+                        row["id"] = self._new_id()
+                    row["Parent_Id"] = dict(parent)
+                    rows.append(row)
+                rec[api_name] = rows
+
+    def _user_by_id(self, user_id: Any) -> dict | None:
+        return next((u for u in self._users if u["id"] == str(user_id)), None)
+
+    def _user_value(self, value: Any) -> dict | None:
+        """``{"name","id","email"}`` of the org user ``value`` names (a bare id or ``{"id"}``)."""
+        user_id = value.get("id") if isinstance(value, dict) else value
+        if not isinstance(user_id, str | int) or not str(user_id):
+            return None
+        user = self._user_by_id(user_id)
+        return {"name": user["full_name"], "id": user["id"], "email": user["email"]} if user else None
+
+    def _default_owner(self, record_id: str) -> dict:
+        """The owner of a record inserted without one: an active user, the same for the same id."""
+        active = [u for u in self._users if u["status"] == "active"]
+        user = active[int(record_id) % len(active)] if record_id.isdigit() else active[0]
+        return {"name": user["full_name"], "id": user["id"], "email": user["email"]}
+
+    def _current_user(self) -> dict:
+        """The user every access token belongs to (``type=CurrentUser``): the admin."""
+        return self._users[0]
+
+    @staticmethod
+    def _minified(user: Any) -> dict | None:
+        """``{"name","id"}`` of a user, as write results and deleted entries show one."""
+        if isinstance(user, dict) and user.get("id"):
+            return {"name": user.get("name") or user.get("full_name"), "id": str(user["id"])}
+        return None
 
     def _fill_autonumbers(self, module: str, rec: dict) -> None:
         """Give empty autonumber fields the next number, following the format already in use."""
@@ -521,13 +1091,17 @@ class ZohoSimulator(LoopbackServer):
                 )
 
     def _deleted_entry(self, module: str, rec: dict, *, permanent: bool) -> dict:
+        """One entry of ``GET /{module}/deleted`` (v7 get-deleted-records keys). Permanently
+        deleted entries carry no name, creator or deleter (as the v8 spec's example shows)."""
+        deleter = self._minified(self._current_user())
+        creator = self._minified(rec.get("Created_By")) or deleter
         return {
             "id": rec["id"],
             "display_name": None if permanent else self._display_name(rec),
             "type": "permanent" if permanent else "recycle",
             "deleted_time": format_time(self.now()),
-            "deleted_by": None if permanent else dict(_SIM_USER),
-            "created_by": None if permanent else dict(_SIM_USER),
+            "deleted_by": None if permanent else deleter,
+            "created_by": None if permanent else creator,
         }
 
     # --- internals: HTTP entry point -----------------------------------------------------------------
@@ -671,6 +1245,7 @@ class ZohoSimulator(LoopbackServer):
             200,
             {
                 "access_token": token,
+                "scope": " ".join(self.scopes),
                 "expires_in": self.token_ttl,
                 "api_domain": self.api_domain,
                 "token_type": "Bearer",
@@ -719,10 +1294,21 @@ class ZohoSimulator(LoopbackServer):
         match = _API_PATH_RE.match(path)
         if match is None:
             raise _invalid_url()
+        version = match.group("version")
+        self._request.version = version  # the API version of the call this thread serves
         segments = match.group("rest").split("/")
         if segments == ["settings", "fields"]:
             self._require_method(method, "GET")
             return self._settings_fields(query)
+        if segments[:2] == ["settings", "modules"] and len(segments) <= 3:
+            self._require_method(method, "GET")
+            return self._settings_modules(segments[2] if len(segments) == 3 else None, query)
+        if segments == ["org"]:
+            self._require_method(method, "GET")
+            return self._get_org()
+        if segments[0] == "users" and len(segments) <= 2:
+            self._require_method(method, "GET")
+            return self._get_users(segments[1] if len(segments) == 2 else None, query)
         if segments == ["coql"]:
             self._require_method(method, "POST")
             return self._coql(_json_body(body))
@@ -799,7 +1385,13 @@ class ZohoSimulator(LoopbackServer):
 
     def _get_records(self, module: str, query: dict[str, str], headers: Any) -> _Response:
         meta = _fields_of(module)
-        fields = _parse_fields(query.get("fields"), required=True)
+        version = getattr(self._request, "version", "v8")
+        ids = _parse_ids(query.get("ids"))
+        # v3 on: "fields string, mandatory when fetching all records" (v7 get-records); a read of
+        # given ids is not one of all records, so it may leave fields out (guess from that wording).
+        fields = _parse_fields(
+            query.get("fields"), required=version not in FIELDS_OPTIONAL_VERSIONS and ids is None
+        )
         per_page = _int_param(query, "per_page", default=MAX_PER_PAGE, maximum=MAX_PER_PAGE)
         if "page" in query and "page_token" in query:
             raise _ApiError(
@@ -829,7 +1421,15 @@ class ZohoSimulator(LoopbackServer):
         # use ids and the deleted list); answering 304 would silently hide every change.
         if "Modified_Time" not in meta:
             since = None
-        signature = (module, tuple(fields), per_page, sort_by, sort_order, since_header or "")
+        signature = (
+            module,
+            tuple(fields) if fields is not None else None,
+            tuple(ids) if ids is not None else None,
+            per_page,
+            sort_by,
+            sort_order,
+            since_header or "",
+        )
 
         token_value = query.get("page_token")
         if token_value is not None:
@@ -857,13 +1457,19 @@ class ZohoSimulator(LoopbackServer):
         with self._lock:
             read = self._sorted_read(module, sort_by, sort_order, since)
             keys, rows = read.keys, read.records
+            if ids is not None:  # only the records asked for that exist (and pass the header)
+                wanted = set(ids)
+                picked = [(k, r) for k, r in zip(keys, rows, strict=True) if r["id"] in wanted]
+                keys, rows = [k for k, _ in picked], [r for _, r in picked]
             if token_value is not None:
                 start = _start_after(keys, cursor, ascending=sort_order == "asc")
             else:
                 start = served_before
             chunk = [self._project(module, r, fields) for r in rows[start : start + per_page]]
             if not chunk:
-                status = 304 if since is not None and not rows else 204
+                # Guess for ids: none found is 204 even with If-Modified-Since (Zoho documents
+                # 304 only for "nothing modified since").
+                status = 304 if since is not None and not rows and ids is None else 204
                 return _Response(status, None, credits=credits)
             more = start + len(chunk) < len(rows)
             expiry = self.now() + timedelta(seconds=self.page_token_ttl)
@@ -927,10 +1533,19 @@ class ZohoSimulator(LoopbackServer):
         return state
 
     @staticmethod
-    def _project(module: str, rec: dict, fields: Iterable[str] | None) -> dict:
-        """The record as the API answers it: the requested fields (null when empty) and ``id``."""
+    def _project(module: str, rec: dict, fields: Iterable[str] | None, *, single: bool = False) -> dict:
+        """The record as the API answers it: the requested fields (null when empty) and ``id``.
+
+        Without ``fields``, every field of the module (a whole record; guess: null for the
+        empty ones, as for requested fields). Only a read of one record (``single``) renders
+        subforms and multi-select lookups; a list read leaves them out even when asked for
+        (v7 get-records: "only when a specific record is fetched"; guess: left out, not null).
+        API names the module does not have are left out of the answer, not refused.
+        """
         meta = _fields_of(module)
-        names = [n for n in (fields if fields is not None else rec) if n != "id" and n in meta]
+        names = [n for n in (fields if fields is not None else meta) if n != "id" and n in meta]
+        if not single:
+            names = [n for n in names if meta[n]["data_type"] not in _SINGLE_RECORD_ONLY_TYPES]
         out = {name: copy.deepcopy(rec.get(name)) for name in names}
         out["id"] = rec["id"]
         return out
@@ -949,17 +1564,27 @@ class ZohoSimulator(LoopbackServer):
             rec = self._records[module].get(record_id)
             if rec is None:
                 return _Response(204, None, credits=credits)
-            return _Response(200, {"data": [self._project(module, rec, fields)]}, credits=credits)
+            return _Response(
+                200, {"data": [self._project(module, rec, fields, single=True)]}, credits=credits
+            )
 
     # --- deleted records ------------------------------------------------------------------------------
 
     def _get_deleted(self, module: str, query: dict[str, str], headers: Any) -> _Response:
+        """``GET /{module}/deleted``: pages with ``page`` and ``per_page`` (at most 200) only.
+
+        The endpoint takes no ``page_token`` and answers none: the v7 get-deleted-records page and
+        the v8 spec list only ``type``, ``page``, ``per_page`` and ``If-Modified-Since``. Neither
+        gives a cap on ``page`` (the 2,000-record limit of discrete paging is documented for
+        get-records only), so every page is served (guess: the real service may stop somewhere).
+        An unknown ``type`` is ``PATTERN_NOT_MATCHED`` (v7; guess: its ``details``).
+        """
         kind = query.get("type", "all")
         if kind not in ("all", "recycle", "permanent"):
             raise _ApiError(
                 400,
-                "INVALID_DATA",
-                "invalid data",
+                "PATTERN_NOT_MATCHED",
+                "Please check whether the input values are correct",
                 {"param_name": "type", "supported_values": ["all", "recycle", "permanent"]},
             )
         per_page = _int_param(query, "per_page", default=MAX_PER_PAGE, maximum=MAX_PER_PAGE)
@@ -1024,6 +1649,11 @@ class ZohoSimulator(LoopbackServer):
         return _Response(status, {"data": results}, credits=credits)
 
     def _write_one(self, module: str, index: int, row: Any, mode: str, duplicate_check: list[str]) -> dict:
+        """One record of an insert, update or upsert: its result, and its effect when it succeeds.
+
+        Every problem found in the record is collected: one is answered as itself, several as
+        ``MULTIPLE_OR_MULTI_ERRORS`` with ``details.errors`` (see :func:`_one_or_many`).
+        """
         path = f"$.data[{index}]"
         if not isinstance(row, dict):
             return _record_error(
@@ -1033,22 +1663,30 @@ class ZohoSimulator(LoopbackServer):
             )
         meta = _fields_of(module)
         values: dict[str, Any] = {}
+        errors: list[dict] = []
+        refused: set[str] = set()  # fields already answered with an error
         for api_name, value in row.items():
             if api_name == "id" or api_name.startswith("$"):
                 continue
             field_meta = meta.get(api_name)
             if field_meta is None:
-                return _record_error(
-                    "INVALID_DATA", "invalid data", {"api_name": api_name, "json_path": f"{path}.{api_name}"}
+                errors.append(
+                    _record_error(
+                        "INVALID_DATA",
+                        "invalid data",
+                        {"api_name": api_name, "json_path": f"{path}.{api_name}"},
+                    )
                 )
+                continue
             if api_name in _SYSTEM_FIELDS or field_meta["data_type"] in _READ_ONLY_TYPES:
-                continue  # Zoho ignores writes to system and read-only fields
+                continue  # Zoho ignores writes to system and read-only (formula, autonumber) fields
             try:
                 values[api_name] = self._coerce(field_meta, value)
             except _FieldError as error:
                 details = {"api_name": api_name, "json_path": f"{path}.{api_name}{error.path_suffix}"}
                 details.update(error.details)
-                return _record_error("INVALID_DATA", error.message, details)
+                errors.append(_record_error(error.code, error.message, details))
+                refused.add(api_name)
 
         records = self._records[module]
         target: dict | None = None
@@ -1056,40 +1694,51 @@ class ZohoSimulator(LoopbackServer):
         if "id" in row and mode != "insert":
             target = records.get(str(row["id"]))
             if target is None:
-                return _record_error(
-                    "INVALID_DATA",
-                    "the id given seems to be invalid",
+                errors.append(
+                    _record_error(
+                        "INVALID_DATA",
+                        "the id given seems to be invalid",
+                        {"api_name": "id", "json_path": f"{path}.id"},
+                    )
+                )
+                return _one_or_many(errors)
+        elif mode == "update":
+            errors.append(
+                _record_error(
+                    "MANDATORY_NOT_FOUND",
+                    "required field not found",
                     {"api_name": "id", "json_path": f"{path}.id"},
                 )
-        elif mode == "update":
-            return _record_error(
-                "MANDATORY_NOT_FOUND",
-                "required field not found",
-                {"api_name": "id", "json_path": f"{path}.id"},
             )
+            return _one_or_many(errors)
         elif mode == "upsert":
-            for api_name in duplicate_check:
+            # Without duplicate_check_fields Zoho checks the module's system-defined duplicate
+            # check field, then its user-defined unique fields (v7 upsert-records); the metadata
+            # keeps no "unique" flag, so only the system-defined one is checked here.
+            checks = duplicate_check or [_system_duplicate_check_field(module)]
+            for api_name in checks:
                 wanted = values.get(api_name)
                 if _is_empty(wanted):
                     continue
                 found = [r for r in records.values() if _same_value(r.get(api_name), wanted)]
                 if len(found) > 1:
-                    return _record_error(
-                        "DUPLICATE_DATA",
-                        "duplicate data",
-                        {
-                            "api_name": api_name,
-                            "json_path": f"{path}.{api_name}",
-                            "duplicate_record": {"id": found[0]["id"], "module": {"api_name": module}},
-                            "more_records": True,
-                        },
+                    errors.append(
+                        _record_error(
+                            "DUPLICATE_DATA",
+                            "duplicate data",
+                            {
+                                "api_name": api_name,
+                                "json_path": f"{path}.{api_name}",
+                                "duplicate_record": {"id": found[0]["id"], "module": {"api_name": module}},
+                                "more_records": True,
+                            },
+                        )
                     )
-                if found:
+                elif found and target is None:
                     target, duplicate_field = found[0], api_name
-                    break
 
         for api_name, field_meta in meta.items():
-            if not field_meta.get("required"):
+            if not field_meta.get("required") or api_name in refused:
                 continue
             missing = (
                 _is_empty(values.get(api_name))
@@ -1097,13 +1746,29 @@ class ZohoSimulator(LoopbackServer):
                 else (api_name in values and _is_empty(values[api_name]))
             )
             if missing:
-                return _record_error(
-                    "MANDATORY_NOT_FOUND",
-                    "required field not found",
-                    {"api_name": api_name, "json_path": f"{path}.{api_name}"},
+                errors.append(
+                    _record_error(
+                        "MANDATORY_NOT_FOUND",
+                        "required field not found",
+                        {"api_name": api_name, "json_path": f"{path}.{api_name}"},
+                    )
                 )
 
+        subforms: dict[str, list[dict]] = {}
+        for api_name, sent in values.items():
+            if meta[api_name]["data_type"] == "subform" and sent is not None:
+                try:
+                    subforms[api_name] = _subform_rows(target, api_name, sent)
+                except _FieldError as error:
+                    details = {"api_name": api_name, "json_path": f"{path}.{api_name}{error.path_suffix}"}
+                    details.update(error.details)
+                    errors.append(_record_error(error.code, error.message, details))
+        if errors:
+            return _one_or_many(errors)
+
         stamp = format_time(self.now())
+        user = {"name": self._current_user()["full_name"], "id": self._current_user()["id"]}
+        user_with_email = {**user, "email": self._current_user()["email"]}
         try:
             if target is None:
                 action, message = "insert", "record added"
@@ -1111,11 +1776,19 @@ class ZohoSimulator(LoopbackServer):
                 target = {"id": record_id, **values}
                 if "Created_Time" in meta:
                     target["Created_Time"] = stamp
+                for name in _OWNER_FIELDS:
+                    if name in meta and not target.get(name):
+                        target[name] = dict(user_with_email)  # the API user owns what it adds
                 self._fill_autonumbers(module, target)
                 records[record_id] = target
             else:
                 action, message = "update", "record updated"
                 target.update(values)
+                if "Modified_By" in meta:
+                    target["Modified_By"] = dict(user_with_email)
+            for api_name, rows in subforms.items():
+                target[api_name] = rows
+            self._normalize(module, target)  # ids for new subform rows, Parent_Id on every row
             if "Modified_Time" in meta:
                 target["Modified_Time"] = stamp
         finally:
@@ -1126,7 +1799,7 @@ class ZohoSimulator(LoopbackServer):
                 details[api_name] = target.get(api_name)
         for api_name in ("Modified_By", "Created_By"):
             if api_name in meta:
-                details[api_name] = dict(_SIM_USER)
+                details[api_name] = self._minified(target.get(api_name)) or dict(user)
         result: dict[str, Any] = {
             "code": "SUCCESS",
             "details": details,
@@ -1188,7 +1861,26 @@ class ZohoSimulator(LoopbackServer):
             if target is None:
                 raise _FieldError({}, message="the id given seems to be invalid", path_suffix=".id")
             return {"name": self._display_name(target), "id": target_id}
-        return copy.deepcopy(value)  # ownerlookup, subform, multiselectlookup: stored as given
+        if kind == "ownerlookup":
+            # An owner is one of the org's active users, given by id (guess: the error for an
+            # unknown or inactive user is the lookup's "the id given seems to be invalid").
+            if not (isinstance(value, dict) and value.get("id")) and not (isinstance(value, str) and value):
+                raise _FieldError({"expected_data_type": "jsonobject"})
+            user = self._user_value(value)
+            user_meta = self._user_by_id(user["id"]) if user else None
+            if user is None or user_meta is None or user_meta["status"] != "active":
+                raise _FieldError({}, message="the id given seems to be invalid", path_suffix=".id")
+            return user
+        if kind == "subform":
+            if not isinstance(value, list):
+                raise _FieldError({"expected_data_type": "jsonarray"})
+            for j, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise _FieldError({"expected_data_type": "jsonobject"}, path_suffix=f"[{j}]")
+            # The rows' own fields are not validated: the org's metadata does not describe the
+            # subform modules' fields (guess: taken as given).
+            return copy.deepcopy(value)
+        return copy.deepcopy(value)  # multiselectlookup, fileupload, profileimage: stored as given
 
     def _delete_records(self, module: str, query: dict[str, str]) -> _Response:
         ids = [i for i in (query.get("ids") or "").split(",") if i.strip()]
@@ -1225,6 +1917,7 @@ class ZohoSimulator(LoopbackServer):
     # --- metadata and COQL ----------------------------------------------------------------------------
 
     def _settings_fields(self, query: dict[str, str]) -> _Response:
+        """``GET /settings/fields?module=X``: every field of X with the keys Zoho answers."""
         module = query.get("module")
         if not module:
             raise _ApiError(
@@ -1235,7 +1928,88 @@ class ZohoSimulator(LoopbackServer):
                 400, "INVALID_MODULE", "the module name given seems to be invalid", {"param_name": "module"}
             )
         credits = self._charge(1)
-        return _Response(200, {"fields": copy.deepcopy(list(_org_metadata()[module]))}, credits=credits)
+        fields = copy.deepcopy(list(_fields_metadata_of(module, self.id_prefix)))
+        with self._lock:
+            for field in fields:
+                if field["data_type"] == "autonumber":
+                    prefix, width, _ = self._autonumbers.get((module, field["api_name"]), ("", 0, 0))
+                    field["auto_number"] = {
+                        "prefix": prefix,
+                        "suffix": "",
+                        "start_number": 1,
+                        "starting_number_length": width,
+                    }
+        return _Response(200, {"fields": fields}, credits=credits)
+
+    def _settings_modules(self, api_name: str | None, query: dict[str, str]) -> _Response:
+        """``GET /settings/modules`` (every module) and ``GET /settings/modules/{api_name}``.
+
+        One module answers ``{"modules": [{…}]}`` (the v8 spec's Response_Wrapper); an unknown API
+        name is 400 ``INVALID_MODULE`` with ``resource_path_index`` 2 ("the index 0 starts after
+        the version number", v7 module-meta). ``status=`` keeps the modules of the statuses
+        given (every module here is ``visible``; guess: none left is 204).
+        """
+        modules = list(_modules_of(self.id_prefix))
+        if api_name is not None:
+            modules = [m for m in modules if m["api_name"] == api_name]
+            if not modules:
+                raise _ApiError(
+                    400,
+                    "INVALID_MODULE",
+                    "the module name given seems to be invalid",
+                    {"resource_path_index": 2},
+                )
+        wanted = {v.strip() for v in (query.get("status") or "").split(",") if v.strip()}
+        if wanted:
+            modules = [m for m in modules if m["status"] in wanted]
+        credits = self._charge(1)
+        if not modules:
+            return _Response(204, None, credits=credits)
+        return _Response(200, {"modules": copy.deepcopy(modules)}, credits=credits)
+
+    def _get_org(self) -> _Response:
+        """``GET /org``: ``{"org": [{…}]}`` (v7 get-org-data)."""
+        credits = self._charge(1)
+        return _Response(200, {"org": [copy.deepcopy(self._org)]}, credits=credits)
+
+    def _get_users(self, user_id: str | None, query: dict[str, str]) -> _Response:
+        """``GET /users?type=…&page=&per_page=`` and ``GET /users/{id}`` (v7 get-users).
+
+        ``type`` defaults to ``AllUsers`` (guess: the page does not say); an unknown type is
+        ``INVALID_DATA`` (guess). No user of the type, or an unknown id, is 204 (guess, as for
+        records).
+        """
+        kind = query.get("type", "AllUsers")
+        if kind != "CurrentUser" and kind not in _USER_TYPES:
+            raise _ApiError(
+                400,
+                "INVALID_DATA",
+                "invalid data",
+                {"param_name": "type", "supported_values": [*_USER_TYPES, "CurrentUser"]},
+            )
+        per_page = _int_param(query, "per_page", default=MAX_PER_PAGE, maximum=MAX_PER_PAGE)
+        page = _int_param(query, "page", default=1)
+        credits = self._charge(1)
+        if user_id is not None:
+            found = [u for u in self._users if u["id"] == user_id]
+            if not found:
+                return _Response(204, None, credits=credits)
+            return _Response(200, {"users": copy.deepcopy(found)}, credits=credits)
+        if kind == "CurrentUser":
+            users = [self._current_user()]
+        else:
+            users = [u for u in self._users if _USER_TYPES[kind](u)]
+        start = (page - 1) * per_page
+        chunk = copy.deepcopy(users[start : start + per_page])
+        if not chunk:
+            return _Response(204, None, credits=credits)
+        info = {
+            "per_page": per_page,
+            "count": len(chunk),
+            "page": page,
+            "more_records": start + len(chunk) < len(users),
+        }
+        return _Response(200, {"users": chunk, "info": info}, credits=credits)
 
     def _coql(self, body: Any) -> _Response:
         query_text = body.get("select_query") if isinstance(body, dict) else None
@@ -1316,11 +2090,82 @@ class ZohoSimulator(LoopbackServer):
 
 
 class _FieldError(Exception):
-    def __init__(self, details: dict, *, message: str = "invalid data", path_suffix: str = "") -> None:
+    def __init__(
+        self,
+        details: dict,
+        *,
+        message: str = "invalid data",
+        path_suffix: str = "",
+        code: str = "INVALID_DATA",
+    ) -> None:
         super().__init__(message)
         self.details = details
         self.message = message
         self.path_suffix = path_suffix
+        self.code = code
+
+
+def _one_or_many(errors: list[dict]) -> dict:
+    """The result of a record with these problems: the problem itself when there is one, else
+    ``MULTIPLE_OR_MULTI_ERRORS`` with every problem in ``details.errors``.
+
+    Zoho documents ``MULTIPLE_OR_MULTI_ERRORS`` for duplicate data in several unique fields of one
+    record ("The 'errors' array gives you the details of the module and the API name of the
+    fields that contain duplicate data", v7 insert-records); answering it for any several
+    problems of one record, and its message for them, is a guess.
+    """
+    if len(errors) == 1:
+        return errors[0]
+    duplicates = all(e["code"] == "DUPLICATE_DATA" for e in errors)
+    message = "Duplicate data in multiple fields" if duplicates else "multiple errors"
+    return _record_error("MULTIPLE_OR_MULTI_ERRORS", message, {"errors": errors})
+
+
+def _system_duplicate_check_field(module: str) -> str:
+    """The field an upsert without ``duplicate_check_fields`` matches on (v7 upsert-records)."""
+    return _STANDARD_MODULES[module][2] if module in _STANDARD_MODULES else "Name"
+
+
+def _subform_rows(target: dict | None, api_name: str, sent: list[dict]) -> list[dict]:
+    """The rows subform ``api_name`` holds after a write that sent ``sent`` for it.
+
+    The list sent replaces the rows (the v7 update-subforms sample sends the rows "that do not
+    need any update" with their ids; CData's Zoho CRM driver documents the same: "If the Id is not
+    included in the JSON, that line will be deleted from the Subform"): a row sent with the
+    ``id`` of an existing row updates it (fields not sent stay as they are) and keeps its id, a
+    row without ``id`` is a new row (its id is assigned when stored), a row with ``"_delete"`` is
+    removed (v7), an empty list removes every row (v7). The same v7 page also says an update
+    "will append the provided data with the existing data": it contradicts its own sample, and we
+    follow the sample. An id that is not one of the record's rows is ``INVALID_DATA`` "the id
+    given seems to be invalid" (the error v7 lists; its use for rows is a guess). A new record's
+    rows are all new: ids sent with them are not kept (guess). More than
+    :data:`MAX_SUBFORM_ROWS` rows is ``LIMIT_EXCEEDED`` (the cap is v7's; the error a guess).
+    """
+    if len(sent) > MAX_SUBFORM_ROWS:
+        raise _FieldError({"limit": MAX_SUBFORM_ROWS}, message="limit exceeded", code="LIMIT_EXCEEDED")
+    existing = (
+        {}
+        if target is None
+        else {str(r.get("id")): r for r in target.get(api_name) or [] if isinstance(r, dict)}
+    )
+    rows = []
+    for j, row in enumerate(sent):
+        fields = {
+            k: copy.deepcopy(v)
+            for k, v in row.items()
+            if k not in _ROW_SYSTEM_KEYS and k not in ("id", "_delete") and not k.startswith("$")
+        }
+        deleted = "_delete" in row
+        if target is None or not row.get("id"):
+            if not deleted:
+                rows.append(fields)
+            continue
+        old = existing.get(str(row["id"]))
+        if old is None:
+            raise _FieldError({}, message="the id given seems to be invalid", path_suffix=f"[{j}].id")
+        if not deleted:
+            rows.append({**copy.deepcopy(old), **fields, "id": str(row["id"])})
+    return rows
 
 
 def _invalid_url() -> _ApiError:
@@ -1364,6 +2209,23 @@ def _parse_fields(raw: str | None, *, required: bool) -> list[str] | None:
         )
     # API names the module does not have are left out of the answer, not refused.
     return names
+
+
+def _parse_ids(raw: str | None) -> list[str] | None:
+    """``ids=a,b,c`` of a list read: the ids in order without repeats, or ``None`` when absent.
+
+    More than :data:`MAX_IDS` is refused as the ``fields`` cap is (guess: Zoho documents the cap
+    of other id lists, not the error of this one). An empty ``ids=`` is refused as a missing
+    parameter (guess).
+    """
+    if raw is None:
+        return None
+    ids = list(dict.fromkeys(i.strip() for i in raw.split(",") if i.strip()))
+    if not ids:
+        raise _ApiError(400, "REQUIRED_PARAM_MISSING", "required param is missing", {"param_name": "ids"})
+    if len(ids) > MAX_IDS:
+        raise _ApiError(400, "LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_IDS, "param_name": "ids"})
+    return ids
 
 
 def _int_param(query: dict[str, str], name: str, *, default: int, maximum: int | None = None) -> int:

@@ -90,7 +90,9 @@ moodle_push_results = sa.Table(
     sa.Column("entity", sa.String(32), nullable=False),
     sa.Column("key", sa.String(96), nullable=False, comment="the Zoho id (or enrolment key) written for"),
     sa.Column("action", sa.String(16), nullable=False),
-    sa.Column("outcome", sa.String(16), nullable=False, comment="success or error"),
+    sa.Column(
+        "outcome", sa.String(16), nullable=False, comment="success, error, or skipped (message says why)"
+    ),
     sa.Column("remote_id", sa.String(64), comment="Moodle id or Zoho id written"),
     sa.Column("errorcode", sa.Text()),
     sa.Column("message", sa.Text()),
@@ -112,6 +114,9 @@ class Push:
     remote_id: str | None = None
     errorcode: str | None = None
     message: str | None = None
+    #: ``success`` or ``error`` from ``ok`` unless given: ``skipped`` for a record the step could not
+    #: use (``message`` says why), which no write was tried for.
+    outcome: str | None = None
 
 
 class MoodleStore:
@@ -276,7 +281,7 @@ class MoodleStore:
                     "entity": p.entity,
                     "key": p.key,
                     "action": p.action,
-                    "outcome": "success" if p.ok else "error",
+                    "outcome": p.outcome or ("success" if p.ok else "error"),
                     "remote_id": p.remote_id,
                     "errorcode": p.errorcode,
                     "message": p.message,

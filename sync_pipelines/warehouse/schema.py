@@ -27,11 +27,11 @@ def column_type(kind: Kind) -> sa.types.TypeEngine:
         case "double" | "currency":
             return sa.Float()
         case "lookup":
-            return sa.String(32)
-        case "textarea":
-            return sa.Text()
+            return sa.String(32)  # a record id; a value that is not one is stored NULL (see findings)
         case _:
-            return sa.String(255)
+            # Unbounded: the mirror stores what Zoho holds, a text longer than Zoho's single-line
+            # limit too (it is a finding, not a reason to refuse the record).
+            return sa.Text()
 
 
 def _module_table(spec: ModuleSpec) -> sa.Table:
@@ -60,6 +60,16 @@ def _module_table(spec: ModuleSpec) -> sa.Table:
             nullable=False,
             comment="SHA-256 of the business fields (format sp1)",
         ),
+        sa.Column(
+            "aux_fingerprint",
+            sa.String(64),
+            comment="SHA-256 (format sp1) of the bookkeeping and formula fields, Modified_Time and findings",
+        ),
+        sa.Column(
+            "findings",
+            sa.Text(),
+            comment='JSON list of the validation rules the record breaks ({"rule","field","value"}); NULL when valid',
+        ),
         sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column(
@@ -74,6 +84,40 @@ def _module_table(spec: ModuleSpec) -> sa.Table:
 
 
 MODULE_TABLES: dict[str, sa.Table] = {spec.name: _module_table(spec) for spec in MODULES}
+
+
+def subform_table_name(spec: ModuleSpec, column: str) -> str:
+    return f"{spec.table}__{column}"
+
+
+def _subform_table(spec: ModuleSpec, column: str, api_name: str) -> sa.Table:
+    name = subform_table_name(spec, column)
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("tenant_id", sa.String(64), primary_key=True),
+        sa.Column(
+            "parent_id", sa.String(32), primary_key=True, comment=f"the {spec.api_name} record's zoho_id"
+        ),
+        sa.Column("row_id", sa.String(32), primary_key=True, comment="the subform row's own Zoho id"),
+        sa.Column(
+            "position", sa.Integer(), nullable=False, comment="the row's place in the subform (0 first)"
+        ),
+        sa.Column("fields", sa.Text(), nullable=False, comment="JSON: the row's fields, canonical"),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), comment="set when the parent record is deleted"),
+        sa.Column("sync_run_id", sa.String(36), nullable=False),
+        comment=f"One row per row of the subform {spec.api_name}.{api_name}, per tenant; replaced with its parent.",
+    )
+
+
+#: Child tables, one per subform field: (module name, column) → table.
+SUBFORM_TABLES: dict[tuple[str, str], sa.Table] = {
+    (spec.name, f.column): _subform_table(spec, f.column, f.api_name)
+    for spec in MODULES
+    for f in spec.fields
+    if f.kind == "subform"
+}
 
 sync_runs = sa.Table(
     "sync_runs",
@@ -103,9 +147,16 @@ sync_results = sa.Table(
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("module", sa.String(64), nullable=False),
     sa.Column("zoho_id", sa.String(32), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column(
+        "status",
+        sa.String(16),
+        nullable=False,
+        comment="NEW, UPDATED, REFRESHED, UNCHANGED, DELETED, or INVALID (stored, with findings)",
+    ),
+    sa.Column("change", sa.String(16), comment="what happened to the stored row (INVALID ones too)"),
     sa.Column("reason", sa.Text()),
-    sa.Column("changes", sa.Text(), comment="JSON {field: [old, new]} for UPDATED records"),
+    sa.Column("findings", sa.Text(), comment='JSON [{"rule","field","value"}] of an INVALID record'),
+    sa.Column("changes", sa.Text(), comment="JSON {field: [old, new]} for UPDATED and REFRESHED records"),
     sa.Index("ix_sync_results_record", "tenant_id", "module", "zoho_id"),
     sa.Index("ix_sync_results_run", "sync_run_id"),
     comment="What each sync run did with each record it saw, and why.",
@@ -139,5 +190,8 @@ sync_pending = sa.Table(
     ),
     sa.Column("first_skipped_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
-    comment="SKIPPED records waiting for the record they point at.",
+    comment=(
+        "Records an earlier version held back (SKIPPED); the first sync after the upgrade stores "
+        "them. Nothing is added any more."
+    ),
 )

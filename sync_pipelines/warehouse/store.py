@@ -7,6 +7,7 @@ both inside the one transaction of :meth:`Warehouse.apply`.
 """
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from sync_pipelines.diff import ID, DiffResult, Status, changes_by_record
+from sync_pipelines.warehouse.migrate import upgrade
 from sync_pipelines.warehouse.moodle import MoodleStore
 from sync_pipelines.warehouse.schema import (
     MODULE_TABLES,
+    SUBFORM_TABLES,
     metadata,
     sync_cursors,
     sync_pending,
@@ -33,8 +36,10 @@ from sync_pipelines.warehouse.sql import (
     in_values,
     upsert_statement,
 )
-from sync_pipelines.zoho.canonical import MODIFIED
+from sync_pipelines.zoho.canonical import FINDINGS, MODIFIED
 from sync_pipelines.zoho.modules import ModuleSpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,6 +93,8 @@ def _json_default(value):
 
 
 _BOOLEANS = {"true": True, "false": False}
+_RECORD_ID = r"[0-9]{1,32}"
+_INTEGER = r"-?[0-9]{1,18}"
 
 
 def _objects(s: pd.Series) -> list:
@@ -108,6 +115,15 @@ def _integer(value) -> int:
         return int(float(value))
 
 
+def _in_range(parsed: pd.Series) -> pd.Series:
+    """Times a database (and Python) can hold, years 1 to 9999; others NaT. Only invalid records
+    carry others (their findings keep the value)."""
+    if parsed.isna().all():
+        return parsed
+    ok = parsed.dt.year.between(1, 9999).fillna(False).astype(bool)
+    return parsed if ok[parsed.notna()].all() else parsed.where(ok)
+
+
 def db_columns(frame: pd.DataFrame, spec: ModuleSpec) -> dict[str, list]:
     """Canonical strings → lists of Python values of the SQL column types (``None`` for missing):
     the rows of a bulk write, a column at a time, with no per-row or per-cell pandas call.
@@ -124,19 +140,28 @@ def db_columns(frame: pd.DataFrame, spec: ModuleSpec) -> dict[str, list]:
         # A missing string is missing after conversion too: one mask per column says both.
         match kind:
             case "date":
-                parsed = pd.to_datetime(s, format="%Y-%m-%d", errors="coerce")
+                parsed = _in_range(pd.to_datetime(s, format="%Y-%m-%d", errors="coerce"))
                 values, missing = parsed.dt.date.to_numpy(dtype=object), parsed.isna().to_numpy()
             case "datetime":
-                parsed = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+                parsed = _in_range(pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601"))
                 values, missing = parsed.dt.to_pydatetime(), parsed.isna().to_numpy()
             case "boolean":
                 mapped = s.map(_BOOLEANS)
                 values, missing = mapped.to_numpy(dtype=object), mapped.isna().to_numpy()
             case "integer":
-                missing = pd.to_numeric(s, errors="coerce").isna().to_numpy()
+                # Canonical integers only (at most 18 digits: they fit the column); any other
+                # value is NULL here and stays in the record's findings.
+                ok = s.astype(object).where(s.notna(), "").str.fullmatch(_INTEGER).fillna(False).astype(bool)
+                missing = ~ok.to_numpy()
                 raw = s.to_numpy(dtype=object)
                 out[col] = [None if m else _integer(v) for v, m in zip(raw, missing, strict=True)]
                 continue
+            case "lookup":
+                # A record id, or nothing: a value that is not one stays in the record's findings.
+                ok = (
+                    s.astype(object).where(s.notna(), "").str.fullmatch(_RECORD_ID).fillna(False).astype(bool)
+                )
+                values, missing = s.to_numpy(dtype=object), ~ok.to_numpy()
             case "double" | "currency":
                 number = pd.to_numeric(s, errors="coerce")
                 values = number.to_numpy(dtype=object)  # Python floats (ints if every one is whole)
@@ -151,13 +176,16 @@ def db_columns(frame: pd.DataFrame, spec: ModuleSpec) -> dict[str, list]:
     return out
 
 
-def from_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
-    """SQL values → the canonical strings the diff compares (the inverse of :func:`db_columns`)."""
+def from_db(frame: pd.DataFrame, spec: ModuleSpec, *, extra: dict[str, str] | None = None) -> pd.DataFrame:
+    """SQL values → the canonical strings the diff compares (the inverse of :func:`db_columns`).
+    ``extra``: other columns of the frame to convert, with their kinds."""
     out = frame.copy()
-    for f in spec.fields:
-        s = frame[f.column]
+    kinds = {f.column: f.kind for f in spec.fields if f.column in frame}
+    kinds.update(extra or {})
+    for column, kind in kinds.items():
+        s = frame[column]
         present = s.notna()
-        match f.kind:
+        match kind:
             case "date":
                 v = pd.to_datetime(s, errors="coerce").dt.strftime("%Y-%m-%d")
             case "datetime":
@@ -180,8 +208,20 @@ def from_db(frame: pd.DataFrame, spec: ModuleSpec) -> pd.DataFrame:
                 )
             case _:
                 v = s
-        out[f.column] = v.astype(object).where(present, None)
+        out[column] = v.astype(object).where(present, None)
     return out
+
+
+def _subform_rows(text: str | None) -> list[dict]:
+    """A subform column's canonical JSON → its rows; a value that is not a list of rows (kept as
+    text, and a finding of its record) has none."""
+    if not text:
+        return []
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        return []
+    return rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else []
 
 
 class Warehouse:
@@ -192,7 +232,11 @@ class Warehouse:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
-            metadata.create_all(self.engine)
+            # Alembic: the revisions, then the tables brought to the code's metadata in place
+            # (sync_pipelines/warehouse/migrate.py); a no-op is one query.
+            report = upgrade(self.engine, metadata)
+            if report.changed or report.skipped:
+                logger.info("warehouse schema upgraded:\n%s", report)
 
     def __repr__(self) -> str:
         return f"Warehouse({self.engine.url.render_as_string(hide_password=True)})"
@@ -208,30 +252,43 @@ class Warehouse:
     # --- reads --------------------------------------------------------------------------------
 
     def load_state(self, tenant_id: str, spec: ModuleSpec) -> pd.DataFrame:
-        """Every stored record of the module: ``zoho_id``, ``fingerprint``, ``deleted``, natural key."""
+        """Every stored record of the module: ``zoho_id``, ``fingerprint``, ``aux_fingerprint``,
+        ``deleted``, natural key."""
         t = MODULE_TABLES[spec.name]
         # The flag as the database returns it (a bool, or SQLite's 0/1), made a bool by pandas:
         # typed as an integer, it needs no conversion of each value on the way.
         deleted = sa.type_coerce(t.c.deleted_at.isnot(None), sa.Integer()).label("deleted")
-        cols = [t.c.zoho_id, t.c.fingerprint, deleted]
+        cols = [t.c.zoho_id, t.c.fingerprint, t.c.aux_fingerprint, deleted]
         cols += [t.c[c] for c in spec.natural_key]
+        names = [ID, "fingerprint", "aux_fingerprint", "deleted", *spec.natural_key]
+        if any(f.kind == "subform" for f in spec.fields):
+            # Subforms come only with a read of one record: which records changed since, says
+            # whether a record's stored rows still hold.
+            cols.append(t.c.zoho_modified_time)
+            names.append(MODIFIED)
         with self.engine.connect() as conn:
             rows = fetch_rows(conn, sa.select(*cols).where(t.c.tenant_id == tenant_id))
-        frame = _frame(rows, [ID, "fingerprint", "deleted", *spec.natural_key])
+        frame = _frame(rows, names)
+        if MODIFIED in frame:
+            frame[MODIFIED] = from_db(frame, spec, extra={MODIFIED: "datetime"})[MODIFIED]
         frame["deleted"] = frame["deleted"].astype(bool)
         return frame
 
-    def load_rows(self, tenant_id: str, spec: ModuleSpec, ids: Sequence[str]) -> pd.DataFrame:
-        """Stored canonical values of ``ids``, indexed by ``zoho_id``."""
+    def load_rows(
+        self, tenant_id: str, spec: ModuleSpec, ids: Sequence[str], columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Stored canonical values of ``ids`` (of ``columns``, default every field), indexed by
+        ``zoho_id``."""
         t = MODULE_TABLES[spec.name]
-        cols = [t.c.zoho_id, *(t.c[c] for c in spec.columns)]
+        wanted = list(columns) if columns is not None else list(spec.columns)
+        cols = [t.c.zoho_id, *(t.c[c] for c in wanted)]
         rows: list = []
         with self.engine.connect() as conn:
             for among in in_values(conn, t.c.zoho_id, list(ids)):
                 rows += [
                     tuple(r) for r in conn.execute(sa.select(*cols).where(t.c.tenant_id == tenant_id, among))
                 ]
-        frame = _frame(rows, [ID, *spec.columns])
+        frame = _frame(rows, [ID, *wanted])
         return from_db(frame, spec).set_index(ID)
 
     def read_table(self, tenant_id: str, spec: ModuleSpec, *, include_deleted: bool = False) -> pd.DataFrame:
@@ -251,24 +308,18 @@ class Warehouse:
             return int(conn.execute(q).scalar_one())
 
     def accounted_for(self, tenant_id: str, spec: ModuleSpec) -> dict[str, int]:
-        """What the warehouse accounts for of a module: live rows, records waiting (SKIPPED),
-        and records held back as INVALID (latest status INVALID, not stored)."""
-        live = set(self.known_ids(tenant_id, spec))
-        r = sync_results
-        q = (
-            sa.select(r.c.zoho_id, r.c.status)
-            .where(r.c.tenant_id == tenant_id, r.c.module == spec.name)
-            .order_by(r.c.id)
-        )
+        """What the warehouse holds of a module: live rows, of which ``invalid`` carry findings,
+        and ``pending``: records an earlier version held back, stored by the next sync."""
+        t = MODULE_TABLES[spec.name]
+        live = t.c.deleted_at.is_(None)
+        q = sa.select(sa.func.count(), sa.func.count(t.c.findings)).where(t.c.tenant_id == tenant_id, live)
         pq = sa.select(sa.func.count()).where(
             sync_pending.c.tenant_id == tenant_id, sync_pending.c.module == spec.name
         )
         with self.engine.connect() as conn:
-            latest = _frame(fetch_rows(conn, q), ["zoho_id", "status"])
+            rows, invalid = conn.execute(q).one()
             pending = int(conn.execute(pq).scalar_one())
-        latest = latest.drop_duplicates("zoho_id", keep="last")
-        invalid = latest[(latest["status"] == Status.INVALID) & ~latest["zoho_id"].isin(live)]
-        return {"live": len(live), "pending": pending, "invalid": len(invalid)}
+        return {"live": int(rows), "invalid": int(invalid), "pending": pending}
 
     def known_ids(self, tenant_id: str, spec: ModuleSpec) -> pd.Index:
         """Ids of the module's live (not deleted) records."""
@@ -278,7 +329,8 @@ class Warehouse:
             return pd.Index([r[0] for r in fetch_rows(conn, q)], dtype=object)
 
     def load_pending(self, tenant_id: str, spec: ModuleSpec) -> pd.DataFrame:
-        """SKIPPED records waiting for a lookup target, as canonical rows."""
+        """Records an earlier version held back (SKIPPED) in ``sync_pending``, as canonical rows:
+        the first sync after the upgrade stores them with the records it reads."""
         q = sa.select(sync_pending.c.payload).where(
             sync_pending.c.tenant_id == tenant_id, sync_pending.c.module == spec.name
         )
@@ -333,18 +385,17 @@ class Warehouse:
     ) -> None:
         """Apply one diff, its log, the pending set and the new cursor in a single transaction.
 
-        ``forget_pending``: ids of waiting (SKIPPED) records that no longer exist in Zoho, taken
-        out of the pending set. Either all of it is written or, on any error, none of it: the next
+        ``forget_pending``: ids of records an earlier version held back that no longer exist in
+        Zoho, taken out of the pending set. Either all of it is written or, on any error, none of it: the next
         run starts from the previous cursor and converges.
         """
         now = datetime.now(UTC)
         tenant = run.tenant_id
         records = result.records
         t = MODULE_TABLES[spec.name]
-        write = records[records["sync_status"].isin([Status.NEW, Status.UPDATED])]
+        write = records[records["change"].isin([Status.NEW, Status.UPDATED, Status.REFRESHED])]
         deleted = records.loc[records["sync_status"] == Status.DELETED, ID].tolist()
-        skipped = records[records["sync_status"] == Status.SKIPPED]
-        resolved = [*records.loc[records["sync_status"] != Status.SKIPPED, ID].tolist(), *forget_pending]
+        resolved = [*records[ID].tolist(), *forget_pending]
 
         with self.engine.begin() as conn:
             if len(write):
@@ -355,16 +406,72 @@ class Warehouse:
                     .where(t.c.tenant_id == tenant, among)
                     .values(deleted_at=now, updated_at=now, sync_run_id=run.sync_run_id)
                 )
+            self._write_subforms(conn, spec, tenant, write, deleted, run.sync_run_id, now)
             for among in in_values(conn, sync_pending.c.zoho_id, resolved):
                 conn.execute(
                     sync_pending.delete().where(
                         sync_pending.c.tenant_id == tenant, sync_pending.c.module == spec.name, among
                     )
                 )
-            if len(skipped):
-                self._upsert_pending(conn, spec, tenant, skipped, now)
             self._log(conn, spec, result, run, cursor, now)
             self._save_cursor(conn, spec, tenant, cursor, now)
+
+    def _write_subforms(
+        self,
+        conn: sa.Connection,
+        spec: ModuleSpec,
+        tenant: str,
+        write: pd.DataFrame,
+        deleted: Sequence[str],
+        sync_run_id: str,
+        now: datetime,
+    ) -> None:
+        """Each subform's child rows follow their parent: replaced when it is written, marked
+        deleted with it."""
+        for f in spec.fields:
+            if f.kind != "subform":
+                continue
+            child = SUBFORM_TABLES[(spec.name, f.column)]
+            parents = write[~write[ID].duplicated(keep="last")]
+            for among in in_values(conn, child.c.parent_id, parents[ID].tolist()):
+                conn.execute(child.delete().where(child.c.tenant_id == tenant, among))
+            rows: dict[str, list] = {"parent_id": [], "row_id": [], "position": [], "fields": []}
+            for parent, text in zip(_objects(parents[ID]), _objects(parents[f.column]), strict=True):
+                for position, row in enumerate(_subform_rows(text)):
+                    row_id = row.get("id")
+                    rows["parent_id"].append(parent)
+                    rows["row_id"].append(str(row_id) if row_id else f"{parent}:{position}")
+                    rows["position"].append(position)
+                    rows["fields"].append(json.dumps(row, ensure_ascii=False, sort_keys=True))
+            if rows["parent_id"]:
+                bulk_insert(
+                    conn,
+                    child,
+                    rows,
+                    constants={
+                        "tenant_id": tenant,
+                        "updated_at": now,
+                        "deleted_at": None,
+                        "sync_run_id": sync_run_id,
+                    },
+                )
+            for among in in_values(conn, child.c.parent_id, list(deleted)):
+                conn.execute(
+                    child.update()
+                    .where(child.c.tenant_id == tenant, among)
+                    .values(deleted_at=now, updated_at=now, sync_run_id=sync_run_id)
+                )
+
+    def read_subform(self, tenant_id: str, spec: ModuleSpec, column: str) -> pd.DataFrame:
+        """A subform's child rows for one tenant (for reports, checks and tests)."""
+        child = SUBFORM_TABLES[(spec.name, column)]
+        q = (
+            sa.select(child)
+            .where(child.c.tenant_id == tenant_id)
+            .order_by(child.c.parent_id, child.c.position)
+        )
+        with self.engine.connect() as conn:
+            return pd.read_sql(q, conn)
 
     def record_failure(self, run: RunInfo, error: str) -> None:
         """Log a module sync that failed before anything was applied."""
@@ -402,6 +509,8 @@ class Warehouse:
         write = write[~write[ID].duplicated(keep="last")]
         columns = {ID: _objects(write[ID]), **db_columns(write, spec)}
         columns["fingerprint"] = _objects(write["fingerprint"])
+        for col in ("aux_fingerprint", FINDINGS):
+            columns[col] = _objects(write[col]) if col in write else [None] * len(write)
         for col in (*spec.columns, MODIFIED):  # a column the frame lacks is written empty
             columns.setdefault(col, [None] * len(write))
         bulk_upsert(
@@ -416,30 +525,6 @@ class Warehouse:
                 "updated_at": now,
                 "deleted_at": None,
                 "sync_run_id": sync_run_id,
-            },
-        )
-
-    def _upsert_pending(
-        self, conn: sa.Connection, spec: ModuleSpec, tenant: str, skipped: pd.DataFrame, now: datetime
-    ) -> None:
-        skipped = skipped[~skipped[ID].duplicated(keep="last")]
-        cols = [ID, *spec.columns, *([MODIFIED] if MODIFIED in skipped else [])]
-        values = [_objects(skipped[c]) for c in cols]
-        payloads = [
-            json.dumps(dict(zip(cols, row, strict=True)), ensure_ascii=False, default=_json_default)
-            for row in zip(*values, strict=True)
-        ]
-        bulk_upsert(
-            conn,
-            sync_pending,
-            {"zoho_id": values[0], "reason": _objects(skipped["sync_reason"]), "payload": payloads},
-            ["tenant_id", "module", "zoho_id"],
-            keep=frozenset({"first_skipped_at"}),
-            constants={
-                "tenant_id": tenant,
-                "module": spec.name,
-                "first_skipped_at": now,
-                "last_seen_at": now,
             },
         )
 
@@ -475,13 +560,16 @@ class Warehouse:
         changed = changes_by_record(result.changes)
         zids = _objects(recs[ID])
         reasons = recs["sync_reason"].to_numpy(dtype=object).tolist()
+        found = recs[FINDINGS].to_numpy(dtype=object).tolist() if FINDINGS in recs else [None] * len(zids)
         bulk_insert(
             conn,
             sync_results,
             {
                 "zoho_id": zids,
                 "status": _objects(recs["sync_status"]),
+                "change": _objects(recs["change"]) if "change" in recs else [None] * len(zids),
                 "reason": [r if isinstance(r, str) else None for r in reasons],
+                "findings": [f if isinstance(f, str) else None for f in found],
                 "changes": [
                     json.dumps(changed[z], ensure_ascii=False) if z in changed else None for z in zids
                 ]

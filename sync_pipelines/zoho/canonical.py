@@ -31,10 +31,12 @@ still parsed by pandas, a column per call, as before (how they parse is pandas' 
 reasons are joined once, at the end, for the records that break a rule.
 """
 
+import json
 import operator
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from itertools import compress, repeat
 from typing import Any
 
@@ -46,6 +48,8 @@ from sync_pipelines.zoho.modules import FieldSpec, ModuleSpec
 ID = "zoho_id"
 MODIFIED = "zoho_modified_time"
 INVALID_REASON = "invalid_reason"
+#: JSON list of the rules a record breaks: ``[{"rule", "field", "value"}]``; missing when valid.
+FINDINGS = "findings"
 
 # C0 and C1 control characters (tab, newline and carriage return stay) and lone surrogates.
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
@@ -58,7 +62,7 @@ _DATETIME = (
 )
 _INTEGER = r"^-?[0-9]{1,18}(\.0+)?$"  # fits a 64-bit integer column
 _RECORD_ID = r"^[0-9]{1,32}$"  # Zoho ids are digits; the warehouse keys hold 32
-MAX_TEXT = 255  # the width of the warehouse's text columns (long text fields are unbounded)
+MAX_TEXT = 255  # Zoho's single-line text limit: a longer value is a finding (the warehouse stores it whole)
 _TEXT_KINDS = {"text", "textarea", "phone", "website", "autonumber", "email", "picklist"}
 _NUMBER_KINDS = {"double", "currency"}
 
@@ -108,23 +112,29 @@ def canonicalise(spec: ModuleSpec, raw: pd.DataFrame) -> pd.DataFrame:
     """Canonicalise and validate a raw frame of Zoho records.
 
     Returns a frame indexed by nothing in particular with columns ``zoho_id``, every canonical
-    column of ``spec``, ``zoho_modified_time`` (when the module has it) and ``invalid_reason``
-    (missing when the record is valid; otherwise every rule it breaks, ``; ``-separated).
+    column of ``spec``, ``zoho_modified_time`` (when the module has it), ``invalid_reason``
+    (missing when the record is valid; otherwise every rule it breaks, ``; ``-separated, each with
+    the field and the offending value) and ``findings`` (the same as JSON: ``rule``, ``field``,
+    ``value``). Validation never drops a record: the warehouse stores it with its findings.
     """
     n = len(raw.index)
     ids = _as_text(_values(raw["id"], n))
     columns: dict[str, list[str | None]] = {ID: ids.values}
-    rules: list[tuple[Mask, str]] = []  # in the order the reasons are written
+    rules: list[_Rule] = []  # in the order the reasons are written
 
     for f in spec.fields:
         text, bad = _canonical_column(f, _values(raw.get(f.api_name), n))
         columns[f.column] = text.values
-        rules.append((bad, f"{f.api_name}: invalid {f.kind}"))
+        rules.append(_Rule(bad, f"invalid_{f.kind}", f.api_name, f"invalid {f.kind}", text.values))
         if f.required:
-            rules.append((_missing(text), f"{f.api_name}: required"))
+            rules.append(_Rule(_missing(text), "required", f.api_name, "required"))
         if f.kind in _TEXT_KINDS and f.kind != "textarea":
             # Longer than the warehouse column holds: reported, never truncated.
-            rules.append((_too_long(text), f"{f.api_name}: longer than {MAX_TEXT} characters"))
+            rules.append(
+                _Rule(
+                    _too_long(text), "too_long", f.api_name, f"longer than {MAX_TEXT} characters", text.values
+                )
+            )
     if spec.has_modified_time:
         modified, bad_time = _canonical_column(
             FieldSpec("Modified_Time", MODIFIED, "datetime"), _values(raw.get("Modified_Time"), n)
@@ -132,7 +142,9 @@ def canonicalise(spec: ModuleSpec, raw: pd.DataFrame) -> pd.DataFrame:
         columns[MODIFIED] = modified.values
         if bad_time is not None:  # never let an unreadable time near the watermark
             columns[MODIFIED] = [None if b else v for v, b in zip(modified.values, bad_time, strict=True)]
-        rules.append((bad_time, "Modified_Time: invalid datetime"))
+        rules.append(
+            _Rule(bad_time, "invalid_datetime", "Modified_Time", "invalid datetime", modified.values)
+        )
 
     if spec.date_order:
         start, end = spec.date_order
@@ -140,12 +152,20 @@ def canonicalise(spec: ModuleSpec, raw: pd.DataFrame) -> pd.DataFrame:
             e is not None and s is not None and e < s
             for s, e in zip(columns[start], columns[end], strict=True)
         ]
-        rules.append((before, f"{spec.field(end).api_name}: before {spec.field(start).api_name}"))
+        rules.append(
+            _Rule(
+                before,
+                "end_before_start",
+                spec.field(end).api_name,
+                f"before {spec.field(start).api_name}",
+                columns[end],
+            )
+        )
     if _missing(ids) is not None or not _record_ids(ids):
         unusable = [v is None or _RECORD_ID_RE.fullmatch(v) is None for v in ids.values]
-        rules.append((unusable, "id: missing or not a Zoho record id"))
+        rules.append(_Rule(unusable, "invalid_id", "id", "missing or not a Zoho record id", ids.values))
 
-    columns[INVALID_REASON] = _reasons(rules, n)
+    columns[INVALID_REASON], columns[FINDINGS] = _reasons(rules, n)
     return pd.DataFrame(
         {name: np.fromiter(value, dtype=object, count=n) for name, value in columns.items()},
         index=raw.index,
@@ -246,18 +266,47 @@ def _record_ids(text: _Text) -> bool:
     return _RECORD_ID_LINES_RE.fullmatch(lines) is not None
 
 
-def _reasons(rules: list[tuple[Mask, str]], n: int) -> list[str | None]:
-    """Every rule a record breaks, in rule order and ``; ``-separated; None for a valid record."""
-    broken = [(np.asarray(mask, dtype=bool), text) for mask, text in rules if mask is not None and any(mask)]
-    out: list[str | None] = [None] * n
+@dataclass(frozen=True)
+class _Rule:
+    """One validation rule over a column: which records break it, and how to say so."""
+
+    mask: Mask
+    rule: str  # a stable code: required, invalid_email, too_long, end_before_start, ...
+    field: str  # the Zoho API name
+    text: str  # what the reason says after the field's name
+    values: list | None = None  # the canonical values, to name the offending one
+
+    def finding(self, row: int) -> dict:
+        value = None if self.values is None else self.values[row]
+        return {"rule": self.rule, "field": self.field, "value": value}
+
+    def reason(self, row: int) -> str:
+        value = None if self.values is None else self.values[row]
+        shown = "" if value is None else f" {_shorten(value)!r}"
+        return f"{self.field}: {self.text}{shown}"
+
+
+def _shorten(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reasons(rules: list[_Rule], n: int) -> tuple[list[str | None], list[str | None]]:
+    """Every rule a record breaks, in rule order: the reason text (``; ``-separated, each naming
+    the field and the offending value) and the findings as JSON; None for a valid record."""
+    broken = [(np.asarray(r.mask, dtype=bool), r) for r in rules if r.mask is not None and any(r.mask)]
+    reasons: list[str | None] = [None] * n
+    findings: list[str | None] = [None] * n
     if not broken:
-        return out
+        return reasons, findings
     table = np.vstack([mask for mask, _ in broken])  # rules × records
-    texts = [text for _, text in broken]
+    which = [r for _, r in broken]
     rows = np.flatnonzero(table.any(axis=0))
     for row, flags in zip(rows.tolist(), table[:, rows].T.tolist(), strict=True):
-        out[row] = "; ".join(compress(texts, flags))
-    return out
+        hit = list(compress(which, flags))
+        reasons[row] = "; ".join(r.reason(row) for r in hit)
+        findings[row] = json.dumps([r.finding(row) for r in hit], ensure_ascii=False)
+    return reasons, findings
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -460,7 +509,55 @@ def _canonical_column(f: FieldSpec, values: list[Any]) -> tuple[_Text, Mask]:
     if f.kind == "datetime":
         return _datetime(_as_text(values))
 
+    if f.kind == "subform":
+        return _subform(values)
+
     raise ValueError(f"{f.api_name}: kind {f.kind!r} has no canonical form")
+
+
+def _subform(values: list[Any]) -> tuple[_Text, Mask]:
+    """A subform (a list of row objects, each with its own ``id``) → canonical JSON text.
+
+    Each row keeps its keys in sorted order with canonical scalar values (lookups as their id,
+    text cleaned as any text is); keys Zoho adds for its own use (``$…``) are left out; rows stay
+    in Zoho's order, which is the order staff see. An empty list is missing. A value that is not
+    a list of objects is kept as text and reported.
+    """
+    out: list[str | None] = []
+    bad: list[bool] = []
+    for value in values:
+        if value is None or (isinstance(value, float) and value != value) or value == []:
+            out.append(None)
+            bad.append(False)
+            continue
+        if not isinstance(value, list) or not all(isinstance(r, Mapping) for r in value):
+            out.append(_any_text(value, False))
+            bad.append(True)
+            continue
+        rows = [
+            {
+                str(k): _subform_value(v)
+                for k, v in sorted(row.items(), key=lambda kv: str(kv[0]))
+                if not str(k).startswith("$")
+            }
+            for row in value
+        ]
+        out.append(json.dumps(rows, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str))
+        bad.append(False)
+    return _Text(out), (bad if any(bad) else None)
+
+
+def _subform_value(v: Any) -> Any:
+    """One subform cell, canonical: a lookup as its id, text cleaned, other scalars as they are."""
+    if isinstance(v, Mapping):
+        return None if v.get("id") is None else str(v.get("id"))
+    if isinstance(v, str):
+        return _clean(v)
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, list):
+        return [_subform_value(x) for x in v]
+    return v
 
 
 def _email(text: _Text) -> tuple[_Text, Mask]:

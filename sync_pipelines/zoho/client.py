@@ -1,6 +1,11 @@
 """A Zoho CRM REST API v8 client, written to Zoho's documented behaviour.
 
-What it does, and the Zoho rule behind each choice:
+What it does, and the Zoho rule behind each choice. Sources: Zoho's OpenAPI spec for v8
+(github.com/zoho/crm-oas, ``v8.0/record.json``: the parameters and ``Info`` keys of each
+endpoint) and Zoho's developer docs, ``https://www.zoho.com/crm/developer/docs/api/v7/`` pages
+``get-records.html``, ``get-deleted-records.html``, ``modules-api.html``, ``module-meta.html``,
+``field-meta.html``, ``get-org-data.html``, ``api-limits.html``, ``refresh.html`` (the v7 text was
+read; v8 keeps the page names, and the v8 spec the same parameters).
 
 * **OAuth.** ``POST {accounts_url}/oauth/v2/token`` with the refresh token. The answer names the
   ``api_domain`` to call (Zoho: "call the api_domain it returns"); it wins over the configured one.
@@ -10,11 +15,45 @@ What it does, and the Zoho rule behind each choice:
   refused refresh with **HTTP 200** and ``{"error": "invalid_code"}`` (refresh token wrong or
   revoked) or ``{"error": "invalid_client"}`` (client id/secret wrong, or the wrong data centre),
   so the body is checked, not the status. An API call answered 401 ``INVALID_TOKEN`` refreshes once
-  and retries once.
-* **Reading.** ``fields`` is required and takes at most 50 API names, so wider reads are split and
-  merged by ``id``. ``page`` reaches only the first 2,000 records; past that the read continues with
-  ``page_token`` (``info.next_page_token``), never both. HTTP 204 means no records; 304 means nothing
-  changed since ``If-Modified-Since``.
+  and retries once. The answer's ``scope`` (space-separated, e.g. ``"ZohoCRM.modules.ALL
+  ZohoCRM.settings.ALL"``) is kept as :attr:`ZohoClient.granted_scopes`.
+* **Reading records** (``GET /{module}``, get-records). ``fields`` is required and takes at most 50
+  API names, so wider reads are split and merged by ``id``. Paging:
+
+  - page 1 is asked with ``page=1``;
+  - after it, ``page_token=<info.next_page_token>`` is sent whenever Zoho gave one. Zoho hands out
+    that token from the first answer on ("This param takes the value from the key next_page_token
+    in the response of the first Get Records call"). ``page=N`` is positional (Zoho, on
+    get-deleted-records: page and per_page "fetch records according to their position"), so a record deleted while the read pages shifts every later
+    page by one and a live record is never returned; the token is a cursor that continues the
+    read where the previous page ended, so it is followed as soon as Zoho gives one (Zoho does not
+    spell out the cursor's behaviour under deletion; the client relies on it being a cursor, not a
+    disguised offset). A token is bound to the other parameters of the read
+    (``TOKEN_BOUND_DATA_MISMATCH``) and expires after 24 hours (``EXPIRED_VALUE``), so every page
+    of one read carries the same ``fields``, ``per_page`` and sort;
+  - when Zoho gives no token, ``page=N+1`` is asked only while ``(N+1) * per_page <= 2000``
+    ("You can use the page param to fetch up to 2000 records without page_token";
+    ``DISCRETE_PAGINATION_LIMIT_EXCEEDED`` past that); past it the read raises
+    ``MISSING_PAGE_TOKEN`` rather than stop short;
+  - ``page`` and ``page_token`` are never sent together (``AMBIGUITY_DURING_PROCESSING``).
+
+  ``ids=a,b,c`` reads given records; ids Zoho does not hold are absent from the answer. At most 100
+  ids go in one call, a longer list is split: 100 is the cap Zoho documents for a list of record
+  ids (API 1.0 ``getRecordById``, ``idlist``: "You can specify up to 100 IDs"); the v2-v8 pages
+  name no number for ``ids``, so the old cap is kept as the safe one. HTTP 204 means no records;
+  304 means nothing changed since ``If-Modified-Since``.
+* **Deleted records** (``GET /{module}/deleted``, get-deleted-records). Pages with ``page`` and
+  ``per_page`` (at most 200) only: the endpoint takes no ``page_token`` and its ``info`` carries no
+  ``next_page_token`` (the v8 spec lists only ``type``, ``page``, ``per_page`` and
+  ``If-Modified-Since``). Zoho documents no record cap for it, but it is positional paging like
+  get-records' ``page``, so :meth:`ZohoClient.read_deleted` reads at most ``limit`` entries
+  (default 2,000, get-records' discrete-paging limit, 10 calls) and then reports the read
+  incomplete instead of raising; a ``DISCRETE_PAGINATION_LIMIT_EXCEEDED`` refusal of a later page
+  is reported the same way. Entries stay listable 60 days after deletion (recycle bin) or 120 days
+  (permanent).
+* **Org metadata.** ``GET /settings/modules`` (``modules``), ``GET /settings/modules/{api_name}``
+  (an unknown name is HTTP 400 ``INVALID_MODULE``), ``GET /settings/fields?module=`` (``fields``)
+  and ``GET /org`` (``org[0]``).
 * **Writing.** Upsert takes at most 100 records a call and answers one result per record, in order,
   with HTTP 200 (all succeeded), 207 (mixed) or 400 (all failed).
 * **Failures.** 429 (Zoho sends no ``Retry-After``), 5xx and dropped connections are retried with
@@ -22,7 +61,8 @@ What it does, and the Zoho rule behind each choice:
   once as a :class:`ZohoError` carrying Zoho's ``code``, ``message`` and ``details``. Nothing is
   swallowed: a failed read raises, it never returns an empty list.
 * **Accounting.** Every HTTP attempt is counted in :attr:`ZohoClient.stats`, with the API credits
-  Zoho charges for it (estimated from Zoho's published price list).
+  Zoho charges for it (estimated from Zoho's published price list: one credit a call unless listed
+  otherwise, so one a page, one an ``ids`` call, one a metadata call).
 
 Secrets (client secret, refresh token, access tokens) never appear in exceptions, logs or reprs.
 """
@@ -34,6 +74,7 @@ import random
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +93,8 @@ MAX_FIELDS_PER_REQUEST = 50
 MAX_PER_PAGE = 200
 #: Records reachable with ``page``; beyond this Zoho requires ``page_token``.
 DISCRETE_PAGINATION_LIMIT = 2000
+#: Zoho's cap on record ids in one ``ids`` parameter.
+MAX_IDS_PER_REQUEST = 100
 #: Zoho's cap on records in one upsert call.
 MAX_UPSERT_BATCH = 100
 #: Upsert costs one credit per this many records (rounded up).
@@ -131,8 +174,8 @@ class CallStats:
         token_refreshes: access tokens obtained.
         retries: attempts that repeated an earlier one (backoff retries and the re-call after a
             refresh).
-        by_endpoint: attempts per kind of call: ``list``, ``deleted``, ``get``, ``upsert``,
-            ``coql``, ``token``.
+        by_endpoint: attempts per kind of call: ``list``, ``ids``, ``deleted``, ``get``, ``count``,
+            ``settings``, ``org``, ``upsert``, ``update``, ``coql``, ``token``.
     """
 
     calls: int = 0
@@ -207,6 +250,23 @@ class UpsertResult:
         return self.status == "success"
 
 
+@dataclass(frozen=True)
+class DeletedRead:
+    """What :meth:`ZohoClient.read_deleted` read.
+
+    Attributes:
+        entries: ``{"id", "display_name", "type", "deleted_time", "deleted_by", ...}`` dicts in
+            Zoho's order, each id once (a deletion while the read pages shifts ``page`` positions,
+            so the same entry can come twice).
+        complete: ``True`` when Zoho said there are no more entries. ``False`` when the read
+            stopped at its ``limit`` (or Zoho refused the next page) while Zoho still had more: the
+            entries are then only part of the deletions, and absence from them proves nothing.
+    """
+
+    entries: list[dict]
+    complete: bool
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 
@@ -238,6 +298,15 @@ def _if_modified_since(value: datetime | None, argument: str) -> dict[str, str]:
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _field_chunks(names: list[str]) -> list[list[str]]:
+    """``names`` in requests of at most 50 fields; ``Modified_Time``, when asked for, in every one
+    (so a record edited between chunks can be told apart)."""
+    if _MODIFIED_TIME in names:
+        others = [n for n in names if n != _MODIFIED_TIME]
+        return [[*c, _MODIFIED_TIME] for c in _chunks(others, MAX_FIELDS_PER_REQUEST - 1)]
+    return _chunks(names, MAX_FIELDS_PER_REQUEST)
 
 
 def _coql_credits(query: str) -> int:
@@ -275,9 +344,10 @@ class _TokenSlot:
     """One access token and what is known about it; shared by clients of the same credentials."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    access_token: str | None = None
+    access_token: str | None = field(default=None, repr=False)
     stale_at: float = 0.0
     api_domain: str | None = None
+    scopes: tuple[str, ...] = ()
 
 
 class TokenCache:
@@ -394,6 +464,12 @@ class ZohoClient:
         """The API server in use: the token answer's, else the configured one."""
         return self._slot.api_domain or self._configured_api_domain
 
+    @property
+    def granted_scopes(self) -> tuple[str, ...]:
+        """The OAuth scopes the last token answer that named any granted, e.g.
+        ``("ZohoCRM.modules.ALL", "ZohoCRM.settings.ALL")``; ``()`` until then."""
+        return self._slot.scopes
+
     # --- reading ----------------------------------------------------------------------------------
 
     def iter_records(
@@ -408,8 +484,10 @@ class ZohoClient:
     ) -> Iterator[dict]:
         """Every record of ``module`` (modified since ``modified_since``, if given).
 
-        Pages with ``page`` while ``page * per_page <= 2000``, then with ``page_token``, until
-        ``info.more_records`` is false. One page costs one credit.
+        Asks page 1 with ``page=1``, then follows ``info.next_page_token`` whenever Zoho gives one
+        (a cursor: a record deleted mid-read does not shift later pages), falling back to ``page``
+        only while ``page * per_page <= 2000`` when it gives none; until ``info.more_records`` is
+        false. One page costs one credit.
 
         More than 50 fields cannot go in one request. They are then read in chunks of at most 50,
         each chunk a full paged read, and merged by ``id``. A record missing from any chunk is left
@@ -462,13 +540,32 @@ class ZohoClient:
         self, module: str, names: list[str], read: Callable[[list[str]], Iterator[dict]]
     ) -> Iterator[dict]:
         """Read ``names`` in chunks of at most 50 and merge the chunks by ``id``."""
-        check_modified = _MODIFIED_TIME in names
-        if check_modified:
-            others = [n for n in names if n != _MODIFIED_TIME]
-            chunks = [[*c, _MODIFIED_TIME] for c in _chunks(others, MAX_FIELDS_PER_REQUEST - 1)]
-        else:
-            chunks = _chunks(names, MAX_FIELDS_PER_REQUEST)
+        merged, inconsistent = self._merge_chunks(names, read)
+        for record_id in inconsistent:
+            del merged[record_id]
+        logger.debug(
+            "%s: merged %d chunks, %d records, %d changed mid-read",
+            module,
+            len(_field_chunks(names)),
+            len(merged),
+            len(inconsistent),
+        )
+        yield from merged.values()
 
+    @staticmethod
+    def _merge_chunks(
+        names: list[str], read: Callable[[list[str]], Iterator[dict]]
+    ) -> tuple[dict[str, dict], set[str]]:
+        """Read every field chunk of ``names`` and merge the records by ``id``.
+
+        Returns the records found in every chunk (in the first chunk's order), and the ids among
+        them whose ``Modified_Time`` differed between chunks (only checked when ``Modified_Time``
+        is in ``names``; such records mix two versions). A record missing from a later chunk was
+        deleted, or left the read's filter, meanwhile and is left out; one found only in a later
+        chunk was created meanwhile and is left out too.
+        """
+        check_modified = _MODIFIED_TIME in names
+        chunks = _field_chunks(names)
         merged: dict[str, dict] = {}
         for record in read(chunks[0]):
             merged[str(record["id"])] = dict(record)
@@ -486,29 +583,164 @@ class ZohoClient:
                 target.update(record)
             for record_id in merged.keys() - seen:
                 del merged[record_id]
-        for record_id in inconsistent:
-            merged.pop(record_id, None)
-        logger.debug(
-            "%s: merged %d chunks, %d records, %d changed mid-read",
-            module,
-            len(chunks),
-            len(merged),
-            len(inconsistent),
-        )
-        yield from merged.values()
+                inconsistent.discard(record_id)
+        return merged, inconsistent
 
-    def iter_deleted(
-        self, module: str, *, since: datetime | None = None, type: str = "all"
-    ) -> Iterator[dict]:
-        """The deleted records of ``module`` (deleted since ``since``, if given).
+    def get_records_by_ids(
+        self, module: str, ids: Sequence[str], fields: Sequence[str] | None = None
+    ) -> list[dict]:
+        """The records of ``module`` with these ids that Zoho holds (``GET /{module}?ids=...``).
 
-        ``GET /crm/v8/{module}/deleted?type=…`` pages like :meth:`iter_records`. One page costs one
-        credit.
+        Ids Zoho does not hold (deleted, or never there) are simply absent from the answer; Zoho
+        answering 204 means it holds none of them. Used to confirm deletions and to check whether
+        lookup targets exist.
+
+        At most 100 ids go in one call (a longer list is split) and at most 50 fields (a wider list
+        is read in chunks and merged by ``id``, as :meth:`iter_records` does: ``Modified_Time``
+        rides in every chunk when asked for, and a record missing from a later chunk was deleted
+        meanwhile and is absent). Unlike :meth:`iter_records`, a record edited between its chunks
+        is not dropped, since absence here means "deleted": it is read again, and if it changed
+        again the call raises ``RECORD_CHANGED_DURING_READ``. Each call costs one credit.
+
+        Args:
+            module: module API name.
+            ids: record ids; duplicates are read once.
+            fields: field API names to read; all fields if ``None`` or empty.
+
+        Returns:
+            The records found, in the order of ``ids``.
+
+        Raises:
+            ValueError: for a bare string as ``ids`` or an empty id.
+            ZohoError: Zoho refused or failed a request.
+        """
+        if isinstance(ids, str):
+            raise ValueError("ids must be a sequence of record ids, not one string")
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        if any(not i for i in wanted):
+            raise ValueError("record ids must not be empty")
+        names = list(dict.fromkeys(f for f in fields if f)) if fields is not None else []
+        path = f"/{_segment(module)}"
+        found: dict[str, dict] = {}
+        for batch in _chunks(wanted, MAX_IDS_PER_REQUEST):
+            found.update(self._read_ids(path, batch, names))
+        logger.debug("ids %s: %d asked, %d found", module, len(wanted), len(found))
+        return [found[i] for i in wanted if i in found]
+
+    def _read_ids(self, path: str, batch: list[str], names: list[str]) -> dict[str, dict]:
+        """The records of one batch of at most 100 ids, by id."""
+
+        def reader(ids: list[str]) -> Callable[[list[str] | None], Iterator[dict]]:
+            asked = set(ids)
+
+            def read(chunk: list[str] | None) -> Iterator[dict]:
+                params = {"ids": ",".join(ids)}
+                if chunk:
+                    params["fields"] = ",".join(chunk)
+                response = self._call("ids", "GET", path, params=params, credits=1)
+                if response.status_code == 204:
+                    return iter(())
+                body = self._expect_json(response, "ids", ok=(200,))
+                data = body.get("data") or []
+                return iter([r for r in data if isinstance(r, dict) and str(r.get("id")) in asked])
+
+            return read
+
+        if len(names) <= MAX_FIELDS_PER_REQUEST:
+            return {str(r["id"]): dict(r) for r in reader(batch)(names or None)}
+        merged, inconsistent = self._merge_chunks(names, reader(batch))
+        if inconsistent:
+            again, still = self._merge_chunks(names, reader(sorted(inconsistent)))
+            if still:
+                raise self._error(
+                    200,
+                    "RECORD_CHANGED_DURING_READ",
+                    f"{len(still)} records changed between the field chunks of two reads in a row",
+                    endpoint="ids",
+                )
+            for record_id in inconsistent:
+                if record_id in again:
+                    merged[record_id] = again[record_id]
+                else:
+                    del merged[record_id]  # deleted between the two reads
+        return merged
+
+    def read_deleted(
+        self,
+        module: str,
+        *,
+        since: datetime | None = None,
+        type: str = "all",
+        limit: int = DISCRETE_PAGINATION_LIMIT,
+    ) -> DeletedRead:
+        """The deleted records of ``module`` (deleted since ``since``, if given), up to ``limit``.
+
+        ``GET /crm/v8/{module}/deleted?type=...&page=N&per_page=200``: Zoho pages this endpoint
+        with ``page`` only (it takes no ``page_token`` and gives no ``next_page_token``). The read
+        stops after ``ceil(limit / 200)`` pages; if Zoho still says ``more_records`` then (or
+        refuses a later page with ``DISCRETE_PAGINATION_LIMIT_EXCEEDED``), it returns
+        ``complete=False`` instead of raising, and the caller narrows ``since`` or confirms
+        deletions another way (a full read, or :meth:`get_records_by_ids`). One page costs one
+        credit, so the default costs at most 10.
 
         Args:
             module: module API name.
             since: only records deleted at or after this time; must be timezone-aware.
             type: ``all``, ``recycle`` (still in the recycle bin) or ``permanent``.
+            limit: entries to read at most, rounded up to whole pages of 200. The default is
+                2,000, get-records' discrete-paging limit (Zoho documents none for this endpoint).
+
+        Returns:
+            The entries and whether they are all of them.
+
+        Raises:
+            ValueError: for an unknown ``type``, a naive ``since`` or a ``limit`` below 1.
+            ZohoError: Zoho refused or failed a request.
+        """
+        headers = self._deleted_args(type, since)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        path = f"/{_segment(module)}/deleted"
+        pages = math.ceil(limit / MAX_PER_PAGE)
+        entries: list[dict] = []
+        seen: set[str] = set()
+        complete = False
+        for page in range(1, pages + 1):
+            query = {"type": type, "page": page, "per_page": MAX_PER_PAGE}
+            response = self._call("deleted", "GET", path, params=query, headers=headers, credits=1)
+            if response.status_code in (204, 304):
+                complete = True  # 204: no (more) entries; 304: none since If-Modified-Since
+                break
+            if (
+                page > 1
+                and response.status_code == 400
+                and self._code_of(response) == "DISCRETE_PAGINATION_LIMIT_EXCEEDED"
+            ):
+                break  # Zoho will not page further by position: incomplete, not an error
+            body = self._expect_json(response, "deleted", ok=(200,))
+            data = body.get("data") or []
+            info = body.get("info") or {}
+            for entry in data:
+                entry_id = str(entry.get("id")) if isinstance(entry, dict) else None
+                if entry_id is not None and entry_id in seen:
+                    continue  # shifted into this page by a deletion meanwhile
+                if entry_id is not None:
+                    seen.add(entry_id)
+                entries.append(entry)
+            if not info.get("more_records"):
+                complete = True
+                break
+        logger.debug("deleted %s: %d entries in %d pages, complete=%s", module, len(entries), page, complete)
+        return DeletedRead(entries=entries, complete=complete)
+
+    def iter_deleted(
+        self, module: str, *, since: datetime | None = None, type: str = "all"
+    ) -> Iterator[dict]:
+        """Deprecated: use :meth:`read_deleted`, which reports a read past 2,000 entries as
+        incomplete instead of raising.
+
+        The deleted records of ``module`` (deleted since ``since``, if given), read with
+        :meth:`read_deleted` and its default limit.
 
         Returns:
             A lazy iterator over ``{"id", "display_name", "type", "deleted_time", "deleted_by"}``
@@ -516,12 +748,35 @@ class ZohoClient:
 
         Raises:
             ValueError: at call time, for an unknown ``type`` or a naive ``since``.
-            ZohoError: while iterating, when Zoho refuses or fails a request.
+            ZohoError: while iterating, when Zoho refuses or fails a request, and with
+                ``MISSING_PAGE_TOKEN`` when Zoho has more than 2,000 entries (as this method always
+                has: ``/deleted`` gives no ``next_page_token``).
         """
+        warnings.warn(
+            "ZohoClient.iter_deleted is deprecated; use read_deleted", DeprecationWarning, stacklevel=2
+        )
+        self._deleted_args(type, since)  # refuse bad arguments now, not when iterated
+
+        def entries() -> Iterator[dict]:
+            read = self.read_deleted(module, since=since, type=type)
+            if not read.complete:
+                raise self._error(
+                    200,
+                    "MISSING_PAGE_TOKEN",
+                    f"more_records is true after {len(read.entries)} deleted entries but Zoho sent "
+                    "no next_page_token; use read_deleted, which reports this as incomplete",
+                    endpoint="deleted",
+                )
+            yield from read.entries
+
+        return entries()
+
+    @staticmethod
+    def _deleted_args(type: str, since: datetime | None) -> dict[str, str]:
+        """Check the deleted-records arguments; the headers they make."""
         if type not in DELETED_TYPES:
             raise ValueError(f"type must be one of {sorted(DELETED_TYPES)}, got {type!r}")
-        headers = _if_modified_since(since, "since")
-        return self._paged("deleted", f"/{_segment(module)}/deleted", {"type": type}, headers, MAX_PER_PAGE)
+        return _if_modified_since(since, "since")
 
     def get_record(self, module: str, record_id: str, fields: Sequence[str] | None = None) -> dict | None:
         """Fetch one record, or ``None`` if Zoho has no such record (HTTP 204).
@@ -559,6 +814,66 @@ class ZohoClient:
         body = self._expect_json(response, "count", ok=(200,))
         return int(body.get("count", 0))
 
+    # --- org metadata -----------------------------------------------------------------------------
+
+    def get_modules(self) -> list[dict]:
+        """The org's modules (``GET /settings/modules`` → ``modules``; one credit).
+
+        Hidden modules (removed from Organize) are included; each has its ``api_name``.
+        """
+        return self._metadata_list("/settings/modules", "modules")
+
+    def get_module(self, api_name: str) -> dict | None:
+        """One module's metadata (``GET /settings/modules/{api_name}`` → ``modules[0]``; one
+        credit), or ``None`` if the org has no module of that API name (Zoho: HTTP 400
+        ``INVALID_MODULE``). Every other error is raised."""
+        response = self._call("settings", "GET", f"/settings/modules/{_segment(api_name)}", credits=1)
+        if response.status_code == 204:
+            return None
+        if response.status_code == 400 and self._code_of(response) == "INVALID_MODULE":
+            return None
+        body = self._expect_json(response, "settings", ok=(200,))
+        modules = body.get("modules")
+        if not isinstance(modules, list) or not modules or not isinstance(modules[0], dict):
+            raise self._error(
+                response.status_code, "INVALID_RESPONSE", "the answer has no modules[0]", endpoint="settings"
+            )
+        return modules[0]
+
+    def get_fields(self, module: str) -> list[dict]:
+        """The fields of ``module`` (``GET /settings/fields?module=...`` → ``fields``; one credit).
+
+        Raises:
+            ZohoError: e.g. ``INVALID_MODULE`` for a module the org does not have.
+        """
+        if not module:
+            raise ValueError("module is required")
+        return self._metadata_list("/settings/fields", "fields", params={"module": module})
+
+    def get_org(self) -> dict:
+        """The org's details (``GET /org`` → ``org[0]``; one credit): ``id``, ``company_name``,
+        ``time_zone``, ``currency``, ``type`` (production, sandbox...)..."""
+        response = self._call("org", "GET", "/org", credits=1)
+        body = self._expect_json(response, "org", ok=(200,))
+        org = body.get("org")
+        if not isinstance(org, list) or not org or not isinstance(org[0], dict):
+            raise self._error(
+                response.status_code, "INVALID_RESPONSE", "the answer has no org[0]", endpoint="org"
+            )
+        return org[0]
+
+    def _metadata_list(self, path: str, key: str, params: dict[str, Any] | None = None) -> list[dict]:
+        response = self._call("settings", "GET", path, params=params, credits=1)
+        if response.status_code == 204:
+            return []
+        body = self._expect_json(response, "settings", ok=(200,))
+        items = body.get(key)
+        if not isinstance(items, list):
+            raise self._error(
+                response.status_code, "INVALID_RESPONSE", f"the answer has no {key} list", endpoint="settings"
+            )
+        return items
+
     def coql(self, query: str) -> list[dict]:
         """Run one COQL query (one call; page with LIMIT/OFFSET yourself).
 
@@ -590,9 +905,15 @@ class ZohoClient:
         headers: dict[str, str],
         per_page: int,
     ) -> Iterator[dict]:
-        """Follow Zoho's pagination: ``page`` for the first 2,000 records, then ``page_token``."""
+        """Follow Get Records' pagination.
+
+        Page 1 with ``page=1``; after it ``page_token=<info.next_page_token>`` whenever Zoho gives
+        one (a cursor, so a deletion mid-read shifts nothing), else ``page=N`` while
+        ``N * per_page <= 2000``; never both. Past 2,000 with no token: ``MISSING_PAGE_TOKEN``.
+        """
         page = 1
         page_token: str | None = None
+        read = 0
         while True:
             query = {**params, "per_page": per_page}
             if page_token is None:
@@ -607,23 +928,31 @@ class ZohoClient:
             body = self._expect_json(response, endpoint, ok=(200,))
             data = body.get("data") or []
             info = body.get("info") or {}
-            logger.debug("%s %s page %d: %d records", endpoint, path, page, len(data))
+            logger.debug(
+                "%s %s page %d (%s): %d records",
+                endpoint,
+                path,
+                page,
+                "token" if page_token is not None else "page",
+                len(data),
+            )
+            read += len(data)
             yield from data
             if not info.get("more_records"):
                 return
             page += 1
-            if page_token is None and page * per_page <= DISCRETE_PAGINATION_LIMIT:
+            token = info.get("next_page_token")
+            page_token = str(token) if token else None
+            if page_token is not None or page * per_page <= DISCRETE_PAGINATION_LIMIT:
                 continue
-            page_token = info.get("next_page_token")
-            if not page_token:
-                # Stopping here would silently truncate the read at 2,000 records.
-                raise self._error(
-                    response.status_code,
-                    "MISSING_PAGE_TOKEN",
-                    f"more_records is true after {(page - 1) * per_page} records but Zoho sent no "
-                    "next_page_token; the read cannot continue past the page limit",
-                    endpoint=endpoint,
-                )
+            # Stopping here would silently truncate the read at 2,000 records.
+            raise self._error(
+                response.status_code,
+                "MISSING_PAGE_TOKEN",
+                f"more_records is true after {read} records but Zoho sent no next_page_token; the "
+                "read cannot continue past the page limit",
+                endpoint=endpoint,
+            )
 
     # --- writing ----------------------------------------------------------------------------------
 
@@ -862,6 +1191,10 @@ class ZohoClient:
         api_domain = body.get("api_domain")
         if api_domain:
             self._slot.api_domain = str(api_domain).rstrip("/")
+        scope = body.get("scope")
+        if isinstance(scope, str) and scope.strip():
+            # Zoho separates granted scopes with spaces; commas (how they are requested) too.
+            self._slot.scopes = tuple(dict.fromkeys(s for s in re.split(r"[\s,]+", scope) if s))
         self.stats.add_token_refresh()
         logger.debug(
             "tenant %s: new access token, valid %.0fs, refreshed %.0fs early",
@@ -946,7 +1279,10 @@ class ZohoClient:
 
 
 __all__ = [
+    "DISCRETE_PAGINATION_LIMIT",
+    "MAX_IDS_PER_REQUEST",
     "CallStats",
+    "DeletedRead",
     "UpsertResult",
     "ZohoAuthError",
     "ZohoClient",

@@ -7,10 +7,12 @@ cannot drift from what Zoho actually holds. A test pins every API name below to 
 """
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as _field  # ModuleSpec has a method named field
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal[
     "text",
@@ -27,6 +29,7 @@ Kind = Literal[
     "double",
     "currency",
     "lookup",
+    "subform",
 ]
 
 #: Zoho ``data_type`` values this project understands, mapped to the canonical kind.
@@ -45,6 +48,13 @@ _ZOHO_KINDS: dict[str, Kind] = {
     "double": "double",
     "currency": "currency",
     "lookup": "lookup",
+    # A subform: a list of rows, each with its own id; mirrored as JSON in the parent's column and
+    # as a child table (one row per subform row).
+    "subform": "subform",
+    # A formula: computed by Zoho, read-only; its value changes without Modified_Time changing.
+    # The shipped metadata does not give its return type, so it is kept as text (a number reads
+    # as its shortest decimal).
+    "formula": "text",
 }
 
 
@@ -62,6 +72,8 @@ class FieldSpec:
             never makes a record look UPDATED.
         picklist: allowed values (``-None-`` excluded: it canonicalises to empty).
         lookup_module: for lookups, the API name of the module pointed at.
+        absent: the tenant's org has no such field (``null`` in its ``zoho.fields`` mapping):
+            it is never requested and its column stays empty. Never set in ``MODULES``.
     """
 
     api_name: str
@@ -71,6 +83,7 @@ class FieldSpec:
     fingerprinted: bool = True
     picklist: tuple[str, ...] = ()
     lookup_module: str | None = None
+    absent: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,30 +101,45 @@ class Dependency:
 
 @dataclass(frozen=True)
 class ModuleSpec:
-    """One Zoho module: everything the assets, the warehouse and the simulator need to know."""
+    """One Zoho module: everything the assets, the warehouse and the simulator need to know.
+
+    The specs in ``MODULES`` describe the shipped org. A tenant whose org names things otherwise
+    gets its own (:func:`sync_pipelines.zoho.org.tenant_spec`): same ``name``, columns and table,
+    its org's API names and field metadata, held in ``org_fields``.
+    """
 
     api_name: str
     name: str  # asset key ["zoho", name]; warehouse table "zoho_" + name
     label: str  # what one row is, for descriptions
     fields: tuple[FieldSpec, ...]
     natural_key: tuple[str, ...] = ()
-    dependencies: tuple[Dependency, ...] = ()
+    dependencies: tuple[Dependency, ...] = ()  # targets: module API names of MODULES, in every spec
     date_order: tuple[str, str] | None = None  # (start, end) columns: end may not precede start
     moodle_entity: str | None = None
+    #: The org's field metadata for this module (API name → ``/settings/fields`` entry), or
+    #: ``None`` for the shipped metadata. Not compared: specs are equal when they read and
+    #: validate the same fields the same way.
+    org_fields: Mapping[str, Mapping[str, Any]] | None = _field(default=None, compare=False, repr=False)
 
     @property
     def table(self) -> str:
         return f"zoho_{self.name}"
 
     @property
+    def field_metadata(self) -> Mapping[str, Mapping[str, Any]]:
+        """The org's field metadata of this module: ``org_fields``, else the shipped metadata."""
+        return self.org_fields if self.org_fields is not None else metadata_for(self.api_name)
+
+    @property
     def has_modified_time(self) -> bool:
         """Whether the module exposes ``Modified_Time`` (and so supports incremental reads)."""
-        return "Modified_Time" in metadata_for(self.api_name)
+        return "Modified_Time" in self.field_metadata
 
     @property
     def api_fields(self) -> tuple[str, ...]:
-        """API names to request (``fields=`` parameter); ``id`` is always returned by Zoho."""
-        names = [f.api_name for f in self.fields]
+        """API names to request (``fields=`` parameter); ``id`` is always returned by Zoho.
+        Fields the org does not have (``absent``) are not requested."""
+        names = [f.api_name for f in self.fields if not f.absent]
         if self.has_modified_time:
             names.append("Modified_Time")
         return tuple(names)
@@ -150,6 +178,11 @@ def _metadata() -> dict[str, dict[str, dict]]:
 def metadata_for(module: str) -> dict[str, dict]:
     """The org's field metadata for ``module``: API name → field description."""
     return _metadata()[module]
+
+
+def shipped_modules() -> tuple[str, ...]:
+    """API names of every module in the shipped metadata (the nine synced ones and others)."""
+    return tuple(_metadata())
 
 
 def _f(
@@ -210,6 +243,9 @@ STUDENTS = ModuleSpec(
         _f(_S, "Registration_Date"),
         _f(_S, "BTEC_Registration_Number"),
         _f(_S, "Program", "program_id"),
+        # Refreshed, not fingerprinted: Zoho recomputes it without touching Modified_Time, so
+        # only a full read (the nightly reconciliation) sees it change.
+        _f(_S, "Total_Amount", fingerprinted=False),
         *_bookkeeping(_S, "Student_Moodle_ID", "Synced_to_Moodle", "Last_Sync_Date"),
     ),
 )
@@ -268,6 +304,7 @@ UNITS = ModuleSpec(
         _f(_U, "Service_Type"),
         _f(_U, "Moodle_Grading_Template"),
         _f(_U, "Program", "program_id"),
+        _f(_U, "BTEC_Grading_Template_P1", "grading_template"),
         *_bookkeeping(_U, "Last_Sync_with_Moodle"),
     ),
 )
@@ -355,6 +392,7 @@ REGISTRATIONS = ModuleSpec(
         _f(_R, "Discount_Percentage"),
         _f(_R, "Remaining_Amount"),
         _f(_R, "BTEC_Reg_No"),
+        _f(_R, "Payment_Schedule"),
         *_bookkeeping(_R, "Synced_to_Moodle", "Last_Sync_Date"),
     ),
 )
@@ -408,6 +446,7 @@ GRADES = ModuleSpec(
         _f(_G, "IV_Name"),
         _f(_G, "Moodle_Grade_ID"),
         _f(_G, "Moodle_Grade_Composite_Key"),
+        _f(_G, "Learning_Outcomes_Assessm", "learning_outcomes"),
     ),
 )
 
@@ -438,6 +477,10 @@ RESERVED_COLUMNS = frozenset(
         "sync_status",
         "sync_reason",
         "invalid_reason",
+        "aux_fingerprint",
+        "findings",
+        "change",
+        "sync_note",
     }
 )
 
@@ -464,4 +507,5 @@ __all__ = [
     "ModuleSpec",
     "metadata_for",
     "module",
+    "shipped_modules",
 ]

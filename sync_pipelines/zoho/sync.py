@@ -25,16 +25,18 @@ How changes are found
   ``/deleted`` check.
 """
 
+import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from sync_pipelines.diff import ID, DependencyCheck, DiffResult, Status, diff, field_changes
+from sync_pipelines.diff import ID, NOTE, DiffResult, Status, diff, field_changes
 from sync_pipelines.warehouse import Cursor, RunInfo, Warehouse
 from sync_pipelines.zoho.canonical import (
+    FINDINGS,
     INVALID_REASON,
     MODIFIED,
     canonicalise,
@@ -108,6 +110,7 @@ def sync_module(
     record_ids: Sequence[str] = (),
     deleted_ids: Sequence[str] = (),
     pushed_records: Sequence[dict] = (),
+    org_specs: Mapping[str, ModuleSpec] | None = None,
 ) -> ModuleSyncReport:
     """Sync one Zoho module of one tenant into the warehouse.
 
@@ -118,6 +121,9 @@ def sync_module(
 
     ``deleted_check_minutes`` spaces out the ``/deleted`` reads of incremental runs (0: every
     run); a full read makes none.
+
+    ``spec`` may be a tenant's own (:func:`sync_pipelines.zoho.org.tenant_spec`); ``org_specs``
+    (module name → the tenant's spec) then names the lookup targets as that org spells them.
 
     Raises:
         ZohoError: Zoho failed (after retries). Nothing was applied; the failure is logged in
@@ -133,7 +139,9 @@ def sync_module(
     mode = "event" if targeted else "full" if full else "incremental"
     run = RunInfo(tenant_id=tenant_id, module=spec.name, mode=mode, dagster_run_id=dagster_run_id)
 
-    check_deleted = False
+    check_deleted = flood = False
+    subform_reads = 0
+    confirm = _Confirm(client)
     try:
         if targeted:
             raw, deleted_rows = _fetch_targeted(client, spec, record_ids, deleted_ids, pushed_records)
@@ -142,55 +150,91 @@ def sync_module(
                 cursor.deleted_since is None
                 or now - cursor.deleted_since >= timedelta(minutes=deleted_check_minutes) + WATERMARK_OVERLAP
             )
-            raw, deleted_rows = _fetch(client, spec, cursor, full, check_deleted=check_deleted)
+            raw, deleted_rows, complete = _fetch(client, spec, cursor, full, check_deleted=check_deleted)
+            if not complete:
+                # More deletions since the last check than /deleted can list (2,000): those it
+                # listed are confirmed; the rest are found by a full read whose missing records
+                # are confirmed one by one. The module never stays stuck on the flood.
+                logger.warning(
+                    "tenant %s %s: more than %d deletions since the last check; reading in full",
+                    tenant_id,
+                    spec.name,
+                    len(deleted_rows),
+                )
+                full, check_deleted, flood = True, False, True
+                run.mode = "full"
+                raw, _, _ = _fetch(client, spec, cursor, True, check_deleted=False)
+        state = warehouse.load_state(tenant_id, spec)
+        if not targeted or record_ids:
+            listed = raw if not targeted else []  # records read by id came with their subforms
+            subform_reads = _subforms(client, spec, listed, state, warehouse, tenant_id)
+        incoming = canonicalise(spec, frame_from_records(spec, raw))
+        # A record with no usable id can be neither stored nor logged against a key: count it, say so.
+        keyed = usable_ids(incoming[ID])
+        unidentified = int((~keyed).sum())
+        if unidentified:
+            logger.warning(
+                "tenant %s %s: %d record(s) without a usable Zoho id left out",
+                tenant_id,
+                spec.name,
+                unidentified,
+            )
+        incoming = incoming[keyed]
+        deleted_ids = {str(d["id"]) for d in deleted_rows if d.get("id")}
+        if full:
+            # A stored record a full read did not return is DELETED only when Zoho confirms it (a
+            # read by id finds nothing): a page that shifted under a deletion, or a record read
+            # while it moved, is no deletion. What the read by id finds joins the batch.
+            live = state.loc[~state["deleted"], ID]
+            missing = sorted(set(live) - set(incoming[ID]) - deleted_ids)
+            if missing:
+                found = confirm.records(spec, missing)
+                subform_reads += _subforms(client, spec, found, state, warehouse, tenant_id)
+                if found:
+                    again = canonicalise(spec, frame_from_records(spec, found))
+                    incoming = pd.concat([incoming, again[usable_ids(again[ID])]], ignore_index=True)
+                deleted_ids |= set(missing) - {str(r.get("id")) for r in found}
+        incoming = _lookup_findings(tenant_id, spec, incoming, warehouse, confirm, org_specs or {})
     except Exception as exc:
         run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
         warehouse.record_failure(run, f"{type(exc).__name__}: {exc}")
         raise
 
-    incoming = canonicalise(spec, frame_from_records(spec, raw))
-    # A record with no usable id can be neither stored nor logged against a key: count it, say so.
-    keyed = usable_ids(incoming[ID])
-    unidentified = int((~keyed).sum())
-    if unidentified:
-        logger.warning(
-            "tenant %s %s: %d record(s) without a usable Zoho id left out", tenant_id, spec.name, unidentified
-        )
-    incoming = incoming[keyed]
     fetched_ids = set(incoming[ID])
-    deleted_ids = {str(d["id"]) for d in deleted_rows if d.get("id")}
     pending = warehouse.load_pending(tenant_id, spec)
-    # A waiting (SKIPPED) record Zoho has since deleted, or that a full read no longer returns, is
-    # forgotten: kept, it would come back as NEW the day its lookup target arrived.
+    # Records an earlier version held back (SKIPPED) are stored now, unless Zoho has since
+    # deleted them or a full read no longer returns them.
     dead = pending[ID].isin(deleted_ids) | (full & ~pending[ID].isin(fetched_ids))
     forget_pending = pending.loc[dead, ID].tolist()
     pending = pending[~dead]
     if len(pending):
         pending[INVALID_REASON] = None
+        pending[FINDINGS] = None
+        pending = canonicalise(spec, _raw_again(spec, pending))
         incoming = pd.concat([pending, incoming], ignore_index=True)  # a fresh copy wins
 
-    state = warehouse.load_state(tenant_id, spec)
-    if full:
-        live = state.loc[~state["deleted"], ID]
-        deleted_ids |= set(live) - fetched_ids
-    deps = [
-        DependencyCheck(d.column, warehouse.known_ids(tenant_id, module(d.target)), d.reason)
-        for d in spec.dependencies
-    ]
     result = diff(
         incoming,
         state,
         fingerprint_columns=spec.fingerprint_columns,
-        dependencies=deps,
+        aux_columns=aux_columns(spec),
         deleted_ids=deleted_ids,
         natural_key=spec.natural_key,
     )
-    updated = result.of(Status.UPDATED)
-    if len(updated):
-        old = warehouse.load_rows(tenant_id, spec, updated[ID].tolist())
-        result.changes = field_changes(updated.set_index(ID), old, spec.fingerprint_columns)
+    touched = result.of(Status.UPDATED, Status.REFRESHED, Status.INVALID)
+    touched = touched[touched["change"].isin([Status.UPDATED, Status.REFRESHED])]
+    if len(touched):
+        old = warehouse.load_rows(tenant_id, spec, touched[ID].tolist())
+        result.changes = field_changes(touched.set_index(ID), old, spec.columns)
 
     new_cursor = cursor if targeted else _advance(cursor, incoming, raw, full or check_deleted, full, now)
+    if flood:
+        # The next /deleted starts where this full read did, without the overlap: the overlap
+        # would list the flood again, and every check would read the module in full. A record
+        # deleted during the read is either missing from it (confirmed above) or listed then.
+        # (Costs: a deletion Zoho stamps earlier than this machine's clock by more than the
+        # read took is only found by the next full read.)
+        new_cursor.deleted_since = now
     run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
     warehouse.apply(spec, result, run, new_cursor, forget_pending=forget_pending)
     counts = result.counts()
@@ -206,14 +250,170 @@ def sync_module(
         api_credits=run.api_credits,
         cursor=new_cursor,
         sync_run_id=run.sync_run_id,
-        pending=counts[Status.SKIPPED],
-        extra={"unidentified": unidentified},
+        extra={
+            "unidentified": unidentified,
+            "confirmed_deleted": confirm.confirmed_deleted,
+            "lookups_missing_in_zoho": confirm.lookups_missing,
+            "lookups_waiting": confirm.lookups_waiting,
+            "subform_reads": subform_reads,
+        },
     )
+
+
+def _subforms(
+    client: ZohoClient,
+    spec: ModuleSpec,
+    listed: list[dict],
+    state: pd.DataFrame,
+    warehouse: Warehouse,
+    tenant_id: str,
+) -> int:
+    """Give records read by a list read their subform rows, in place; returns the reads made.
+
+    Zoho returns subform values "only when a specific record is fetched" (its get-records page),
+    never in a list read. A record whose ``Modified_Time`` equals the stored one keeps its stored
+    rows (an edit of a subform row changes its parent's ``Modified_Time``: guess, from Zoho's
+    subform pages, which treat the rows as fields of the parent); any other record (new, edited,
+    or of a module without ``Modified_Time``) is read by id, one call each.
+    """
+    subforms = [f for f in spec.fields if f.kind == "subform" and not f.absent]
+    if not subforms or not listed:
+        return 0
+    names = [f.api_name for f in subforms]
+    stored: dict[str, datetime | None] = {}
+    if MODIFIED in state and spec.has_modified_time:
+        stored = {z: _safe_time(t) for z, t in zip(state[ID], state[MODIFIED], strict=True)}
+    keep, read = [], []
+    for rec in listed:
+        rid = str(rec.get("id"))
+        seen = stored.get(rid)
+        same = seen is not None and _safe_time(rec.get("Modified_Time")) == seen
+        (keep if same else read).append(rec)
+    if keep:
+        old = warehouse.load_rows(tenant_id, spec, [str(r["id"]) for r in keep], [f.column for f in subforms])
+        for rec in keep:
+            for f in subforms:
+                text = old.at[str(rec["id"]), f.column] if str(rec["id"]) in old.index else None
+                rec[f.api_name] = json.loads(text) if isinstance(text, str) and text.startswith("[") else None
+    for rec in read:
+        one = client.get_record(spec.api_name, str(rec.get("id")), names)
+        for name in names:
+            rec[name] = None if one is None else one.get(name)
+    return len(read)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _safe_time(value: object) -> datetime | None:
+    """A Zoho time, or None for anything that is not one (it is then a finding, elsewhere)."""
+    try:
+        return _parse_zoho_time(_text_or_none(value))
+    except (ValueError, TypeError):
+        return None
+
+
+def aux_columns(spec: ModuleSpec) -> tuple[str, ...]:
+    """The stored columns outside the business fingerprint: bookkeeping and formula fields,
+    ``Modified_Time`` and the findings. A change to them alone rewrites the row (REFRESHED)."""
+    cols = [f.column for f in spec.fields if not f.fingerprinted]
+    if spec.has_modified_time:
+        cols.append(MODIFIED)
+    return (*sorted(cols), FINDINGS)
+
+
+def _raw_again(spec: ModuleSpec, canonical: pd.DataFrame) -> pd.DataFrame:
+    """A canonical frame (``sync_pending`` payloads) as the raw frame :func:`canonicalise` reads."""
+    raw = pd.DataFrame({"id": canonical[ID]}, dtype=object)
+    for f in spec.fields:
+        raw[f.api_name] = canonical.get(f.column)
+    if spec.has_modified_time:
+        raw["Modified_Time"] = canonical.get(MODIFIED)
+    return raw
+
+
+class _Confirm:
+    """Reads by id (``ids=``, 100 a call) that confirm what a read alone cannot: that a record
+    missing from a full read is deleted, and whether a lookup's target exists in Zoho."""
+
+    def __init__(self, client: ZohoClient) -> None:
+        self.client = client
+        self.confirmed_deleted = 0
+        self.lookups_missing = 0
+        self.lookups_waiting = 0
+
+    def records(self, spec: ModuleSpec, ids: Sequence[str]) -> list[dict]:
+        found = self.client.get_records_by_ids(spec.api_name, list(ids), spec.api_fields)
+        self.confirmed_deleted += len(ids) - len(found)
+        return found
+
+    def exist(self, spec: ModuleSpec, ids: Sequence[str]) -> set[str]:
+        fields = spec.api_fields[:1]
+        return {str(r.get("id")) for r in self.client.get_records_by_ids(spec.api_name, list(ids), fields)}
+
+
+def _lookup_findings(
+    tenant_id: str,
+    spec: ModuleSpec,
+    incoming: pd.DataFrame,
+    warehouse: Warehouse,
+    confirm: _Confirm,
+    org_specs: Mapping[str, ModuleSpec],
+) -> pd.DataFrame:
+    """A lookup to a record the warehouse does not hold is asked of Zoho: one Zoho does not hold
+    is a finding on the record (``lookup_missing``: the field, the id); one Zoho holds arrives
+    with its module's next sync, and is only noted in the reason (the record is no less valid)."""
+    notes: dict[int, list[str]] = {}
+    found_add: dict[int, list[dict]] = {}
+    for dep in spec.dependencies:
+        if dep.column not in incoming or incoming.empty:
+            continue
+        values = incoming[dep.column]
+        target = module(dep.target)
+        target = org_specs.get(target.name, target)
+        known = warehouse.known_ids(tenant_id, target)
+        absent = values.notna() & ~values.isin(known)
+        if not absent.any():
+            continue
+        wanted = sorted(set(values[absent]))
+        held = confirm.exist(target, wanted)
+        api = spec.field(dep.column).api_name
+        for idx, value in values[absent].items():
+            if value in held:
+                confirm.lookups_waiting += 1
+                notes.setdefault(idx, []).append(
+                    f"{api}: {target.api_name} {value} is in Zoho but not in the warehouse yet "
+                    f"(arrives with the next {target.name} sync)"
+                )
+            else:
+                confirm.lookups_missing += 1
+                found_add.setdefault(idx, []).append({"rule": "lookup_missing", "field": api, "value": value})
+                notes.setdefault(idx, []).append(f"{api}: {target.api_name} {value} does not exist in Zoho")
+    if not notes:
+        return incoming
+    incoming = incoming.copy()
+    if NOTE not in incoming:
+        incoming[NOTE] = pd.Series(None, index=incoming.index, dtype=object)
+    for idx, texts in notes.items():
+        text = "; ".join(texts)
+        if idx in found_add:
+            before = incoming.at[idx, INVALID_REASON]
+            incoming.at[idx, INVALID_REASON] = text if not isinstance(before, str) else f"{before}; {text}"
+            old = incoming.at[idx, FINDINGS]
+            incoming.at[idx, FINDINGS] = json.dumps(
+                [*(json.loads(old) if isinstance(old, str) else []), *found_add[idx]], ensure_ascii=False
+            )
+        else:
+            incoming.at[idx, NOTE] = text
+    return incoming
 
 
 def _fetch(
     client: ZohoClient, spec: ModuleSpec, cursor: Cursor, full: bool, *, check_deleted: bool
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[dict], bool]:
+    """The read itself: records (all, or what changed) and, with ``check_deleted``, Zoho's
+    deletions since the last check. The flag is False when ``/deleted`` had more than it lists."""
     if spec.has_modified_time:
         since = (
             None if full or cursor.modified_since is None else cursor.modified_since + timedelta(seconds=1)
@@ -224,8 +424,10 @@ def _fetch(
     else:
         newest_first = client.iter_records(spec.api_name, spec.api_fields, sort_by="id", sort_order="desc")
         records = list(_newer_than(newest_first, cursor.max_id))
-    deleted = list(client.iter_deleted(spec.api_name, since=cursor.deleted_since)) if check_deleted else []
-    return records, deleted
+    if not check_deleted:
+        return records, [], True
+    read = client.read_deleted(spec.api_name, since=cursor.deleted_since)
+    return records, read.entries, read.complete
 
 
 def _watermark(previous: datetime | None, seen: datetime | None, started: datetime) -> datetime | None:
@@ -249,7 +451,15 @@ def _fetch_targeted(
     pushed: Sequence[dict],
 ) -> tuple[list[dict], list[dict]]:
     records: list[dict] = [dict(r) for r in pushed]
-    gone = [{"id": str(d)} for d in dict.fromkeys(deleted_ids)]
+    gone: list[dict] = []
+    # A deletion event is confirmed by a read by id before it is recorded: a record restored from
+    # the recycle bin since, or an event about another record, leaves the mirror as it is.
+    said_gone = [str(d) for d in dict.fromkeys(deleted_ids)]
+    if said_gone:
+        still = client.get_records_by_ids(spec.api_name, said_gone, spec.api_fields)
+        records += still
+        alive = {str(r.get("id")) for r in still}
+        gone += [{"id": d} for d in said_gone if d not in alive]
     for rid in dict.fromkeys(record_ids):
         record = client.get_record(spec.api_name, rid, spec.api_fields)
         if record is None:

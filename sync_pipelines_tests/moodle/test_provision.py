@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
+import pandas as pd
 import pytest
 
 from sync_pipelines.moodle import provision
@@ -81,17 +82,37 @@ def _writes(report: provision.PushReport) -> list[tuple[str, str]]:
     return [(p.action, p.key) for p in report.pushes]
 
 
+def _usable(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows the Moodle step can use: the warehouse mirrors dirty records too (no academic
+    e-mail, a short name another class holds), which get no Moodle object."""
+    return rows[~rows["zoho_id"].isin(provision.unusable(rows, name).index)]
+
+
+def test_a_record_the_moodle_step_cannot_use_is_skipped_with_the_field_and_value(world: World):
+    students = world.store.read_table(TENANT, module("students"))
+    blocked = provision.unusable(students, "students")
+    assert len(blocked)  # the demo school has students without a usable academic e-mail
+    report = world.provision()["users"]
+    skipped = report.skipped.set_index("key")["reason"]
+    for zoho_id, why in blocked.items():
+        assert skipped[zoho_id] == f"no Moodle account: {why}"
+        assert "Academic_Email" in why or "First_Name" in why or "Last_Name" in why or "already" in why
+    assert not {u.get("idnumber") for u in world.moodle_sim.users()} & set(blocked.index)
+    log = world.store.moodle.push_results(TENANT, "user").query("outcome == 'skipped'")
+    assert set(log["key"]) >= set(blocked.index)
+
+
 def test_provisioning_mirrors_zoho_in_moodle_and_a_rerun_writes_nothing(world: World):
     first = world.provision()
-    students = world.store.read_table(TENANT, module("students"))
-    teachers = world.store.read_table(TENANT, module("teachers"))
+    students = _usable(world.store.read_table(TENANT, module("students")), "students")
+    teachers = _usable(world.store.read_table(TENANT, module("teachers")), "teachers")
     active = students[~students["status"].isin(provision.SUSPENDED_STATUSES)]
     users = {u["idnumber"]: u for u in world.moodle_sim.users() if u.get("idnumber")}
     assert set(users) == set(active["zoho_id"]) | set(teachers["zoho_id"])
     for row in active.itertuples():
         assert users[row.zoho_id]["username"] == row.academic_email.lower()
         assert users[row.zoho_id]["firstname"] == row.first_name
-    classes = world.store.read_table(TENANT, module("classes"))
+    classes = _usable(world.store.read_table(TENANT, module("classes")), "classes")
     courses = {c["idnumber"]: c for c in world.moodle_sim.courses() if c.get("idnumber")}
     assert {z: c["shortname"] for z, c in courses.items()} == dict(
         zip(classes["zoho_id"], classes["class_short_name"], strict=True)
@@ -149,7 +170,7 @@ def test_existing_accounts_are_linked_by_email_and_a_lost_id_map_never_duplicate
 
 
 def test_one_user_moodle_rejects_is_marked_with_its_error_and_the_others_are_created(world: World):
-    students = world.store.read_table(TENANT, module("students"))
+    students = _usable(world.store.read_table(TENANT, module("students")), "students")
     students = students[~students["status"].isin(provision.SUSPENDED_STATUSES)]
     victim = students[students["status"] == "Active"].iloc[2]
     # someone else already holds the username this student would get
@@ -165,7 +186,8 @@ def test_one_user_moodle_rejects_is_marked_with_its_error_and_the_others_are_cre
     assert set(failed) == {victim["zoho_id"]}
     assert failed[victim["zoho_id"]].errorcode == "invalidparameter"
     created = [p for p in report.pushes if p.ok and p.action == "create"]
-    assert len(created) == len(students) - 1 + len(world.store.read_table(TENANT, module("teachers")))
+    teachers = _usable(world.store.read_table(TENANT, module("teachers")), "teachers")
+    assert len(created) == len(students) - 1 + len(teachers)
     log = world.store.moodle.push_results(TENANT, "user").query("outcome == 'error'")
     assert log["key"].tolist() == [victim["zoho_id"]] and log["errorcode"].iloc[0] == "invalidparameter"
 

@@ -65,6 +65,8 @@ VOLATILE_COLUMNS = frozenset(
         "zoho_modified_time",
         "last_sync_date",
         "last_sync_with_moodle",
+        # a digest of columns that are compared one by one (some of them volatile, above)
+        "aux_fingerprint",
     }
 )
 #: Warehouse columns holding a Moodle id (mirrored from Zoho): mapped to the Moodle object's idnumber.

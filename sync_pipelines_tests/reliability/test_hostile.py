@@ -57,7 +57,7 @@ from sync_pipelines.webhooks.drop import (
 )
 from sync_pipelines.webhooks.signing import sign
 from sync_pipelines.zoho.canonical import ID, INVALID_REASON, MODIFIED, canonicalise, frame_from_records
-from sync_pipelines.zoho.client import CallStats
+from sync_pipelines.zoho.client import CallStats, DeletedRead
 from sync_pipelines.zoho.modules import MODULES, FieldSpec, ModuleSpec, module
 from sync_pipelines.zoho.sync import sync_module
 
@@ -388,6 +388,16 @@ def form_problem(f: FieldSpec, value: str) -> str | None:
         if not math.isfinite(number) or value.endswith(".0"):
             return "not a finite shortest decimal"
         return None
+    if f.kind == "subform":
+        try:
+            rows = json.loads(value)
+        except ValueError:
+            return "not JSON"
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            return "not a list of rows"
+        if value != json.dumps(rows, ensure_ascii=False, separators=(",", ":"), sort_keys=True):
+            return "not sorted-key, compact JSON"
+        return None
     return f"unknown kind {f.kind}"
 
 
@@ -477,6 +487,8 @@ def base_value(spec: ModuleSpec, f: FieldSpec, i: int) -> object:
             return 3
         case "double" | "currency":
             return 12.5
+        case "subform":
+            return [{"id": str(int(ANCHOR) + 10_000 + i), "Note": f"{f.api_name} {i}"}]
         case _:
             return f"{f.api_name} {i}"
 
@@ -501,9 +513,13 @@ class RecordsClient:
         """Every record given."""
         yield from (dict(r) for r in self.records)
 
-    def iter_deleted(self, module: str, **kwargs: object) -> Iterator[dict[str, object]]:
+    def read_deleted(self, module: str, **kwargs: object) -> DeletedRead:
         """Nothing deleted."""
-        yield from ()
+        return DeletedRead(entries=[], complete=True)
+
+    def get_records_by_ids(self, module: str, ids: object, fields: object = None) -> list[dict[str, object]]:
+        """No record by id (so every lookup the records make points at a record Zoho lacks)."""
+        return []
 
     def get_record(self, module: str, record_id: str, fields: object) -> dict[str, object] | None:
         """No record by id."""
@@ -526,42 +542,32 @@ def _same(a: object, b: object) -> bool:
 def storage_problems(store: Warehouse, tenant: str, spec: ModuleSpec, records: pd.DataFrame) -> list[Problem]:
     """Where the warehouse does not hold what the diff classified.
 
-    Records NEW, UPDATED or UNCHANGED must read back (through the store's own ``from_db``) exactly
-    as their canonical values; SKIPPED ones must wait in ``sync_pending`` with those values;
-    INVALID ones must carry a reason.
+    Every record with an id is stored, INVALID ones too (the mirror). Each must read back
+    (through the store's own ``from_db``) exactly as its canonical values, except the fields its
+    findings name (a value that cannot be read as its column's type is stored NULL, and the
+    finding keeps it). INVALID records must carry a reason and findings.
     """
     problems: list[Problem] = []
     where = spec.name
-    written = records[records["sync_status"].isin(["NEW", "UPDATED", "UNCHANGED"])]
+    columns = {f.api_name: f.column for f in spec.fields}
+    written = records[records["sync_status"].isin(["NEW", "UPDATED", "UNCHANGED", "REFRESHED", "INVALID"])]
     stored = store.load_rows(tenant, spec, written[ID].tolist())
     for row in written.to_dict("records"):
         if row[ID] not in stored.index:
             problems.append(Problem(f"{where}: {row['sync_status']} but not stored", repr(row[ID])[:40]))
             continue
+        flagged = {columns.get(f["field"]) for f in json.loads(row["findings"] or "[]")}
         back = stored.loc[row[ID]]
         problems += [
             Problem(f"{where}.{c}: stored value differs", f"{row[c]!r:.50} -> {back[c]!r:.50}")
             for c in spec.columns
-            if not _same(row[c], back[c])
+            if c not in flagged and not _same(row[c], back[c])
         ]
-    skipped = records[records["sync_status"] == "SKIPPED"]
-    if len(skipped):
-        pending = store.load_pending(tenant, spec).set_index(ID)
-        for row in skipped.to_dict("records"):
-            if row[ID] not in pending.index:
-                problems.append(Problem(f"{where}: SKIPPED but not pending", repr(row[ID])[:40]))
-                continue
-            waiting = pending.loc[row[ID]]
-            problems += [
-                Problem(f"{where}.{c}: pending value differs", f"{row[c]!r:.50} -> {waiting[c]!r:.50}")
-                for c in spec.columns
-                if not _same(row[c], waiting[c])
-            ]
     invalid = records[records["sync_status"] == "INVALID"]
     problems += [
-        Problem(f"{where}: INVALID without a reason", repr(zid)[:40])
-        for zid, reason in zip(invalid[ID], invalid["sync_reason"], strict=True)
-        if not isinstance(reason, str) or not reason.strip()
+        Problem(f"{where}: INVALID without a reason or findings", repr(zid)[:40])
+        for zid, reason, found in zip(invalid[ID], invalid["sync_reason"], invalid["findings"], strict=True)
+        if not isinstance(reason, str) or not reason.strip() or not isinstance(found, str)
     ]
     return problems
 

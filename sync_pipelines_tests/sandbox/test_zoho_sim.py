@@ -12,9 +12,37 @@ import pytest
 import requests
 
 from sync_pipelines.sandbox import ORG_TZ, ZohoSimulator, format_time, generate_school
+from sync_pipelines.sandbox.zoho_sim import DEFAULT_SCOPES, ORG_USERS, org_modules
 from sync_pipelines.zoho.modules import MODULES, metadata_for
 
 CLIENT = ("test-client", "test-secret", "test-refresh")
+OWNERS = ("Owner", "Created_By", "Modified_By")
+#: Keys every field of ``GET /settings/fields`` carries (v7 sample; v8 spec's required keys).
+FIELD_KEYS = {
+    "id",
+    "api_name",
+    "field_label",
+    "display_label",
+    "data_type",
+    "json_type",
+    "length",
+    "decimal_place",
+    "system_mandatory",
+    "read_only",
+    "field_read_only",
+    "custom_field",
+    "visible",
+    "pick_list_values",
+    "lookup",
+    "formula",
+    "subform",
+    "associated_module",
+    "auto_number",
+    "currency",
+    "unique",
+    "multiselectlookup",
+    "operation_type",
+}
 START = datetime(2026, 11, 1, 10, 0, tzinfo=ORG_TZ)
 
 
@@ -127,8 +155,9 @@ def test_refresh_answers_a_token_for_the_api_domain(make_sim: SimFactory):
     r = refresh(sim)
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"access_token", "expires_in", "api_domain", "token_type"}
+    assert set(body) == {"access_token", "scope", "expires_in", "api_domain", "token_type"}
     assert (body["expires_in"], body["api_domain"], body["token_type"]) == (1800, sim.base_url, "Bearer")
+    assert body["scope"] == " ".join(DEFAULT_SCOPES)  # the scopes granted, space-separated
     ok = requests.get(
         api(sim, "BTEC_Students"),
         params={"fields": "Name"},
@@ -207,8 +236,11 @@ def test_every_module_answers_the_requested_fields_and_id(school_sim: ZohoSimula
     assert (body["info"]["sort_by"], body["info"]["sort_order"]) == ("id", "desc")
     ids = [rec["id"] for rec in body["data"]]
     assert ids == sorted(ids, reverse=True)
+    meta = metadata_for(spec.api_name)
+    # Subforms and multi-select lookups are rendered only when one record is fetched.
+    listed = {f for f in fields if meta[f]["data_type"] not in ("subform", "multiselectlookup")}
     for rec in body["data"]:
-        assert set(rec) == {*fields, "id"}
+        assert set(rec) == {*listed, "id"}
         assert ("Modified_Time" in rec) is spec.has_modified_time
         for f in spec.fields:
             if f.kind == "lookup" and rec[f.api_name] is not None:
@@ -387,8 +419,15 @@ def test_modules_without_modified_time_cannot_be_read_incrementally(make_sim: Si
 def test_one_record_by_id(school_sim: ZohoSimulator):
     s = session(school_sim)
     student = _small_school()["BTEC_Students"][3]
-    whole = s.get(api(school_sim, f"BTEC_Students/{student['id']}"), timeout=5).json()["data"]
-    assert whole == [{**{k: v for k, v in student.items()}, "id": student["id"]}]
+    (whole,) = s.get(api(school_sim, f"BTEC_Students/{student['id']}"), timeout=5).json()["data"]
+    # Every field of the module (null when empty), with what the record holds.
+    assert set(whole) == {*metadata_for("BTEC_Students"), "id"}
+    assert {k: whole[k] for k in student} == student
+    assert whole["Owner"] == whole["Created_By"] == whole["Modified_By"]
+    assert whole["Owner"]["id"] in {u["id"] for u in school_sim.users if u["status"] == "active"}
+    assert {k: v for k, v in whole.items() if k not in (*student, *OWNERS)} == dict.fromkeys(
+        set(whole) - set(student) - set(OWNERS)
+    )
     some = s.get(api(school_sim, f"BTEC_Students/{student['id']}"), params={"fields": "Last_Name"}, timeout=5)
     assert some.json() == {"data": [{"Last_Name": student["Last_Name"], "id": student["id"]}]}
     missing = s.get(api(school_sim, "BTEC_Students/5843017000000999999"), timeout=5)
@@ -565,9 +604,22 @@ def test_insert_update_and_delete_endpoints(make_sim: SimFactory):
 
 @pytest.mark.parametrize("spec", MODULES, ids=lambda m: m.name)
 def test_settings_fields_serves_the_orgs_metadata(school_sim: ZohoSimulator, spec):
+    """The same fields as zoho_fields.json, in its order, each with Zoho's full set of keys."""
     s = session(school_sim)
     r = s.get(api(school_sim, "settings/fields"), params={"module": spec.api_name}, timeout=5)
-    assert r.json()["fields"] == list(metadata_for(spec.api_name).values())
+    fields = r.json()["fields"]
+    kept = list(metadata_for(spec.api_name).values())
+    assert [(f["api_name"], f["data_type"]) for f in fields] == [
+        (f["api_name"], f["data_type"]) for f in kept
+    ]
+    for served, source in zip(fields, kept, strict=True):
+        assert set(served) >= FIELD_KEYS, served["api_name"]
+        assert served["system_mandatory"] is bool(source.get("required"))
+        assert [o["actual_value"] for o in served["pick_list_values"]] == source.get("pick_list_values", [])
+        if source.get("lookup_module"):
+            assert served["lookup"]["module"]["api_name"] == source["lookup_module"]
+        else:
+            assert served["lookup"] == {}
 
 
 def test_coql_serves_a_small_select(school_sim: ZohoSimulator):
@@ -969,3 +1021,548 @@ def test_if_modified_since_reads_follow_updates_and_deletes(make_sim: SimFactory
     assert _walk(s, sim, "Modified_Time", "asc", since=later) == ([], 304)
     rows, _ = _walk(s, sim, "Modified_Time", "desc", per_page=7, since=since)
     assert len(rows) == 19 and rows == _expected(sim, "Modified_Time", "desc", edge)
+
+
+# --- what Zoho documents beyond the basics: versions, ids, metadata, org, owners, subforms ---------------
+
+ALL_VERSIONS = ["v2", "v2.1", "v3", "v4", "v5", "v6", "v7", "v8"]
+
+
+def _versioned(sim: ZohoSimulator, version: str, path: str) -> str:
+    return f"{sim.api_domain}/crm/{version}/{path}"
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_fields_are_optional_in_v2_and_v2_1_only(school_sim: ZohoSimulator, version: str):
+    s = session(school_sim)
+    url = _versioned(school_sim, version, "BTEC_Registrations")
+    r = s.get(url, params={"per_page": 5}, timeout=5)
+    if version in ("v2", "v2.1"):
+        assert r.status_code == 200
+        meta = metadata_for("BTEC_Registrations")
+        for rec in r.json()["data"]:
+            # The whole record (every field, null when empty), but no subform in a list read.
+            assert set(rec) == {*meta, "id"} - {"Payment_Schedule"}
+            held = school_sim.record("BTEC_Registrations", rec["id"])
+            assert {k: rec[k] for k in rec} == {k: held.get(k) for k in rec}
+    else:
+        assert error_of(r) == (400, "REQUIRED_PARAM_MISSING", {"param_name": "fields"})
+    # Asking for fields works the same in every version.
+    named = s.get(url, params={"fields": "Name", "per_page": 2}, timeout=5).json()["data"]
+    assert [set(rec) for rec in named] == [{"Name", "id"}] * 2
+
+
+@pytest.mark.parametrize("version", ["v2", "v8"])
+def test_ids_read_only_the_records_that_exist(school_sim: ZohoSimulator, version: str):
+    s = session(school_sim)
+    url = _versioned(school_sim, version, "BTEC_Teachers")
+    teachers = [t["id"] for t in _small_school()["BTEC_Teachers"]]
+    ghost = "5843017000000999999"
+    asked = [teachers[2], ghost, teachers[0], teachers[2]]
+    r = s.get(url, params={"ids": ",".join(asked), "fields": "Name"}, timeout=5)
+    assert r.status_code == 200
+    assert [rec["id"] for rec in r.json()["data"]] == sorted({teachers[0], teachers[2]}, reverse=True)
+    assert all(set(rec) == {"Name", "id"} for rec in r.json()["data"])
+    # A read of given ids may leave fields out, from v3 on too (only "all records" needs them).
+    whole = s.get(url, params={"ids": teachers[1]}, timeout=5).json()["data"]
+    assert [rec["id"] for rec in whole] == [teachers[1]] and "Academic_Email" in whole[0]
+    none = s.get(url, params={"ids": f"{ghost},5843017000000999998", "fields": "Name"}, timeout=5)
+    assert (none.status_code, none.content) == (204, b"")
+
+
+@pytest.mark.parametrize(("count", "ok"), [(100, True), (101, False)])
+def test_ids_take_at_most_100(school_sim: ZohoSimulator, count: int, ok: bool):
+    s = session(school_sim)
+    ids = [f"58430170000009{n:05d}" for n in range(count)]
+    r = s.get(api(school_sim, "BTEC_Teachers"), params={"ids": ",".join(ids), "fields": "Name"}, timeout=5)
+    if ok:
+        assert r.status_code == 204  # none of them exists
+    else:
+        assert error_of(r) == (400, "LIMIT_EXCEEDED", {"limit": 100, "param_name": "ids"})
+
+
+def test_settings_modules_lists_every_module_of_the_org(school_sim: ZohoSimulator):
+    s = session(school_sim)
+    r = s.get(api(school_sim, "settings/modules"), timeout=5)
+    assert r.status_code == 200
+    modules = r.json()["modules"]
+    assert [m["api_name"] for m in modules] == list(org_modules())
+    for m in modules:
+        assert set(m) >= {
+            "api_name",
+            "module_name",
+            "singular_label",
+            "plural_label",
+            "id",
+            "api_supported",
+            "generated_type",
+            "creatable",
+            "editable",
+            "deletable",
+            "viewable",
+            "profiles",
+        }
+        assert m["api_supported"] is True
+        assert m["generated_type"] == ("default" if m["api_name"] == "Products" else "custom")
+    assert len({m["id"] for m in modules}) == len(modules)
+
+
+@pytest.mark.parametrize("module", org_modules())
+def test_settings_modules_answers_one_module(school_sim: ZohoSimulator, module: str):
+    s = session(school_sim)
+    listed = {
+        m["api_name"]: m for m in s.get(api(school_sim, "settings/modules"), timeout=5).json()["modules"]
+    }
+    r = s.get(api(school_sim, f"settings/modules/{module}"), timeout=5)
+    assert r.status_code == 200
+    assert r.json() == {"modules": [listed[module]]}
+
+
+@pytest.mark.parametrize("version", ["v2", "v8"])
+def test_an_unknown_module_is_invalid_module(school_sim: ZohoSimulator, version: str):
+    s = session(school_sim)
+    r = s.get(_versioned(school_sim, version, "settings/modules/Leads"), timeout=5)
+    assert error_of(r) == (400, "INVALID_MODULE", {"resource_path_index": 2})
+    fields = s.get(_versioned(school_sim, version, "settings/fields"), params={"module": "Leads"}, timeout=5)
+    assert error_of(fields)[:2] == (400, "INVALID_MODULE")
+
+
+def _field(sim: ZohoSimulator, module: str, api_name: str) -> dict:
+    s = session(sim)
+    fields = s.get(api(sim, "settings/fields"), params={"module": module}, timeout=5).json()["fields"]
+    return next(f for f in fields if f["api_name"] == api_name)
+
+
+@pytest.mark.parametrize(
+    ("module", "api_name", "expected"),
+    [
+        ("BTEC_Students", "Last_Name", {"data_type": "text", "json_type": "string", "length": 255}),
+        ("BTEC_Students", "Email", {"json_type": "string", "length": 100, "custom_field": False}),
+        ("BTEC_Students", "Program", {"json_type": "jsonobject", "read_only": False}),
+        ("BTEC_Students", "Owner", {"data_type": "ownerlookup", "json_type": "jsonobject", "lookup": {}}),
+        (
+            "BTEC_Students",
+            "Total_Amount",
+            {"data_type": "formula", "read_only": True, "json_type": "double", "decimal_place": 2},
+        ),
+        ("BTEC_Students", "Name", {"data_type": "autonumber", "read_only": True, "json_type": "string"}),
+        ("BTEC_Registrations", "Payment_Schedule", {"data_type": "subform", "json_type": "jsonarray"}),
+        (
+            "BTEC_Payments",
+            "Payment_Amount",
+            {"json_type": "double", "currency": {"rounding_option": "normal", "precision": 2}},
+        ),
+        ("BTEC_Enrollments", "Classes", {"system_mandatory": True}),
+        ("BTEC_Enrollments", "Start_Date", {"system_mandatory": False, "json_type": "string"}),
+        ("BTEC_Classes", "English_Teaching", {"json_type": "boolean", "pick_list_values": []}),
+        ("BTEC_Grades", "Attempt_Number", {"json_type": "integer", "formula": {}, "subform": None}),
+        ("Products", "Product_Name", {"system_mandatory": True, "custom_field": False}),
+    ],
+)
+def test_settings_fields_answers_zoho_s_keys_per_field(
+    school_sim: ZohoSimulator, module: str, api_name: str, expected: dict
+):
+    field = _field(school_sim, module, api_name)
+    assert {k: field[k] for k in expected} == expected
+    assert field["display_label"] == field["field_label"] == api_name.replace("_", " ")
+    assert field["id"].startswith(school_sim.id_prefix) and len(field["id"]) == 19
+
+
+def test_settings_fields_detail_objects(school_sim: ZohoSimulator):
+    grade = _field(school_sim, "BTEC_Grades", "Grade")
+    assert [o["actual_value"] for o in grade["pick_list_values"]] == list(
+        metadata_for("BTEC_Grades")["Grade"]["pick_list_values"]
+    )
+    for n, option in enumerate(grade["pick_list_values"], start=1):
+        assert option["display_value"] == option["actual_value"]
+        assert option["sequence_number"] == n and len(option["id"]) == 19
+    modules = {
+        m["api_name"]: m["id"]
+        for m in session(school_sim).get(api(school_sim, "settings/modules"), timeout=5).json()["modules"]
+    }
+    klass = _field(school_sim, "BTEC_Grades", "Class")
+    assert klass["lookup"]["module"] == {"api_name": "BTEC_Classes", "id": modules["BTEC_Classes"]}
+    total = _field(school_sim, "BTEC_Students", "Total_Amount")
+    assert total["formula"]["return_type"] == "double" and total["operation_type"]["api_update"] is False
+    schedule = _field(school_sim, "BTEC_Registrations", "Payment_Schedule")
+    assert schedule["subform"]["module"] == "Payment_Schedule"
+    assert schedule["associated_module"] == schedule["subform"]
+    number = _field(school_sim, "BTEC_Students", "Name")
+    assert number["auto_number"] == {
+        "prefix": "STU-",
+        "suffix": "",
+        "start_number": 1,
+        "starting_number_length": 5,
+    }
+
+
+def test_org_is_a_small_fixed_enterprise_org(school_sim: ZohoSimulator):
+    r = session(school_sim).get(api(school_sim, "org"), timeout=5)
+    assert r.status_code == 200
+    (org,) = r.json()["org"]
+    assert org == school_sim.org
+    assert org["license_details"]["paid_type"] == "enterprise"  # subforms need Enterprise or more
+    assert org["primary_email"] == ORG_USERS[0][1] and org["time_zone"] == "Europe/Istanbul"
+
+
+@pytest.mark.parametrize(
+    ("kind", "names"),
+    [
+        (None, ["Sandbox Admin", "Rana Haddad", "Emre Kaya"]),
+        ("AllUsers", ["Sandbox Admin", "Rana Haddad", "Emre Kaya"]),
+        ("ActiveUsers", ["Sandbox Admin", "Rana Haddad"]),
+        ("DeactiveUsers", ["Emre Kaya"]),
+        ("AdminUsers", ["Sandbox Admin"]),
+        ("ActiveConfirmedAdmins", ["Sandbox Admin"]),
+        ("CurrentUser", ["Sandbox Admin"]),
+        ("DeletedUsers", []),
+    ],
+)
+def test_users_by_type(school_sim: ZohoSimulator, kind: str | None, names: list[str]):
+    params = {"type": kind} if kind else {}
+    r = session(school_sim).get(api(school_sim, "users"), params=params, timeout=5)
+    if not names:
+        assert (r.status_code, r.content) == (204, b"")
+        return
+    assert r.status_code == 200
+    assert [u["full_name"] for u in r.json()["users"]] == names
+    assert r.json()["info"] == {"per_page": 200, "count": len(names), "page": 1, "more_records": False}
+    for user in r.json()["users"]:
+        assert {"id", "email", "first_name", "last_name", "role", "profile", "status", "confirm"} <= set(user)
+
+
+def test_users_reject_an_unknown_type_and_answer_one_user(school_sim: ZohoSimulator):
+    s = session(school_sim)
+    assert error_of(s.get(api(school_sim, "users"), params={"type": "Everyone"}, timeout=5))[:2] == (
+        400,
+        "INVALID_DATA",
+    )
+    admin = school_sim.users[0]
+    assert s.get(api(school_sim, f"users/{admin['id']}"), timeout=5).json() == {"users": [admin]}
+
+
+def test_records_carry_owner_creator_and_modifier(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim()
+    s = session(sim)
+    active = {u["id"]: u for u in sim.users if u["status"] == "active"}
+    given = sim.insert("BTEC_Teachers", {"Name": "T", "Owner": {"id": sim.users[1]["id"]}})
+    rec = sim.record("BTEC_Teachers", given)
+    user = sim.users[1]
+    assert (
+        rec["Owner"]
+        == rec["Created_By"]
+        == rec["Modified_By"]
+        == {
+            "name": user["full_name"],
+            "id": user["id"],
+            "email": user["email"],
+        }
+    )
+    assert rec["Created_Time"] == format_time(START)
+    drawn = [sim.insert("BTEC_Teachers", {"Name": f"T{i}"}) for i in range(4)]
+    owners = {sim.record("BTEC_Teachers", i)["Owner"]["id"] for i in drawn}
+    assert owners == set(active)  # drawn among the active users, by id
+    # Modules without the creator fields get only an owner.
+    enrolment = sim.record("BTEC_Enrollments", sim.insert("BTEC_Enrollments", {}))
+    assert "Owner" in enrolment and "Created_By" not in enrolment and "Created_Time" not in enrolment
+    # Through the API: the API user (the admin) creates, owns unless told otherwise, and modifies.
+    clock.advance(minutes=3)
+    created = _upsert(s, sim, "BTEC_Teachers", [{"Name": "By API"}]).json()["data"][0]
+    admin = sim.users[0]
+    assert (
+        created["details"]["Created_By"]
+        == created["details"]["Modified_By"]
+        == {
+            "name": admin["full_name"],
+            "id": admin["id"],
+        }
+    )
+    assert sim.record("BTEC_Teachers", created["details"]["id"])["Owner"]["id"] == admin["id"]
+    changed = s.put(
+        api(sim, "BTEC_Teachers"), json={"data": [{"id": given, "Phone_Number": "+90 555"}]}, timeout=5
+    )
+    assert changed.status_code == 200
+    after = sim.record("BTEC_Teachers", given)
+    assert (after["Modified_By"]["id"], after["Created_By"]["id"]) == (admin["id"], user["id"])
+
+
+@pytest.mark.parametrize(
+    ("owner", "ok"),
+    [("registrar", True), ("admin-bare-id", True), ("inactive", False), ("stranger", False)],
+)
+def test_owner_must_be_an_active_user(make_sim: SimFactory, owner: str, ok: bool):
+    sim = make_sim()
+    users = {u["full_name"]: u for u in sim.users}
+    value = {
+        "registrar": {"id": users["Rana Haddad"]["id"]},
+        "admin-bare-id": users["Sandbox Admin"]["id"],
+        "inactive": {"id": users["Emre Kaya"]["id"]},
+        "stranger": {"id": "5843017000000000999"},
+    }[owner]
+    r = _upsert(session(sim), sim, "BTEC_Teachers", [{"Name": "T", "Owner": value}])
+    (result,) = r.json()["data"]
+    if ok:
+        assert result["code"] == "SUCCESS"
+        assert sim.record("BTEC_Teachers", result["details"]["id"])["Owner"]["email"].endswith(
+            "@school.example"
+        )
+    else:
+        assert (r.status_code, result["code"], result["details"]["json_path"]) == (
+            400,
+            "INVALID_DATA",
+            "$.data[0].Owner.id",
+        )
+
+
+@pytest.mark.parametrize(
+    ("module", "row", "matched_on"),
+    [
+        ("BTEC_Teachers", {"Name": "Rana Saleh", "Phone_Number": "+90 555"}, "Name"),
+        ("BTEC", {"Name": "Unit 1: Programming", "Unit_Number": "1"}, "Name"),
+        ("Products", {"Product_Name": "BA (Hons) Business", "MoodleID": "77"}, "Product_Name"),
+        ("BTEC_Students", {"First_Name": "Sara", "City": "Bursa"}, None),  # Name is an autonumber
+    ],
+)
+def test_upsert_without_duplicate_check_fields_matches_the_system_field(
+    make_sim: SimFactory, module: str, row: dict, matched_on: str | None
+):
+    sim = make_sim()
+    existing = sim.insert(
+        module, {k: v for k, v in row.items() if k in ("Name", "Product_Name", "First_Name")}
+    )
+    (result,) = _upsert(session(sim), sim, module, [row]).json()["data"]
+    assert result["code"] == "SUCCESS"
+    if matched_on:
+        assert (result["action"], result["duplicate_field"], result["details"]["id"]) == (
+            "update",
+            matched_on,
+            existing,
+        )
+        assert len(sim.records(module)) == 1
+    else:
+        assert (result["action"], result["duplicate_field"]) == ("insert", None)
+        assert len(sim.records(module)) == 2
+
+
+def test_duplicate_check_fields_replace_the_system_field(make_sim: SimFactory):
+    sim = make_sim()
+    sim.insert("BTEC_Teachers", {"Name": "Rana Saleh", "Academic_Email": "rana@school.example"})
+    row = {"Name": "Rana Saleh", "Academic_Email": "someone.else@school.example"}
+    (result,) = _upsert(
+        session(sim), sim, "BTEC_Teachers", [row], duplicate_check_fields=["Academic_Email"]
+    ).json()["data"]
+    assert result["action"] == "insert"  # Name is not checked when the caller names the fields
+
+
+def test_several_errors_in_one_record_are_multiple_or_multi_errors(make_sim: SimFactory):
+    sim = make_sim()
+    row = {"Grade": "A", "Attempt_Date": "yesterday", "Attempt_Number": "two"}
+    r = _upsert(session(sim), sim, "BTEC_Grades", [{"Grade": "P"}, row])
+    assert r.status_code == 207
+    ok, bad = r.json()["data"]
+    assert ok["code"] == "SUCCESS"
+    assert (bad["code"], bad["status"], bad["message"]) == (
+        "MULTIPLE_OR_MULTI_ERRORS",
+        "error",
+        "multiple errors",
+    )
+    assert [
+        (e["code"], e["details"]["api_name"], e["details"]["json_path"]) for e in bad["details"]["errors"]
+    ] == [
+        ("INVALID_DATA", "Grade", "$.data[1].Grade"),
+        ("INVALID_DATA", "Attempt_Date", "$.data[1].Attempt_Date"),
+        ("INVALID_DATA", "Attempt_Number", "$.data[1].Attempt_Number"),
+    ]
+    assert len(sim.records("BTEC_Grades")) == 1  # nothing of the bad record was written
+    # One problem is answered as itself, as before.
+    (single,) = _upsert(session(sim), sim, "BTEC_Grades", [{"Grade": "A"}]).json()["data"]
+    assert single["code"] == "INVALID_DATA"
+
+
+def test_duplicates_in_several_fields_are_multiple_or_multi_errors(make_sim: SimFactory):
+    sim = make_sim()
+    for i in range(2):
+        sim.insert(
+            "BTEC_Teachers",
+            {"Name": "Omar Nasser", "Email": "omar@mail.example", "Academic_Email": f"o{i}@s.ex"},
+        )
+    row = {"Name": "Omar Nasser", "Email": "omar@mail.example"}
+    r = _upsert(session(sim), sim, "BTEC_Teachers", [row], duplicate_check_fields=["Name", "Email"])
+    (result,) = r.json()["data"]
+    assert (r.status_code, result["code"], result["message"]) == (
+        400,
+        "MULTIPLE_OR_MULTI_ERRORS",
+        "Duplicate data in multiple fields",
+    )
+    assert [(e["code"], e["details"]["api_name"]) for e in result["details"]["errors"]] == [
+        ("DUPLICATE_DATA", "Name"),
+        ("DUPLICATE_DATA", "Email"),
+    ]
+
+
+@pytest.mark.parametrize("page", [10, 11, 12])
+def test_deleted_records_page_past_2000_with_page_only(make_sim: SimFactory, clock: FakeClock, page: int):
+    sim = make_sim(max_concurrency=None)
+    ids = [sim.insert("BTEC_Payments", {"Name": f"PAY-{i}"}) for i in range(2_300)]
+    for record_id in ids:
+        sim.delete("BTEC_Payments", record_id)
+        clock.advance(seconds=1)
+    r = session(sim).get(
+        api(sim, "BTEC_Payments/deleted"), params={"page": page, "per_page": 200}, timeout=10
+    )
+    assert r.status_code == 200  # no discrete-paging cap documented for /deleted
+    newest_first = list(reversed(ids))
+    assert [d["id"] for d in r.json()["data"]] == newest_first[(page - 1) * 200 : page * 200]
+    assert r.json()["info"] == {
+        "per_page": 200,
+        "count": len(r.json()["data"]),
+        "page": page,
+        "more_records": page < 12,
+    }  # and no page tokens
+    assert error_of(session(sim).get(api(sim, "BTEC_Payments/deleted"), params={"type": "gone"}, timeout=5))[
+        :2
+    ] == (
+        400,
+        "PATTERN_NOT_MATCHED",
+    )
+
+
+def _registration(sim: ZohoSimulator) -> tuple[str, list[dict]]:
+    rid = sim.insert(
+        "BTEC_Registrations",
+        {
+            "Payment_Schedule": [
+                {"Installment_No": 1, "Installment_Amount": 250.0},
+                {"Installment_No": 2, "Installment_Amount": 700.0},
+            ]
+        },
+    )
+    return rid, sim.record("BTEC_Registrations", rid)["Payment_Schedule"]
+
+
+def test_subform_rows_have_ids_and_are_rendered_only_for_one_record(make_sim: SimFactory):
+    sim = make_sim()
+    rid, rows = _registration(sim)
+    assert [r["Installment_No"] for r in rows] == [1, 2]
+    assert len({r["id"] for r in rows}) == 2 and all(int(r["id"]) > int(rid) for r in rows)
+    assert all(
+        r["Parent_Id"] == {"name": sim.record("BTEC_Registrations", rid)["Name"], "id": rid} for r in rows
+    )
+    s = session(sim)
+    one = s.get(
+        api(sim, f"BTEC_Registrations/{rid}"), params={"fields": "Payment_Schedule"}, timeout=5
+    ).json()
+    assert one["data"][0]["Payment_Schedule"] == rows
+    listed = s.get(
+        api(sim, "BTEC_Registrations"), params={"fields": "Name,Payment_Schedule"}, timeout=5
+    ).json()
+    assert [set(r) for r in listed["data"]] == [{"Name", "id"}]
+    by_ids = s.get(
+        api(sim, "BTEC_Registrations"), params={"ids": rid, "fields": "Payment_Schedule"}, timeout=5
+    )
+    assert set(by_ids.json()["data"][0]) == {"id"}
+
+
+@pytest.mark.parametrize("mode", ["update", "upsert"])
+def test_a_subform_sent_replaces_the_rows(make_sim: SimFactory, mode: str):
+    sim = make_sim()
+    rid, (first, second) = _registration(sim)
+    sent = [
+        {"id": first["id"], "Installment_Amount": 300.0},
+        {"Installment_No": 3, "Installment_Amount": 900.0},
+    ]
+    s = session(sim)
+    row = {"id": rid, "Payment_Schedule": sent}
+    r = (
+        s.put(api(sim, "BTEC_Registrations"), json={"data": [row]}, timeout=5)
+        if mode == "update"
+        else _upsert(s, sim, "BTEC_Registrations", [row])
+    )
+    assert r.status_code == 200, r.text
+    kept, new = sim.record("BTEC_Registrations", rid)["Payment_Schedule"]
+    assert (kept["id"], kept["Installment_No"], kept["Installment_Amount"]) == (first["id"], 1, 300.0)
+    assert new["id"] not in (first["id"], second["id"]) and new["Installment_No"] == 3
+    assert second["id"] not in {r["id"] for r in sim.record("BTEC_Registrations", rid)["Payment_Schedule"]}
+
+
+def test_subform_rows_are_deleted_with_delete_or_an_empty_list(make_sim: SimFactory):
+    sim = make_sim()
+    s = session(sim)
+    rid, (first, second) = _registration(sim)
+    row = {"id": rid, "Payment_Schedule": [{"id": first["id"], "_delete": None}, {"id": second["id"]}]}
+    assert s.put(api(sim, "BTEC_Registrations"), json={"data": [row]}, timeout=5).status_code == 200
+    assert [r["id"] for r in sim.record("BTEC_Registrations", rid)["Payment_Schedule"]] == [second["id"]]
+    untouched = s.put(
+        api(sim, "BTEC_Registrations"), json={"data": [{"id": rid, "Intake": "2026 T2"}]}, timeout=5
+    )
+    assert untouched.status_code == 200
+    assert [r["id"] for r in sim.record("BTEC_Registrations", rid)["Payment_Schedule"]] == [second["id"]]
+    cleared = s.put(
+        api(sim, "BTEC_Registrations"), json={"data": [{"id": rid, "Payment_Schedule": []}]}, timeout=5
+    )
+    assert cleared.status_code == 200 and sim.record("BTEC_Registrations", rid)["Payment_Schedule"] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ([{"id": "5843017000000999999", "Installment_No": 9}], "$.data[0].Payment_Schedule[0].id"),
+        ({"Installment_No": 9}, "$.data[0].Payment_Schedule"),
+        ([{"Installment_No": 1}] * 101, "$.data[0].Payment_Schedule"),
+    ],
+    ids=["unknown-row-id", "not-a-list", "over-100-rows"],
+)
+def test_bad_subform_writes_are_refused(make_sim: SimFactory, value: Any, path: str):
+    sim = make_sim()
+    rid, rows = _registration(sim)
+    r = session(sim).put(
+        api(sim, "BTEC_Registrations"), json={"data": [{"id": rid, "Payment_Schedule": value}]}, timeout=5
+    )
+    (result,) = r.json()["data"]
+    assert (r.status_code, result["status"], result["details"]["json_path"]) == (400, "error", path)
+    assert result["code"] in ("INVALID_DATA", "LIMIT_EXCEEDED")
+    assert sim.record("BTEC_Registrations", rid)["Payment_Schedule"] == rows
+
+
+def test_new_records_rows_all_get_new_ids(make_sim: SimFactory):
+    sim = make_sim()
+    _, rows = _registration(sim)
+    sent = [{**rows[0]}, {"Installment_No": 5}]  # the first row still carries another record's id
+    (result,) = _upsert(session(sim), sim, "BTEC_Registrations", [{"Payment_Schedule": sent}]).json()["data"]
+    assert result["action"] == "insert"
+    new_rows = sim.record("BTEC_Registrations", result["details"]["id"])["Payment_Schedule"]
+    assert len(new_rows) == 2 and not {r["id"] for r in new_rows} & {r["id"] for r in rows}
+
+
+def test_a_formula_is_read_only_and_changes_without_modified_time(make_sim: SimFactory, clock: FakeClock):
+    sim = make_sim()
+    s = session(sim)
+    sid = sim.insert("BTEC_Students", {"First_Name": "Sara", "Total_Amount": 100.0})
+    clock.advance(minutes=5)
+    written = s.put(api(sim, "BTEC_Students"), json={"data": [{"id": sid, "Total_Amount": 5.0}]}, timeout=5)
+    assert written.status_code == 200
+    assert sim.record("BTEC_Students", sid)["Total_Amount"] == 100.0  # Zoho ignores the write
+    stamp = sim.record("BTEC_Students", sid)["Modified_Time"]
+    clock.advance(minutes=5)
+    sim.set_formula("BTEC_Students", sid, "Total_Amount", 1234.5)
+    rec = sim.record("BTEC_Students", sid)
+    assert (rec["Total_Amount"], rec["Modified_Time"]) == (1234.5, stamp)
+    since = {"If-Modified-Since": format_time(START + timedelta(minutes=6))}
+    unchanged = s.get(api(sim, "BTEC_Students"), params={"fields": "Total_Amount"}, headers=since, timeout=5)
+    assert unchanged.status_code == 304  # an incremental read cannot see the new value
+    full = s.get(api(sim, "BTEC_Students"), params={"fields": "Total_Amount"}, timeout=5).json()["data"]
+    assert full == [{"Total_Amount": 1234.5, "id": sid}]
+    with pytest.raises(ValueError):
+        sim.set_formula("BTEC_Students", sid, "City", "x")
+    with pytest.raises(KeyError):
+        sim.set_formula("BTEC_Students", "1", "Total_Amount", 1.0)
+
+
+def test_the_demo_school_has_subform_rows_and_formula_values(school_sim: ZohoSimulator):
+    s = session(school_sim)
+    reg = _small_school()["BTEC_Registrations"][0]
+    one = s.get(api(school_sim, f"BTEC_Registrations/{reg['id']}"), timeout=5).json()["data"][0]
+    assert [r["id"] for r in one["Payment_Schedule"]] == [r["id"] for r in reg["Payment_Schedule"]]
+    assert reg["Payment_Schedule"] and all(r["Parent_Id"]["id"] == reg["id"] for r in one["Payment_Schedule"])
+    totals = [st["Total_Amount"] for st in _small_school()["BTEC_Students"]]
+    assert any(isinstance(t, float) and t > 0 for t in totals)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from sync_pipelines.diff import DependencyCheck, DiffResult, diff, field_changes
+from sync_pipelines.diff import DiffResult, diff, field_changes
 from sync_pipelines.warehouse import Cursor, RunInfo, Warehouse, schema, sql
 from sync_pipelines.warehouse.schema import sync_pending
 from sync_pipelines.zoho.canonical import canonicalise, frame_from_records
@@ -122,28 +122,24 @@ def test_a_failing_apply_leaves_nothing_behind(warehouse: Warehouse):
     assert len(warehouse.runs("school_a")) == before[2]
 
 
-def test_skipped_records_wait_in_pending_and_leave_when_resolved(warehouse: Warehouse):
-    incoming = _classes({"BTEC_Program": {"id": "777", "name": "L5"}})
-    result = diff(
-        incoming,
-        warehouse.load_state("t", CLASSES),
-        fingerprint_columns=CLASSES.fingerprint_columns,
-        dependencies=[DependencyCheck("program_id", pd.Index([]), "programme_not_synced_yet")],
-    )
-    warehouse.apply(CLASSES, result, RunInfo(tenant_id="t", module="classes"), Cursor())
-    pending = warehouse.load_pending("t", CLASSES)
-    assert pending[["zoho_id", "program_id", "class_name"]].to_dict("records") == [
-        {"zoho_id": "1000", "program_id": "777", "class_name": "Networking"}
+def test_an_invalid_record_is_stored_with_its_findings_and_a_fix_clears_them(warehouse: Warehouse):
+    result = _sync(warehouse, _classes({"Class_Name": None, "End_Date": "2026-01-01"}))
+    assert result.counts()["INVALID"] == 1
+    row = warehouse.read_table("school_a", CLASSES).iloc[0]
+    assert json.loads(row["findings"]) == [
+        {"rule": "required", "field": "Class_Name", "value": None},
+        {"rule": "end_before_start", "field": "End_Date", "value": "2026-01-01"},
     ]
-    assert warehouse.count("t", CLASSES) == 0
-    resolved = diff(
-        pending.assign(invalid_reason=None),
-        warehouse.load_state("t", CLASSES),
-        fingerprint_columns=CLASSES.fingerprint_columns,
-    )
-    warehouse.apply(CLASSES, resolved, RunInfo(tenant_id="t", module="classes"), Cursor())
-    assert warehouse.load_pending("t", CLASSES).empty
-    assert warehouse.count("t", CLASSES) == 1
+    logged = warehouse.results("school_a", "classes", "1000").iloc[-1]
+    assert (logged["status"], logged["change"]) == ("INVALID", "NEW")
+    assert logged["reason"] == "Class_Name: required; End_Date: before Start_Date '2026-01-01'"
+    assert json.loads(logged["findings"])[0]["rule"] == "required"
+    assert warehouse.accounted_for("school_a", CLASSES) == {"live": 1, "invalid": 1, "pending": 0}
+
+    fixed = _sync(warehouse, _classes({}))
+    assert fixed.counts()["UPDATED"] == 1
+    assert warehouse.read_table("school_a", CLASSES)["findings"].isna().all()
+    assert warehouse.accounted_for("school_a", CLASSES)["invalid"] == 0
 
 
 # --- the bulk write path (COPY on PostgreSQL, executemany of tuples on SQLite) ---------------------
@@ -300,30 +296,6 @@ def test_an_update_keeps_first_seen_at_and_rewrites_the_rest(warehouse: Warehous
     assert after.at["1001", "updated_at"] == before.at["1001", "updated_at"]  # UNCHANGED: not written
 
 
-def test_a_record_skipped_twice_keeps_first_skipped_at(warehouse: Warehouse):
-    def skip(name: str) -> None:
-        result = diff(
-            _classes({"Class_Name": name, "BTEC_Program": {"id": "777"}}),
-            warehouse.load_state("t", CLASSES),
-            fingerprint_columns=CLASSES.fingerprint_columns,
-            dependencies=[DependencyCheck("program_id", pd.Index([]), "programme_not_synced_yet")],
-        )
-        warehouse.apply(CLASSES, result, RunInfo(tenant_id="t", module="classes"), Cursor())
-
-    def pending() -> dict:
-        with warehouse.engine.connect() as conn:
-            return dict(conn.execute(sa.select(sync_pending)).mappings().one())
-
-    skip("First")
-    first = pending()
-    skip("Second")
-    second = pending()
-    assert second["first_skipped_at"] == first["first_skipped_at"]
-    assert second["last_seen_at"] > first["last_seen_at"]
-    assert json.loads(second["payload"])["class_name"] == "Second"
-    assert warehouse.load_pending("t", CLASSES)["class_name"].tolist() == ["Second"]
-
-
 def _snapshot(store: Warehouse, tenant: str = "school_a") -> tuple:
     with store.engine.connect() as conn:
         pending = conn.execute(sa.select(sync_pending).order_by(sync_pending.c.zoho_id)).all()
@@ -344,7 +316,7 @@ def _assert_same_snapshot(a: tuple, b: tuple) -> None:
     assert a[4] == b[4]
 
 
-@pytest.mark.parametrize("failing_step", ["_upsert_rows", "_upsert_pending", "_log", "_save_cursor"])
+@pytest.mark.parametrize("failing_step", ["_upsert_rows", "_write_subforms", "_log", "_save_cursor"])
 @pytest.mark.parametrize("first_load", [True, False], ids=["first-load", "later-load"])
 def test_a_failure_in_the_middle_of_apply_writes_nothing(
     warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch, failing_step: str, first_load: bool
@@ -352,19 +324,16 @@ def test_a_failure_in_the_middle_of_apply_writes_nothing(
     if not first_load:  # rows, results, a run and a cursor already there
         _sync(warehouse, _classes({}, {}, {}))
     before = _snapshot(warehouse)
-    # NEW, UPDATED, UNCHANGED, DELETED and SKIPPED records, so that every write of apply has rows
-    incoming = _classes(
-        {"Class_Name": "Renamed"}, {}, {}, {"BTEC_Program": {"id": "777"}}, *({} for _ in range(600))
-    )
+    # NEW, UPDATED, UNCHANGED, DELETED and INVALID records, so that every write of apply has rows
+    incoming = _classes({"Class_Name": "Renamed"}, {}, {}, {"Class_Name": None}, *({} for _ in range(600)))
     result = diff(
         incoming,
         warehouse.load_state("school_a", CLASSES),
         fingerprint_columns=CLASSES.fingerprint_columns,
         deleted_ids=() if first_load else ("1002",),
-        dependencies=[DependencyCheck("program_id", pd.Index([]), "programme_not_synced_yet")],
     )
     counts = result.counts()
-    assert counts["SKIPPED"] == 1 and counts["NEW"] > 500 and (first_load or counts["DELETED"] == 1)
+    assert counts["INVALID"] == 1 and counts["NEW"] > 500 and (first_load or counts["DELETED"] == 1)
 
     class Boom(Exception):
         pass

@@ -1,3 +1,4 @@
+import json
 import math
 import random
 import re
@@ -11,6 +12,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from sync_pipelines.zoho.canonical import (
+    FINDINGS,
     ID,
     INVALID_REASON,
     MAX_TEXT,
@@ -104,7 +106,7 @@ def test_every_failing_rule_is_named_and_valid_rows_in_the_batch_are_untouched()
         {"id": "2", "First_Name": "Lina", "Last_Name": "Saleh", "Academic_Email": "lina@school.example"},
     ]
     frame = canonicalise(STUDENTS, frame_from_records(STUDENTS, records))
-    assert frame.loc[0, "invalid_reason"] == "First_Name: required; Academic_Email: invalid email"
+    assert frame.loc[0, "invalid_reason"] == "First_Name: required; Academic_Email: invalid email 'bad'"
     assert frame.loc[1, "invalid_reason"] is None
 
 
@@ -203,8 +205,33 @@ def oracle_datetime(text: str) -> str | None:
     return f"{utc.year - shift:04d}-{utc:%m-%dT%H:%M:%S}Z"
 
 
+def oracle_subform(raw: object) -> tuple[str | None, bool]:
+    """A subform cell: a list of row objects → sorted-key JSON of their canonical cells, Zoho's
+    own ``$`` keys left out; an empty list is missing; anything else is unreadable text."""
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)) or (isinstance(raw, list) and not raw):
+        return None, True
+    if not isinstance(raw, list) or not all(isinstance(row, dict) for row in raw):
+        return oracle_text(raw), False
+
+    def cell(v: object) -> object:
+        if isinstance(v, dict):
+            return None if v.get("id") is None else str(v.get("id"))
+        if isinstance(v, str):
+            return oracle_text(v)
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, list):
+            return [cell(x) for x in v]
+        return v
+
+    rows = [{str(k): cell(v) for k, v in row.items() if not str(k).startswith("$")} for row in raw]
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str), True
+
+
 def oracle_value(f: FieldSpec, raw: object) -> tuple[str | None, bool]:
     """(canonical value, readable) of one raw cell of field ``f``."""
+    if f.kind == "subform":
+        return oracle_subform(raw)
     if f.kind == "lookup" and isinstance(raw, dict):
         raw = raw.get("id")
     text = oracle_text(raw)
@@ -250,17 +277,28 @@ def oracle_value(f: FieldSpec, raw: object) -> tuple[str | None, bool]:
     raise AssertionError(f.kind)
 
 
-def oracle_reasons(f: FieldSpec, value: str | None, readable: bool) -> list[str]:
-    """The rules one value of field ``f`` breaks, in the order they are reported."""
-    reasons = []
+def shown(value: str | None) -> str:
+    """How a reason names the offending value: its repr, shortened past 80 characters."""
+    if value is None:
+        return ""
+    return " " + repr(value if len(value) <= 80 else value[:79] + "…")
+
+
+def oracle_rules(f: FieldSpec, value: str | None, readable: bool) -> list[tuple[str, str]]:
+    """The rules one value of field ``f`` breaks, in the order they are reported: (code, reason)."""
+    rules = []
     if not readable:
-        reasons.append(f"{f.api_name}: invalid {f.kind}")
+        rules.append((f"invalid_{f.kind}", f"{f.api_name}: invalid {f.kind}{shown(value)}"))
     if f.required and value is None:
-        reasons.append(f"{f.api_name}: required")
+        rules.append(("required", f"{f.api_name}: required"))
     long_text = f.kind in ("text", "phone", "website", "autonumber", "email", "picklist")
     if long_text and value is not None and len(value) > MAX_TEXT:
-        reasons.append(f"{f.api_name}: longer than {MAX_TEXT} characters")
-    return reasons
+        rules.append(("too_long", f"{f.api_name}: longer than {MAX_TEXT} characters{shown(value)}"))
+    return rules
+
+
+def oracle_reasons(f: FieldSpec, value: str | None, readable: bool) -> list[str]:
+    return [reason for _, reason in oracle_rules(f, value, readable)]
 
 
 def oracle_frame(spec: ModuleSpec, raw: pd.DataFrame) -> list[dict[str, object]]:
@@ -278,15 +316,16 @@ def oracle_frame(spec: ModuleSpec, raw: pd.DataFrame) -> list[dict[str, object]]
             value, readable = oracle_value(modified, cells["Modified_Time"])
             row[MODIFIED] = value if readable else None
             if not readable:
-                reasons.append("Modified_Time: invalid datetime")
+                reasons.append(f"Modified_Time: invalid datetime{shown(value)}")
         if spec.date_order:
             start, end = (row[c] for c in spec.date_order)
             if start is not None and end is not None and end < start:
                 reasons.append(
-                    f"{spec.field(spec.date_order[1]).api_name}: before {spec.field(spec.date_order[0]).api_name}"
+                    f"{spec.field(spec.date_order[1]).api_name}: before "
+                    f"{spec.field(spec.date_order[0]).api_name}{shown(end)}"
                 )
         if row[ID] is None or not is_record_id(row[ID]):
-            reasons.append("id: missing or not a Zoho record id")
+            reasons.append(f"id: missing or not a Zoho record id{shown(row[ID])}")
         row[INVALID_REASON] = "; ".join(reasons) or None
         rows.append(row)
     return rows
@@ -301,6 +340,7 @@ def assert_matches_oracle(spec: ModuleSpec, raw: pd.DataFrame) -> None:
         *spec.columns,
         *([MODIFIED] if spec.has_modified_time else []),
         INVALID_REASON,
+        FINDINGS,
     ]
     assert out.index.equals(raw.index)
     assert all(dtype is np.dtype(object) for dtype in out.dtypes)
@@ -430,6 +470,10 @@ def hostile_value(f: FieldSpec) -> st.SearchStrategy[object]:
         "lookup": st.one_of(
             st.builds(lambda i: {"name": "x", "id": i}, LOOKUP_IDS), st.just({}), st.just({"name": "no id"})
         ),
+        "subform": st.lists(
+            st.dictionaries(st.sampled_from(["id", "Amount", "$approved", "Due_Date", "Owner"]), SCALARS),
+            max_size=3,
+        ),
     }.get(f.kind, HOSTILE_TEXT)
     return st.one_of(own, own, HOSTILE_TEXT, SCALARS, NESTED)
 
@@ -490,11 +534,14 @@ def test_a_long_column_of_few_values_is_canonical_value_by_value(case, seed):
     expected = {id(cell): oracle_value(f, cell) for cell in raw[f.api_name]}
     cells = [expected[id(cell)] for cell in raw[f.api_name]]
     assert [(type(v), v) for v in out[f.column]] == [(type(v), v) for v, _ in cells]
-    own = f"{f.api_name}: "
     reported = [
-        [r for r in (reason or "").split("; ") if r.startswith(own)] for reason in out[INVALID_REASON]
+        [(x["rule"], x["value"]) for x in json.loads(found) if x["field"] == f.api_name] if found else []
+        for found in out[FINDINGS]
     ]
-    assert reported == [oracle_reasons(f, value, readable) for value, readable in cells]
+    assert reported == [
+        [(code, None if code == "required" else value) for code, _ in oracle_rules(f, value, readable)]
+        for value, readable in cells
+    ]
 
 
 # --- quirks of the pandas parsing, kept as they are (canonicalise does not decide them alone) -------
@@ -516,7 +563,7 @@ def test_pinned_quirks_of_pandas_parsing():
     alone = canonicalise(STUDENTS, frame_from_records(STUDENTS, times[:1]))
     together = canonicalise(STUDENTS, frame_from_records(STUDENTS, times))
     assert alone.loc[0, "last_sync_date"] == "1600-01-01T00:00:00Z"
-    assert together.loc[0, "invalid_reason"] == "Last_Sync_Date: invalid datetime"
+    assert together.loc[0, "invalid_reason"] == "Last_Sync_Date: invalid datetime '1600-01-01T00:00:00Z'"
 
     # An integer id in a lookup beside a record without the lookup becomes a float first
     # (pandas infers one type for the ids of the column), and so is not a record id.
@@ -531,4 +578,4 @@ def test_pinned_quirks_of_pandas_parsing():
     ]
     out = canonicalise(PAYMENTS, frame_from_records(PAYMENTS, lookups))
     assert out.loc[0, "student_id"] == "5.843017000000001e+18"
-    assert out.loc[0, "invalid_reason"] == "Student_ID: invalid lookup"
+    assert out.loc[0, "invalid_reason"] == "Student_ID: invalid lookup '5.843017000000001e+18'"

@@ -1,11 +1,22 @@
 """The Zoho CRM client against a small programmable Zoho stub, over real HTTP.
 
-The stub plays both Zoho servers (accounts and CRM) on one local port. It issues access tokens,
-rejects unknown ones with ``INVALID_TOKEN``, pages a module the way Zoho does (refusing ``page``
-past 2,000 records and ``page`` together with ``page_token``), answers upserts per record, and
-records every request it got. Scripted answers (429, 503, a dropped connection, recorded error
-bodies) are served ahead of the normal behaviour. The client's sleep is a recorder and its clock a
-fake, so nothing waits.
+The stub plays both Zoho servers (accounts and CRM) on one local port. It issues access tokens
+(with ``scope`` when told to), rejects unknown ones with ``INVALID_TOKEN``, and answers as Zoho's
+docs describe:
+
+* ``FakeModule`` (get-records): ``page=N`` is positional, so a record deleted between two pages
+  shifts the later ones; ``page`` is refused past 2,000 records and together with ``page_token``;
+  every answer with more records carries ``next_page_token``, a cursor that resumes after the last
+  record returned and is bound to the request's other parameters (``TOKEN_BOUND_DATA_MISMATCH``);
+  ``ids=`` answers the held records among at most 100 ids, 204 when it holds none.
+* ``FakeDeleted`` (get-deleted-records): ``page`` and ``per_page`` only, never a
+  ``next_page_token``; 204 when there is nothing; optionally a discrete-paging limit.
+* ``FakeOrg``: ``/settings/modules``, ``/settings/modules/{name}``, ``/settings/fields`` and
+  ``/org``, with ``INVALID_MODULE`` for a module the org lacks.
+
+It answers upserts per record and records every request it got. Scripted answers (429, 503, a
+dropped connection, recorded error bodies) are served ahead of the normal behaviour. The client's
+sleep is a recorder and its clock a fake, so nothing waits.
 """
 
 import json
@@ -25,6 +36,7 @@ import pytest
 
 from sync_pipelines.zoho.client import (
     CallStats,
+    DeletedRead,
     UpsertResult,
     ZohoAuthError,
     ZohoClient,
@@ -86,7 +98,11 @@ class ZohoStub:
         self.token_script: deque[Answer] = deque()
         self.api_script: deque[Answer] = deque()
         self.routes: dict[tuple[str, str], Callable[[Seen], Answer]] = {}
+        #: Handlers of every path under a prefix, e.g. ``/crm/v8/settings/modules/``.
+        self.prefix_routes: dict[tuple[str, str], Callable[[Seen], Answer]] = {}
         self.expires_in = 3600
+        #: The ``scope`` of token answers (Zoho: space-separated), or ``None`` to leave it out.
+        self.scope: str | None = None
         self.api_domain: str | None = None
         self.issued: list[str] = []
         self.valid: set[str] = set()
@@ -112,6 +128,8 @@ class ZohoStub:
                 answer: dict[str, Any] = {"access_token": token, "expires_in": self.expires_in}
                 if self.api_domain:
                     answer["api_domain"] = self.api_domain
+                if self.scope is not None:
+                    answer["scope"] = self.scope
                 answer["token_type"] = "Bearer"
                 return 200, answer
             if self.api_script:
@@ -119,6 +137,15 @@ class ZohoStub:
             if seen.token not in self.valid:
                 return 401, INVALID_TOKEN
             handler = self.routes.get((seen.method, seen.path))
+            if handler is None:
+                handler = next(
+                    (
+                        h
+                        for (method, prefix), h in self.prefix_routes.items()
+                        if method == seen.method and seen.path.startswith(prefix)
+                    ),
+                    None,
+                )
         if handler is None:
             return 404, {
                 "code": "INVALID_URL_PATTERN",
@@ -180,56 +207,203 @@ class _StubHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class FakeModule:
-    """A module's records, paged like Zoho pages them.
+def _order(record_id: str) -> tuple[int, str]:
+    """The stub's record order: by id (Zoho's ids are numbers of one length; shorter ids first)."""
+    return (len(record_id), record_id)
 
-    ``view`` lets a test change what a request sees (records created or edited mid-read).
+
+def _error_body(code: str, message: str, **details: Any) -> dict:
+    return {"code": code, "details": details, "message": message, "status": "error"}
+
+
+class FakeModule:
+    """A module's records, served like Zoho's get-records serves them.
+
+    * ``page=N`` is positional: records ``(N-1)*per_page`` on of the module as it is *at that
+      request*, so a record deleted between two pages shifts every later page by one. Refused past
+      2,000 records (``DISCRETE_PAGINATION_LIMIT_EXCEEDED``) and together with ``page_token``
+      (``AMBIGUITY_DURING_PROCESSING``).
+    * Every answer with more records carries ``next_page_token`` (``tokens=False`` leaves it out):
+      a cursor that resumes after the last record returned, bound to the request's other
+      parameters (``TOKEN_BOUND_DATA_MISMATCH`` if they change; ``INVALID_DATA`` for a token never
+      issued).
+    * ``ids=a,b,...`` answers the held records among the ids (at most 100; ``fields`` optional,
+      all fields without it), 204 when it holds none.
+
+    Records are kept in id order. ``view`` lets a test change what a request sees (records created,
+    edited or deleted mid-read).
     """
 
     def __init__(
-        self, records: list[dict], view: Callable[[Seen, list[dict]], list[dict]] | None = None
+        self,
+        records: list[dict],
+        view: Callable[[Seen, list[dict]], list[dict]] | None = None,
+        *,
+        tokens: bool = True,
     ) -> None:
         self.records = records
         self.view = view
+        self.tokens = tokens
+        self.issued: dict[str, tuple[tuple[int, str], dict[str, str]]] = {}
+        self.lock = threading.Lock()
 
     def __call__(self, seen: Seen) -> Answer:
+        query = seen.query
         fields = seen.fields
-        if not fields:
-            return 400, {
-                "code": "REQUIRED_PARAM_MISSING",
-                "details": {"param_name": "fields"},
-                "status": "error",
-            }
         if len(fields) > 50:
-            return 400, {"code": "LIMIT_EXCEEDED", "details": {"limit": 50}, "status": "error"}
-        if "page" in seen.query and "page_token" in seen.query:
-            return 400, {"code": "AMBIGUITY_DURING_PROCESSING", "details": {}, "status": "error"}
-        per_page = int(seen.query.get("per_page", 200))
-        if "page_token" in seen.query:
-            start = int(seen.query["page_token"].removeprefix("npt-"))
+            return 400, _error_body("LIMIT_EXCEEDED", "fields limit exceeded", limit=50)
+        rows = self.view(seen, self.records) if self.view else self.records
+        rows = sorted(rows, key=lambda r: _order(str(r["id"])))
+        if "ids" in query:
+            return self._by_ids(query["ids"], fields, rows)
+        if not fields:
+            return 400, _error_body("REQUIRED_PARAM_MISSING", "fields is required", param_name="fields")
+        if "page" in query and "page_token" in query:
+            return 400, _error_body("AMBIGUITY_DURING_PROCESSING", "page and page_token together")
+        per_page = int(query.get("per_page", 200))
+        bound = {k: v for k, v in query.items() if k not in ("page", "page_token")}
+        if "page_token" in query:
+            with self.lock:
+                issued = self.issued.get(query["page_token"])
+            if issued is None:
+                return 400, _error_body("INVALID_DATA", "The token given seems to be invalid")
+            after, params = issued
+            if params != bound:
+                return 400, _error_body(
+                    "TOKEN_BOUND_DATA_MISMATCH",
+                    "The page_token given seems to be invalid or input param is added, altered, or deleted",
+                )
+            start = next((i for i, r in enumerate(rows) if _order(str(r["id"])) > after), len(rows))
         else:
-            page = int(seen.query.get("page", 1))
+            page = int(query.get("page", 1))
             if page * per_page > 2000:
-                return 400, {
-                    "code": "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
-                    "details": {"limit": 2000},
-                    "message": "You can only get the first 2000 records without using page_token param",
-                    "status": "error",
-                }
+                return 400, _error_body(
+                    "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+                    "You can only get the first 2000 records without using page_token param",
+                    limit=2000,
+                )
             start = (page - 1) * per_page
-        records = self.view(seen, self.records) if self.view else self.records
-        if not records:
+        if not rows:
             return 204, None
-        chunk = records[start : start + per_page]
-        more = start + per_page < len(records)
+        chunk = rows[start : start + per_page]
+        more = start + per_page < len(rows)
         data = [{"id": r["id"], **{f: r.get(f) for f in fields}} for r in chunk]
+        token = None
+        if more and self.tokens and chunk:
+            with self.lock:
+                token = f"npt-{len(self.issued) + 1}"
+                self.issued[token] = (_order(str(chunk[-1]["id"])), bound)
         info = {
             "per_page": per_page,
             "count": len(data),
             "more_records": more,
-            "next_page_token": f"npt-{start + per_page}" if more else None,
+            "next_page_token": token,
+            "previous_page_token": None,
+            "page_token_expiry": "2026-11-02T10:00:00+00:00" if token else None,
         }
         return 200, {"data": data, "info": info}
+
+    @staticmethod
+    def _by_ids(ids_param: str, fields: list[str], rows: list[dict]) -> Answer:
+        ids = [i for i in ids_param.split(",") if i]
+        if len(ids) > 100:
+            # Zoho names no number for ``ids`` in v2-v8 (API 1.0's idlist took 100): the stub holds
+            # the client to 100 and refuses more as Zoho refuses too many fields.
+            return 400, _error_body("LIMIT_EXCEEDED", "ids limit exceeded", limit=100, param_name="ids")
+        wanted = set(ids)
+        held = [r for r in rows if str(r["id"]) in wanted]
+        if not held:
+            return 204, None
+        data = [{"id": r["id"], **({f: r.get(f) for f in fields} if fields else r)} for r in held]
+        return 200, {
+            "data": data,
+            "info": {"per_page": 200, "count": len(data), "page": 1, "more_records": False},
+        }
+
+
+class FakeDeleted:
+    """A module's deleted records, served like Zoho's get-deleted-records serves them.
+
+    Paged by ``page`` and ``per_page`` only (positional; no ``next_page_token`` in ``info``),
+    filtered by ``type`` (``PATTERN_NOT_MATCHED`` for another value), HTTP 204 when there is
+    nothing. Zoho documents no discrete-paging limit here; ``discrete_limit`` adds one.
+    """
+
+    def __init__(
+        self,
+        entries: list[dict],
+        view: Callable[[Seen, list[dict]], list[dict]] | None = None,
+        *,
+        discrete_limit: int | None = None,
+    ) -> None:
+        self.entries = entries
+        self.view = view
+        self.discrete_limit = discrete_limit
+
+    def __call__(self, seen: Seen) -> Answer:
+        query = seen.query
+        type_ = query.get("type", "all")
+        if type_ not in ("all", "recycle", "permanent"):
+            return 400, _error_body(
+                "PATTERN_NOT_MATCHED", "Please check whether the input values are correct"
+            )
+        page = int(query.get("page", 1))
+        per_page = int(query.get("per_page", 200))
+        if self.discrete_limit is not None and page * per_page > self.discrete_limit:
+            return 400, _error_body(
+                "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+                f"You can only get the first {self.discrete_limit} records",
+                limit=self.discrete_limit,
+            )
+        rows = self.view(seen, self.entries) if self.view else self.entries
+        rows = [e for e in rows if type_ == "all" or e["type"] == type_]
+        start = (page - 1) * per_page
+        chunk = rows[start : start + per_page]
+        if not chunk:
+            return 204, None
+        more = start + per_page < len(rows)
+        info = {"per_page": per_page, "count": len(chunk), "page": page, "more_records": more}
+        return 200, {"data": chunk, "info": info}
+
+
+class FakeOrg:
+    """The org's metadata: modules, each module's fields, the org record."""
+
+    def __init__(self, modules: dict[str, list[dict]], org: dict) -> None:
+        self.modules = modules  # api_name -> fields
+        self.org = org
+
+    def module(self, api_name: str) -> dict:
+        return {"api_name": api_name, "id": f"m-{api_name}", "plural_label": api_name, "api_supported": True}
+
+    def install(self, stub: "ZohoStub") -> None:
+        invalid = _error_body(
+            "INVALID_MODULE", "the module name given seems to be invalid", resource_path_index=2
+        )
+
+        def one_module(seen: Seen) -> Answer:
+            name = seen.path.removeprefix("/crm/v8/settings/modules/")
+            if name not in self.modules:
+                return 400, invalid
+            return 200, {"modules": [self.module(name)]}
+
+        def fields(seen: Seen) -> Answer:
+            if "module" not in seen.query:
+                return 400, _error_body("REQUIRED_PARAM_MISSING", "module is required", param_name="module")
+            name = seen.query["module"]
+            if name not in self.modules:
+                return 400, _error_body(
+                    "INVALID_MODULE", "the module name given seems to be invalid", param_name="module"
+                )
+            return 200, {"fields": self.modules[name]}
+
+        stub.routes[("GET", "/crm/v8/settings/modules")] = lambda seen: (
+            200,
+            {"modules": [self.module(name) for name in self.modules]},
+        )
+        stub.prefix_routes[("GET", "/crm/v8/settings/modules/")] = one_module
+        stub.routes[("GET", "/crm/v8/settings/fields")] = fields
+        stub.routes[("GET", "/crm/v8/org")] = lambda seen: (200, {"org": [self.org]})
 
 
 class FakeClock:
@@ -660,32 +834,96 @@ def test_errors_survive_pickling(stub: ZohoStub, client: ZohoClient) -> None:
 # --- reading --------------------------------------------------------------------------------------
 
 
+def _list_requests(stub: ZohoStub) -> list[Seen]:
+    return stub.requests_to(f"/crm/v8/{MODULE}")
+
+
 @pytest.mark.parametrize("per_page", [200, 150])
-def test_paging_switches_from_page_to_page_token_at_2000(
+def test_full_read_follows_next_page_token_from_page_two_on(
     stub: ZohoStub, client: ZohoClient, per_page: int
 ) -> None:
     records = _records(2450)
     stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(records)
     got = list(client.iter_records(MODULE, ["Name"], per_page=per_page))
     assert [r["id"] for r in got] == [r["id"] for r in records]
-    requests_ = stub.requests_to(f"/{MODULE}")
-    by_page = [s for s in requests_ if "page" in s.query]
-    by_token = [s for s in requests_ if "page_token" in s.query]
-    assert len(requests_) == -(-2450 // per_page)
-    assert [int(s.query["page"]) for s in by_page] == list(range(1, 2000 // per_page + 1))
-    assert all(int(s.query["page"]) * per_page <= 2000 for s in by_page)
-    assert by_token and all("page" not in s.query for s in by_token)
-    assert requests_[: len(by_page)] == by_page  # page first, page_token after, never mixed
-    assert client.stats.credits == len(requests_)
+    first, *rest = _list_requests(stub)
+    assert first.query["page"] == "1" and "page_token" not in first.query
+    assert rest and all("page_token" in s.query and "page" not in s.query for s in rest)
+    assert [s.query["page_token"] for s in rest] == [f"npt-{i}" for i in range(1, len(rest) + 1)]
+    assert all(s.query["per_page"] == str(per_page) and s.query["fields"] == "Name" for s in rest)
+    assert 1 + len(rest) == -(-2450 // per_page)
+    assert client.stats.credits == 1 + len(rest)
 
 
-def test_paging_stops_when_more_records_is_false(stub: ZohoStub, client: ZohoClient) -> None:
-    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(_records(450))
+def test_paging_falls_back_to_page_within_2000_when_zoho_gives_no_token(
+    stub: ZohoStub, client: ZohoClient
+) -> None:
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(_records(450), tokens=False)
     assert len(list(client.iter_records(MODULE, ["Name"], sort_by="id", sort_order="asc"))) == 450
-    requests_ = stub.requests_to(f"/{MODULE}")
+    requests_ = _list_requests(stub)
     assert [s.query["page"] for s in requests_] == ["1", "2", "3"]
+    assert all("page_token" not in s.query for s in requests_)
     assert all(s.query["sort_by"] == "id" and s.query["sort_order"] == "asc" for s in requests_)
     assert all(s.query["per_page"] == "200" for s in requests_)
+
+
+def test_a_page_without_a_token_falls_back_to_page_then_follows_the_next_token(
+    stub: ZohoStub, client: ZohoClient
+) -> None:
+    def page(ids: list[str], token: str | None) -> Answer:
+        info = {"more_records": True, "next_page_token": token}
+        return 200, {"data": [{"id": i} for i in ids], "info": info}
+
+    stub.api_script.extend(
+        [
+            page(["1"], "t-a"),
+            page(["2"], None),  # no token this time: page=3 is still within 2,000
+            page(["3"], "t-b"),
+            (200, {"data": [{"id": "4"}], "info": {"more_records": False}}),
+        ]
+    )
+    assert [r["id"] for r in client.iter_records(MODULE, ["Name"])] == ["1", "2", "3", "4"]
+    asked = [(s.query.get("page"), s.query.get("page_token")) for s in _list_requests(stub)]
+    assert asked == [("1", None), (None, "t-a"), ("3", None), (None, "t-b")]
+
+
+@pytest.mark.parametrize("tokens", [True, False], ids=["zoho-gives-tokens", "page-only"])
+def test_a_deletion_between_page_one_and_two_leaves_no_live_record_unreturned(
+    stub: ZohoStub, client: ZohoClient, tokens: bool
+) -> None:
+    """The bug: with ``page=2`` after a deletion on page 1, record 201 moves onto page 1 and is
+    never returned (and the sync later marks it deleted). Following the token, it is returned.
+    The ``page-only`` case shows the stub shifts pages the way Zoho does, so the check can fail."""
+    records = _records(600)
+    deleted = records[5]
+
+    def view(seen: Seen, rows: list[dict]) -> list[dict]:
+        if len(_list_requests(stub)) == 1:
+            return rows
+        return [r for r in rows if r is not deleted]  # deleted in Zoho after page 1 was read
+
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(records, view, tokens=tokens)
+    got = [r["id"] for r in client.iter_records(MODULE, ["Name"])]
+    live = [r["id"] for r in records if r is not deleted]
+    assert len(_list_requests(stub)) == 3
+    if tokens:
+        assert sorted(set(got) - {deleted["id"]}) == live
+        assert len(got) == len(set(got)) == 600  # the deleted one came on page 1, before it went
+    else:
+        assert records[200]["id"] not in got  # shifted onto page 1 after it was read: lost
+
+
+def test_chunked_full_read_binds_each_chunks_tokens_to_its_own_fields(
+    stub: ZohoStub, client: ZohoClient
+) -> None:
+    fields = _wide(120)
+    records = [{"id": str(1000 + i), **{f: f"{f}-{i}" for f in fields}} for i in range(450)]
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(records)
+    got = list(client.iter_records(MODULE, fields))
+    assert got == records  # TOKEN_BOUND_DATA_MISMATCH would have raised
+    requests_ = _list_requests(stub)
+    assert len(requests_) == 3 * 3
+    assert sum("page" in s.query for s in requests_) == 3  # page 1 of each chunk, then tokens
 
 
 def test_missing_page_token_past_the_limit_is_an_error(stub: ZohoStub, client: ZohoClient) -> None:
@@ -697,16 +935,31 @@ def test_missing_page_token_past_the_limit_is_an_error(stub: ZohoStub, client: Z
     assert excinfo.value.code == "MISSING_PAGE_TOKEN"
 
 
+def test_page_only_paging_stops_at_2000_with_an_error_not_a_refused_page_11(
+    stub: ZohoStub, client: ZohoClient
+) -> None:
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(_records(2450), tokens=False)
+    with pytest.raises(ZohoError) as excinfo:
+        list(client.iter_records(MODULE, ["Name"]))
+    assert excinfo.value.code == "MISSING_PAGE_TOKEN"
+    assert [s.query["page"] for s in _list_requests(stub)] == [str(p) for p in range(1, 11)]
+
+
 @pytest.mark.parametrize("status", [204, 304])
-@pytest.mark.parametrize("reader", ["records", "deleted"])
+@pytest.mark.parametrize("reader", ["records", "read_deleted", "iter_deleted"])
 def test_no_content_and_not_modified_mean_no_records(
     stub: ZohoStub, client: ZohoClient, status: int, reader: str
 ) -> None:
     stub.api_script.append((status, None))
     if reader == "records":
         got = list(client.iter_records(MODULE, ["Name"], modified_since=SINCE))
+    elif reader == "read_deleted":
+        read = client.read_deleted(MODULE, since=SINCE)
+        assert read == DeletedRead(entries=[], complete=True)
+        got = read.entries
     else:
-        got = list(client.iter_deleted(MODULE, since=SINCE))
+        with pytest.deprecated_call():
+            got = list(client.iter_deleted(MODULE, since=SINCE))
     assert got == []
     (request,) = [s for s in stub.seen if s.path.startswith("/crm/")]
     assert request.headers["If-Modified-Since"] == "2026-11-01T10:00:00+00:00"
@@ -719,6 +972,7 @@ def test_if_modified_since_keeps_the_offset(stub: ZohoStub, client: ZohoClient) 
     assert stub.seen[-1].headers["If-Modified-Since"] == "2026-11-01T13:00:00+03:00"
 
 
+@pytest.mark.filterwarnings("ignore:ZohoClient.iter_deleted is deprecated:DeprecationWarning")
 @pytest.mark.parametrize(
     "call",
     [
@@ -727,8 +981,30 @@ def test_if_modified_since_keeps_the_offset(stub: ZohoStub, client: ZohoClient) 
         lambda c: c.iter_records(MODULE, []),
         lambda c: c.iter_records(MODULE, ["Name"], per_page=201),
         lambda c: c.iter_deleted(MODULE, type="trash"),
+        lambda c: c.read_deleted(MODULE, since=datetime(2026, 11, 1, 10, 0)),
+        lambda c: c.read_deleted(MODULE, type="trash"),
+        lambda c: c.read_deleted(MODULE, limit=0),
+        lambda c: c.read_deleted(MODULE, limit=True),
+        lambda c: c.get_records_by_ids(MODULE, "5843017000000000001"),
+        lambda c: c.get_records_by_ids(MODULE, ["1", ""]),
+        lambda c: c.get_fields(""),
+        lambda c: c.get_module(""),
     ],
-    ids=["naive-modified_since", "naive-since", "no-fields", "per_page-over-200", "bad-deleted-type"],
+    ids=[
+        "naive-modified_since",
+        "naive-since",
+        "no-fields",
+        "per_page-over-200",
+        "bad-deleted-type",
+        "read_deleted-naive-since",
+        "read_deleted-bad-type",
+        "read_deleted-limit-0",
+        "read_deleted-limit-bool",
+        "ids-one-string",
+        "ids-empty-id",
+        "fields-no-module",
+        "module-no-name",
+    ],
 )
 def test_bad_arguments_are_refused_before_any_call(
     stub: ZohoStub, client: ZohoClient, call: Callable[[ZohoClient], Any]
@@ -783,31 +1059,235 @@ def test_records_edited_between_chunks_are_left_for_the_next_read(stub: ZohoStub
     assert all(len(c) <= 50 and "Modified_Time" in c for c in chunks)
 
 
-def test_iter_deleted_pages_with_type(stub: ZohoStub, client: ZohoClient) -> None:
-    deleted = [
+def _deleted(n: int, type_: str = "recycle", first: int = 0) -> list[dict]:
+    return [
         {
-            "id": str(i),
+            "id": str(5843017000900000000 + i),
             "display_name": f"d{i}",
-            "type": "recycle",
+            "type": type_,
             "deleted_time": "2026-11-01T10:00:00+00:00",
+            "deleted_by": {"name": "Admin", "id": "5843017000000000001"},
         }
-        for i in range(250)
+        for i in range(first, first + n)
     ]
 
-    def answer(seen: Seen) -> Answer:
-        page = int(seen.query["page"])
-        chunk = deleted[(page - 1) * 200 : page * 200]
-        return 200, {"data": chunk, "info": {"more_records": page * 200 < len(deleted), "page": page}}
 
-    stub.routes[("GET", f"/crm/v8/{MODULE}/deleted")] = answer
-    got = list(client.iter_deleted(MODULE, since=SINCE, type="recycle"))
-    assert got == deleted
+def _deleted_route(stub: ZohoStub, fake: FakeDeleted) -> None:
+    stub.routes[("GET", f"/crm/v8/{MODULE}/deleted")] = fake
+
+
+def test_read_deleted_pages_with_page_and_type_only(stub: ZohoStub, client: ZohoClient) -> None:
+    entries = _deleted(250) + _deleted(30, "permanent", first=250)
+    _deleted_route(stub, FakeDeleted(entries))
+    read = client.read_deleted(MODULE, since=SINCE, type="recycle")
+    assert read == DeletedRead(entries=entries[:250], complete=True)
     requests_ = stub.requests_to("/deleted")
     assert [(s.query["type"], s.query["per_page"], s.query["page"]) for s in requests_] == [
         ("recycle", "200", "1"),
         ("recycle", "200", "2"),
     ]
+    assert all(set(s.query) == {"type", "page", "per_page"} for s in requests_)  # no page_token
+    assert all(s.headers["If-Modified-Since"] == "2026-11-01T10:00:00+00:00" for s in requests_)
     assert client.stats.by_endpoint["deleted"] == 2
+    assert client.stats.credits == 2
+
+
+@pytest.mark.parametrize("n", [2001, 2400, 5000])
+def test_read_deleted_past_2000_is_incomplete_after_exactly_10_calls(
+    stub: ZohoStub, client: ZohoClient, n: int
+) -> None:
+    """``/deleted`` gives no next_page_token: past 2,000 the read must stop and say so, not raise
+    (raising left the module stuck on every run)."""
+    entries = _deleted(n)
+    _deleted_route(stub, FakeDeleted(entries))
+    read = client.read_deleted(MODULE)
+    assert read.complete is False
+    assert read.entries == entries[:2000]
+    assert [s.query["page"] for s in stub.requests_to("/deleted")] == [str(p) for p in range(1, 11)]
+    assert client.stats.by_endpoint["deleted"] == 10
+
+
+@pytest.mark.parametrize(("n", "calls"), [(1, 1), (1999, 10), (2000, 10)])
+def test_read_deleted_up_to_2000_is_complete(stub: ZohoStub, client: ZohoClient, n: int, calls: int) -> None:
+    entries = _deleted(n)
+    _deleted_route(stub, FakeDeleted(entries))
+    read = client.read_deleted(MODULE)
+    assert read == DeletedRead(entries=entries, complete=True)
+    assert len(stub.requests_to("/deleted")) == calls
+
+
+@pytest.mark.parametrize(
+    ("n", "limit", "discrete_limit", "complete", "calls", "got"),
+    [
+        (1000, 300, None, False, 2, 400),  # rounded up to whole pages of 200
+        (2400, 2400, None, True, 12, 2400),  # a larger limit pages on
+        (3000, 2400, 2000, False, 11, 2000),  # ...and a refused page 11 is incomplete, not an error
+    ],
+    ids=["limit-300", "limit-2400", "limit-2400-refused-past-2000"],
+)
+def test_read_deleted_limit(
+    stub: ZohoStub,
+    client: ZohoClient,
+    n: int,
+    limit: int,
+    discrete_limit: int | None,
+    complete: bool,
+    calls: int,
+    got: int,
+) -> None:
+    entries = _deleted(n)
+    _deleted_route(stub, FakeDeleted(entries, discrete_limit=discrete_limit))
+    read = client.read_deleted(MODULE, limit=limit)
+    assert (read.complete, len(stub.requests_to("/deleted"))) == (complete, calls)
+    assert read.entries == entries[:got]
+
+
+def test_read_deleted_lists_an_entry_shifted_by_a_new_deletion_once(
+    stub: ZohoStub, client: ZohoClient
+) -> None:
+    entries = _deleted(300)
+    newest = _deleted(1, first=900)
+
+    def view(seen: Seen, rows: list[dict]) -> list[dict]:
+        # Newest first: a deletion after page 1 pushes entry 200 back onto page 2's first slot.
+        return rows if seen.query["page"] == "1" else newest + rows
+
+    _deleted_route(stub, FakeDeleted(entries, view))
+    read = client.read_deleted(MODULE)
+    ids = [e["id"] for e in read.entries]
+    assert read.complete is True
+    assert len(ids) == len(set(ids)) == 300
+    assert ids == [e["id"] for e in entries]
+
+
+def test_read_deleted_raises_zoho_errors(stub: ZohoStub, client: ZohoClient) -> None:
+    _deleted_route(stub, FakeDeleted(_deleted(10)))
+    stub.api_script.append((400, _error_body("INVALID_MODULE", "the module name given seems to be invalid")))
+    with pytest.raises(ZohoError) as excinfo:
+        client.read_deleted(MODULE)
+    assert (excinfo.value.code, excinfo.value.endpoint) == ("INVALID_MODULE", "deleted")
+
+
+def test_iter_deleted_is_a_deprecated_wrapper_that_still_raises_past_2000(
+    stub: ZohoStub, client: ZohoClient
+) -> None:
+    entries = _deleted(250)
+    _deleted_route(stub, FakeDeleted(entries))
+    with pytest.deprecated_call():
+        got = client.iter_deleted(MODULE, since=SINCE, type="recycle")
+    assert stub.requests_to("/deleted") == []  # lazy, as before
+    assert list(got) == entries
+    _deleted_route(stub, FakeDeleted(_deleted(2001)))
+    with pytest.deprecated_call(), pytest.raises(ZohoError) as excinfo:
+        list(client.iter_deleted(MODULE))
+    assert (excinfo.value.code, excinfo.value.endpoint) == ("MISSING_PAGE_TOKEN", "deleted")
+
+
+# --- reading by ids -------------------------------------------------------------------------------
+
+
+def _ids_requests(stub: ZohoStub) -> list[Seen]:
+    return [s for s in _list_requests(stub) if "ids" in s.query]
+
+
+def test_get_records_by_ids_splits_at_100_and_leaves_unknown_ids_out(
+    stub: ZohoStub, client: ZohoClient
+) -> None:
+    records = _records(500)
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(records)
+    held = [r["id"] for r in records[::2]][:230]  # every other record
+    unknown = [str(6843017000000000000 + i) for i in range(20)]
+    asked = [*reversed(held[:115]), *unknown, *held[115:], held[0]]  # order kept, duplicate read once
+    got = client.get_records_by_ids(MODULE, asked, ["Name"])
+    assert [r["id"] for r in got] == [*reversed(held[:115]), *held[115:]]
+    assert all(
+        r == {"id": r["id"], "Name": next(x["Name"] for x in records if x["id"] == r["id"])} for r in got
+    )
+    batches = [s.query["ids"].split(",") for s in _ids_requests(stub)]
+    assert [len(b) for b in batches] == [100, 100, 50]
+    assert [i for b in batches for i in b] == list(dict.fromkeys(asked))
+    assert all(s.query["fields"] == "Name" and "page" not in s.query for s in _ids_requests(stub))
+    assert client.stats.by_endpoint["ids"] == 3
+    assert client.stats.credits == 3
+
+
+def test_get_records_by_ids_merges_field_chunks(stub: ZohoStub, client: ZohoClient) -> None:
+    fields = _wide(120)
+    records = [{"id": str(1000 + i), **{f: f"{f}-{i}" for f in fields}} for i in range(150)]
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(records)
+    got = client.get_records_by_ids(MODULE, [r["id"] for r in records], fields)
+    assert got == records
+    requests_ = _ids_requests(stub)
+    assert [(len(s.query["ids"].split(",")), len(s.fields)) for s in requests_] == [
+        (100, 50),
+        (100, 50),
+        (100, 20),
+        (50, 50),
+        (50, 50),
+        (50, 20),
+    ]
+    assert client.stats.credits == 6
+
+
+def test_get_records_by_ids_rereads_a_record_edited_between_chunks_instead_of_dropping_it(
+    stub: ZohoStub, client: ZohoClient
+) -> None:
+    """Absent means deleted to the caller: a record edited mid-read must not go missing."""
+    fields = [*_wide(60), "Modified_Time"]
+    old, new = "2026-11-01T10:00:00+00:00", "2026-11-01T10:05:00+00:00"
+    records = [{"id": str(i), "Modified_Time": old, **dict.fromkeys(_wide(60), f"v{i}")} for i in (1, 2, 3)]
+    edited = {**records[1], "F000": "edited", "F055": "edited", "Modified_Time": new}
+
+    def view(seen: Seen, rows: list[dict]) -> list[dict]:
+        if len(_ids_requests(stub)) == 1:
+            return rows  # first chunk of the first read: before the edit and the deletion
+        return [rows[0], edited]  # record 2 edited, record 3 deleted
+
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(records, view)
+    got = client.get_records_by_ids(MODULE, ["1", "2", "3"], fields)
+    assert got == [records[0], edited]
+    requests_ = _ids_requests(stub)
+    assert all("Modified_Time" in s.fields and len(s.fields) <= 50 for s in requests_)
+    assert [s.query["ids"] for s in requests_] == ["1,2,3", "1,2,3", "2", "2"]
+
+
+def test_get_records_by_ids_raises_when_a_record_keeps_changing(stub: ZohoStub, client: ZohoClient) -> None:
+    fields = [*_wide(60), "Modified_Time"]
+    records = [{"id": "1", "Modified_Time": "t0", **dict.fromkeys(_wide(60), "v")}]
+
+    def view(seen: Seen, rows: list[dict]) -> list[dict]:
+        return [{**rows[0], "Modified_Time": f"t{len(_ids_requests(stub))}"}]  # edited before every read
+
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(records, view)
+    with pytest.raises(ZohoError) as excinfo:
+        client.get_records_by_ids(MODULE, ["1"], fields)
+    assert (excinfo.value.code, excinfo.value.endpoint) == ("RECORD_CHANGED_DURING_READ", "ids")
+
+
+def test_get_records_by_ids_without_fields_asks_for_all(stub: ZohoStub, client: ZohoClient) -> None:
+    records = [{"id": "1", "Name": "a", "Email": "a@school.test"}]
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(records)
+    assert client.get_records_by_ids(MODULE, ["1"]) == records
+    assert "fields" not in _ids_requests(stub)[0].query
+
+
+def test_get_records_by_ids_none_held_or_none_asked(stub: ZohoStub, client: ZohoClient) -> None:
+    stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule(_records(3))
+    assert client.get_records_by_ids(MODULE, ["404", "405"], ["Name"]) == []  # Zoho: HTTP 204
+    assert len(_ids_requests(stub)) == 1
+    assert client.get_records_by_ids(MODULE, [], ["Name"]) == []
+    assert len(_ids_requests(stub)) == 1  # no call for no ids
+
+
+def test_get_records_by_ids_raises_zoho_errors(stub: ZohoStub, client: ZohoClient) -> None:
+    stub.api_script.append((400, _error_body("INVALID_MODULE", "the module name given seems to be invalid")))
+    with pytest.raises(ZohoError) as excinfo:
+        client.get_records_by_ids("Nope", ["1"], ["Name"])
+    assert (excinfo.value.status, excinfo.value.code, excinfo.value.endpoint) == (
+        400,
+        "INVALID_MODULE",
+        "ids",
+    )
 
 
 def test_get_record_returns_none_when_zoho_has_none(stub: ZohoStub, client: ZohoClient) -> None:
@@ -846,6 +1326,127 @@ def test_coql_is_one_call_charged_by_its_limit(
     assert client.coql(query) == [{"id": "1"}]
     assert stub.requests_to("/coql")[0].body == {"select_query": query}
     assert client.stats.credits == credits
+
+
+# --- org metadata ---------------------------------------------------------------------------------
+
+
+SCHOOL_FIELDS = {
+    "BTEC_Students": [{"api_name": "Name", "data_type": "text"}, {"api_name": "Student_Moodle_ID"}],
+    "Products": [{"api_name": "Product_Name", "data_type": "text"}],
+}
+ORG = {"id": "20081234", "company_name": "A BTEC School", "time_zone": "Asia/Riyadh", "type": "production"}
+
+
+@pytest.fixture
+def org(stub: ZohoStub) -> FakeOrg:
+    fake = FakeOrg(SCHOOL_FIELDS, ORG)
+    fake.install(stub)
+    return fake
+
+
+def test_get_modules(stub: ZohoStub, client: ZohoClient, org: FakeOrg) -> None:
+    modules = client.get_modules()
+    assert [m["api_name"] for m in modules] == ["BTEC_Students", "Products"]
+    assert [s.path for s in stub.seen if s.path.startswith("/crm/")] == ["/crm/v8/settings/modules"]
+    assert client.stats.by_endpoint["settings"] == 1
+    assert client.stats.credits == 1
+
+
+def test_get_module_is_none_for_a_module_the_org_lacks(
+    stub: ZohoStub, client: ZohoClient, org: FakeOrg
+) -> None:
+    assert client.get_module("Products") == org.module("Products")
+    assert client.get_module("BTEC_Unknown") is None
+    paths = [s.path for s in stub.seen if s.path.startswith("/crm/")]
+    assert paths == ["/crm/v8/settings/modules/Products", "/crm/v8/settings/modules/BTEC_Unknown"]
+
+
+def test_get_module_raises_other_errors(stub: ZohoStub, client: ZohoClient, org: FakeOrg) -> None:
+    stub.api_script.append((403, _error_body("NO_PERMISSION", "permission denied")))
+    with pytest.raises(ZohoAuthError) as excinfo:
+        client.get_module("Products")
+    assert (excinfo.value.status, excinfo.value.code) == (403, "NO_PERMISSION")
+
+
+def test_get_fields(stub: ZohoStub, client: ZohoClient, org: FakeOrg) -> None:
+    assert client.get_fields("BTEC_Students") == SCHOOL_FIELDS["BTEC_Students"]
+    (request,) = [s for s in stub.seen if s.path.startswith("/crm/")]
+    assert (request.path, request.query) == ("/crm/v8/settings/fields", {"module": "BTEC_Students"})
+
+
+def test_get_fields_of_a_module_the_org_lacks_raises_invalid_module(
+    stub: ZohoStub, client: ZohoClient, org: FakeOrg
+) -> None:
+    with pytest.raises(ZohoError) as excinfo:
+        client.get_fields("BTEC_Unknown")
+    error = excinfo.value
+    assert (type(error), error.status, error.code, error.endpoint) == (
+        ZohoError,
+        400,
+        "INVALID_MODULE",
+        "settings",
+    )
+    assert error.details == {"param_name": "module"}
+
+
+def test_get_org(stub: ZohoStub, client: ZohoClient, org: FakeOrg) -> None:
+    assert client.get_org() == ORG
+    assert client.stats.by_endpoint["org"] == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "body"),
+    [
+        (lambda c: c.get_modules(), {"data": []}),
+        (lambda c: c.get_module("Products"), {"modules": []}),
+        (lambda c: c.get_fields("Products"), {"fields": None}),
+        (lambda c: c.get_org(), {"org": []}),
+    ],
+    ids=["modules", "module", "fields", "org"],
+)
+def test_metadata_answers_without_their_key_are_errors_not_empty(
+    stub: ZohoStub, client: ZohoClient, call: Callable[[ZohoClient], Any], body: dict
+) -> None:
+    stub.api_script.append((200, body))
+    with pytest.raises(ZohoError) as excinfo:
+        call(client)
+    assert excinfo.value.code == "INVALID_RESPONSE"
+
+
+# --- granted scopes -------------------------------------------------------------------------------
+
+
+def test_granted_scopes_are_kept_from_the_token_answer(
+    stub: ZohoStub, make_client: Callable[..., ZohoClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    stub.scope = "ZohoCRM.modules.ALL ZohoCRM.settings.ALL ZohoCRM.org.READ"
+    client = make_client()
+    _get_route(stub)
+    assert client.granted_scopes == ()  # no token asked for yet
+    client.get_record(MODULE, "1")
+    assert client.granted_scopes == ("ZohoCRM.modules.ALL", "ZohoCRM.settings.ALL", "ZohoCRM.org.READ")
+    assert isinstance(client.granted_scopes, tuple)
+    text = "\n".join(r.getMessage() for r in caplog.records) + repr(client) + repr(client._slot)
+    assert "tok-1" not in text
+
+
+def test_granted_scopes_follow_the_latest_answer_that_names_them(
+    stub: ZohoStub, client: ZohoClient, clock: FakeClock
+) -> None:
+    _get_route(stub)
+    client.get_record(MODULE, "1")
+    assert client.granted_scopes == ()  # the answer had no scope
+    stub.scope = "ZohoCRM.modules.READ,ZohoCRM.settings.fields.READ"
+    clock.now += 3600
+    client.get_record(MODULE, "1")
+    assert client.granted_scopes == ("ZohoCRM.modules.READ", "ZohoCRM.settings.fields.READ")
+    stub.scope = None
+    clock.now += 3600
+    client.get_record(MODULE, "1")
+    assert len(stub.token_requests) == 3
+    assert client.granted_scopes == ("ZohoCRM.modules.READ", "ZohoCRM.settings.fields.READ")
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -977,7 +1578,7 @@ def test_every_call_is_counted_with_its_credits(stub: ZohoStub, client: ZohoClie
 
     stub.api_script.append((429, TOO_MANY_REQUESTS))  # retried, not charged
     assert len(list(client.iter_records(MODULE, ["Name"]))) == 450  # 3 pages: 3 credits
-    list(client.iter_deleted(MODULE))  # 1
+    assert client.read_deleted(MODULE).complete  # 1
     client.get_record(MODULE, "1")  # 1
     client.coql("select id from BTEC_Students limit 2000")  # 3
     client.upsert(MODULE, [{"Name": f"r{i}"} for i in range(250)])  # 10 + 10 + 5

@@ -1,14 +1,17 @@
 """End to end without Dagster: Zoho simulator over HTTP → client → diff → warehouse."""
 
 import copy
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
+import pandas as pd
 import pytest
 
 from sync_pipelines.sandbox import ZohoSimulator, generate_school
 from sync_pipelines.warehouse import Warehouse
+from sync_pipelines.warehouse.schema import MODULE_TABLES, sync_pending
 from sync_pipelines.zoho.client import TokenCache, ZohoAuthError, ZohoClient, ZohoError
 from sync_pipelines.zoho.modules import MODULES, module
 from sync_pipelines.zoho.sync import ModuleSyncReport, sync_module
@@ -77,15 +80,13 @@ def test_first_sync_loads_every_module_and_reports_dirty_records(
     for spec in MODULES:
         counts = reports[spec.name].counts
         in_zoho = len(sim.records(spec.api_name))
-        assert counts["NEW"] + counts["INVALID"] + counts["SKIPPED"] == in_zoho, spec.name
-        assert warehouse.count(TENANT, spec) == counts["NEW"]
+        assert counts["NEW"] + counts["INVALID"] == in_zoho, spec.name
+        assert warehouse.count(TENANT, spec) == in_zoho, spec.name  # the dirty ones too
         assert counts["UPDATED"] == counts["DELETED"] == 0
     assert sum(r.counts["INVALID"] for r in reports.values()) > 0
-    assert sum(r.counts["SKIPPED"] for r in reports.values()) > 0
     invalid = warehouse.results(TENANT).query("status == 'INVALID'")
     assert invalid["reason"].str.contains("invalid email").any()
-    skipped = warehouse.results(TENANT, "enrolments").query("status == 'SKIPPED'")
-    assert set(skipped["reason"]) <= {"student_not_synced_yet", "class_not_synced_yet"}
+    assert set(invalid["change"]) == {"NEW"}
     # 3,000 enrolments: past the 2,000 reachable with `page`, so page_token must have been used
     assert any("page_token" in r.query for r in _calls(sim, "BTEC_Enrollments"))
     assert not any(r.status >= 400 for r in sim.requests)
@@ -202,58 +203,61 @@ def test_edits_without_modified_time_are_found_by_the_reconciliation(
     assert full.counts["DELETED"] == 0
 
 
-def _enrolment_waiting_for_its_student(
-    sim: ZohoSimulator, warehouse: Warehouse
-) -> tuple[str, str, dict[str, ModuleSyncReport]]:
-    """A synced school, then an enrolment of a new student whose e-mail is invalid, synced: the
-    student is INVALID and the enrolment SKIPPED. Returns (student id, enrolment id, reports)."""
+def _held_back_by_an_earlier_version(sim: ZohoSimulator, warehouse: Warehouse) -> str:
+    """A synced school, then one enrolment as an earlier version left it: not stored, waiting
+    in ``sync_pending`` (its canonical payload) for its student. Returns its id."""
     _sync_all(sim, warehouse)
-    klass = warehouse.read_table(TENANT, module("classes"))["zoho_id"].iloc[0]
-    # the enrolment is created first and points at a student created later (as a webhook race would)
-    student_id = sim.insert(
-        "BTEC_Students", {"First_Name": "Nour", "Last_Name": "Aziz", "Academic_Email": "bad"}
+    spec = module("enrolments")
+    row = warehouse.read_table(TENANT, spec).iloc[0]
+    enrolment_id = row["zoho_id"]
+    payload = {"zoho_id": enrolment_id, **{c: row[c] for c in spec.columns}}
+    payload = {
+        k: (None if pd.isna(v) else str(v)[:10] if k.endswith("_date") else v) for k, v in payload.items()
+    }
+    table = MODULE_TABLES[spec.name]
+    now = datetime.now(UTC)
+    with warehouse.engine.begin() as conn:
+        conn.execute(table.delete().where(table.c.tenant_id == TENANT, table.c.zoho_id == enrolment_id))
+        conn.execute(
+            sync_pending.insert().values(
+                tenant_id=TENANT,
+                module=spec.name,
+                zoho_id=enrolment_id,
+                reason="student_not_synced_yet",
+                payload=json.dumps(payload, default=lambda v: v.item()),
+                first_skipped_at=now,
+                last_seen_at=now,
+            )
+        )
+    return enrolment_id
+
+
+def test_a_record_an_earlier_version_held_back_is_stored_by_the_next_sync(
+    sim: ZohoSimulator, warehouse: Warehouse
+):
+    enrolment_id = _held_back_by_an_earlier_version(sim, warehouse)
+    assert enrolment_id not in set(warehouse.known_ids(TENANT, module("enrolments")))
+    report = sync_module(
+        tenant_id=TENANT, spec=module("enrolments"), client=_client(sim), warehouse=warehouse
     )
-    enrolment_id = sim.insert(
-        "BTEC_Enrollments", {"Enrolled_Students": {"id": student_id}, "Classes": {"id": klass}}
-    )
-    return student_id, enrolment_id, _sync_all(sim, warehouse)
-
-
-def test_a_skipped_enrolment_is_applied_when_its_student_arrives(sim: ZohoSimulator, warehouse: Warehouse):
-    student_id, enrolment_id, first = _enrolment_waiting_for_its_student(sim, warehouse)
-    assert first["students"].result.records.set_index("zoho_id").loc[student_id, "sync_status"] == "INVALID"
-    skipped = first["enrolments"].result.records.set_index("zoho_id").loc[enrolment_id]
-    assert (skipped["sync_status"], skipped["sync_reason"]) == ("SKIPPED", "student_not_synced_yet")
-
-    sim.update("BTEC_Students", student_id, Academic_Email="nour.aziz@school.example")
-    second = _sync_all(sim, warehouse)  # the enrolment is not re-read from Zoho: it comes from pending
-    assert second["students"].result.records.set_index("zoho_id").loc[student_id, "sync_status"] == "NEW"
-    assert second["enrolments"].result.records.set_index("zoho_id").loc[enrolment_id, "sync_status"] == "NEW"
+    assert report.result.records.set_index("zoho_id").loc[enrolment_id, "change"] == "NEW"
     assert enrolment_id in set(warehouse.known_ids(TENANT, module("enrolments")))
+    assert warehouse.load_pending(TENANT, module("enrolments")).empty
 
 
 @pytest.mark.parametrize("how", ["deleted", "full_read"])
-def test_a_skipped_record_deleted_in_zoho_is_forgotten_not_resurrected(
+def test_a_held_back_record_deleted_in_zoho_is_forgotten_not_resurrected(
     sim: ZohoSimulator, warehouse: Warehouse, how: str
 ):
-    student_id, enrolment_id, first = _enrolment_waiting_for_its_student(sim, warehouse)
-    assert (
-        first["enrolments"].result.records.set_index("zoho_id").loc[enrolment_id, "sync_status"] == "SKIPPED"
-    )
-    assert enrolment_id in set(warehouse.load_pending(TENANT, module("enrolments"))["zoho_id"])
-
-    # The enrolment is deleted in Zoho while it waits for its student.
+    enrolment_id = _held_back_by_an_earlier_version(sim, warehouse)
     sim.delete("BTEC_Enrollments", enrolment_id, permanent=how == "full_read")
     kwargs = {"deleted_check_minutes": 0} if how == "deleted" else {"full_refresh": True}
     sync_module(
         tenant_id=TENANT, spec=module("enrolments"), client=_client(sim), warehouse=warehouse, **kwargs
     )
-    assert enrolment_id not in set(warehouse.load_pending(TENANT, module("enrolments"))["zoho_id"])
-
-    # The student becomes valid and arrives: the deleted enrolment must not come back with it.
-    sim.update("BTEC_Students", student_id, Academic_Email="nour.aziz@school.example")
+    assert warehouse.load_pending(TENANT, module("enrolments")).empty
+    assert enrolment_id not in set(warehouse.known_ids(TENANT, module("enrolments")))
     later = _sync_all(sim, warehouse)
-    assert later["students"].result.records.set_index("zoho_id").loc[student_id, "sync_status"] == "NEW"
     assert enrolment_id not in set(later["enrolments"].result.records["zoho_id"])
     assert enrolment_id not in set(warehouse.known_ids(TENANT, module("enrolments")))
 
@@ -271,7 +275,8 @@ def test_zoho_failing_mid_run_leaves_the_module_as_it_was_and_the_next_run_conve
 
     sim.fail_next(0)
     reports = _sync_all(sim, warehouse)
-    assert reports["enrolments"].counts["NEW"] == warehouse.count(TENANT, spec) > 0
+    counts = reports["enrolments"].counts
+    assert counts["NEW"] + counts["INVALID"] == warehouse.count(TENANT, spec) > 0
     assert reports["students"].counts["NEW"] == 0  # already synced before the failure
 
 
