@@ -95,9 +95,19 @@ def _plan(rows: pd.DataFrame, action: str, detail: pd.Series | str = "") -> pd.D
     return pd.DataFrame({"key": rows["zoho_id"].to_numpy(), "action": action, "detail": detail})
 
 
-def _epoch(dates: pd.Series) -> pd.Series:
+def epoch_seconds(dates: pd.Series) -> pd.Series:
+    """Dates → Unix seconds (Moodle's ``startdate``/``enddate``), 0 for a missing date.
+
+    Whatever unit pandas parsed them in: pandas 3 gives ``datetime64[s]`` for dates read from the
+    warehouse and ``[ns]`` for others, so the integer value of a timestamp is no fixed multiple of
+    a second; converting the unit first is.
+    """
     parsed = pd.to_datetime(dates, errors="coerce", utc=True)
-    return (parsed.astype("int64") // 10**9).where(parsed.notna(), 0).astype(int)
+    seconds = parsed.dt.as_unit("s").astype("int64")
+    return seconds.where(parsed.notna(), 0).astype(int)
+
+
+_epoch = epoch_seconds
 
 
 def _results_to_pushes(

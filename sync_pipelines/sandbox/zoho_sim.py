@@ -1599,17 +1599,7 @@ class ZohoSimulator(LoopbackServer):
                 and (since is None or parse_time(e["deleted_time"]) >= since)
             ]
         rows.sort(key=lambda e: (parse_time(e["deleted_time"]), int(e["id"])), reverse=True)
-        start = (page - 1) * per_page
-        chunk = copy.deepcopy(rows[start : start + per_page])
-        if not chunk:
-            return _Response(204, None, credits=credits)
-        info = {
-            "per_page": per_page,
-            "count": len(chunk),
-            "page": page,
-            "more_records": start + len(chunk) < len(rows),
-        }
-        return _Response(200, {"data": chunk, "info": info}, credits=credits)
+        return _page_answer("data", rows, page, per_page, credits)
 
     # --- writes: insert, update, upsert, delete --------------------------------------------------------
 
@@ -1999,17 +1989,7 @@ class ZohoSimulator(LoopbackServer):
             users = [self._current_user()]
         else:
             users = [u for u in self._users if _USER_TYPES[kind](u)]
-        start = (page - 1) * per_page
-        chunk = copy.deepcopy(users[start : start + per_page])
-        if not chunk:
-            return _Response(204, None, credits=credits)
-        info = {
-            "per_page": per_page,
-            "count": len(chunk),
-            "page": page,
-            "more_records": start + len(chunk) < len(users),
-        }
-        return _Response(200, {"users": chunk, "info": info}, credits=credits)
+        return _page_answer("users", users, page, per_page, credits)
 
     def _coql(self, body: Any) -> _Response:
         query_text = body.get("select_query") if isinstance(body, dict) else None
@@ -2166,6 +2146,22 @@ def _subform_rows(target: dict | None, api_name: str, sent: list[dict]) -> list[
         if not deleted:
             rows.append({**copy.deepcopy(old), **fields, "id": str(row["id"])})
     return rows
+
+
+def _page_answer(key: str, rows: list, page: int, per_page: int, credits: int) -> _Response:
+    """Page ``page`` of ``rows`` as the discrete-paged endpoints answer it (``/deleted``, ``/users``):
+    204 past the end, else the rows under ``key`` and ``info`` with ``more_records``."""
+    start = (page - 1) * per_page
+    chunk = copy.deepcopy(rows[start : start + per_page])
+    if not chunk:
+        return _Response(204, None, credits=credits)
+    info = {
+        "per_page": per_page,
+        "count": len(chunk),
+        "page": page,
+        "more_records": start + len(chunk) < len(rows),
+    }
+    return _Response(200, {key: chunk, "info": info}, credits=credits)
 
 
 def _invalid_url() -> _ApiError:

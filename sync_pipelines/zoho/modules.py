@@ -88,10 +88,12 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class Dependency:
-    """A lookup whose target must already be in the warehouse before a record is applied.
+    """A lookup to another module: the module's asset runs after its target's.
 
-    A record whose lookup points at a record not yet synced is SKIPPED with ``reason`` and kept
-    pending; it is applied on a later run, as soon as its target has arrived.
+    The record is stored whatever its lookup holds (the warehouse mirrors Zoho). A target the
+    warehouse does not hold is asked of Zoho by id: one Zoho does not hold either is a finding
+    (``lookup_missing``); one it holds arrives with its module's next sync. ``reason`` names the
+    wait for the steps downstream that need the target.
     """
 
     column: str

@@ -3,6 +3,7 @@
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 
 import pandas as pd
@@ -286,3 +287,12 @@ def test_moodle_unreachable_fails_cleanly_and_nothing_is_written_back(world: Wor
     assert report.pushes == []
     world.moodle_sim.fail_next(0)
     assert provision.push_users(world.moodle(), world.store, TENANT).pushes  # the next run converges
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_course_dates_are_unix_seconds_whatever_unit_pandas_parsed_them_in(unit: str):
+    """A course's start date of 1 September 2026 is 1788220800 in Moodle, never 1 (1970)."""
+    dates = pd.Series(pd.to_datetime(["2026-09-01", None]).as_unit(unit))
+    assert provision.epoch_seconds(dates).tolist() == [1788220800, 0]
+    from_db = pd.Series([date(2026, 9, 1), None], dtype=object)  # as the warehouse reads a DATE back
+    assert provision.epoch_seconds(from_db).tolist() == [1788220800, 0]

@@ -20,7 +20,7 @@ from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.zoho.assets import zoho_assets
 from sync_pipelines.zoho.resource import ZohoCRMResource
-from sync_pipelines_tests.conftest import _postgres_database
+from sync_pipelines_tests.conftest import postgres_database
 
 INSTANCE_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.postgres.yaml"
 TENANT = "school_pg"
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def database_url() -> Iterator[str]:
     """An empty PostgreSQL database of its own, dropped afterwards (the suite's helper)."""
-    yield from _postgres_database()
+    yield from postgres_database()
 
 
 @pytest.fixture

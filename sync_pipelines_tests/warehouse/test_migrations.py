@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from sync_pipelines.warehouse.migrate import (
     alembic_config,
     upgrade,
 )
-from sync_pipelines_tests.conftest import POSTGRES_URL
+from sync_pipelines_tests.conftest import postgres_database
 
 T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 T1 = datetime(2024, 6, 7, 8, 9, 10, tzinfo=UTC)
@@ -66,16 +65,7 @@ def other_url(warehouse_url: str, tmp_path) -> Iterator[str]:
     if warehouse_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'other.db'}"
         return
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"sp_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from postgres_database()
 
 
 def run_baseline(engine: sa.Engine) -> None:
