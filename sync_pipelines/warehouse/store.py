@@ -596,6 +596,8 @@ class Warehouse:
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers (the UI, reports) never block a sync
+    # The wait first: switching a fresh database to WAL takes a lock another process may hold
+    # (two first runs at once), and without a busy timeout SQLite answers "database is locked".
     cur.execute("PRAGMA busy_timeout=30000")  # tenants sync in parallel processes
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (the UI, reports) never block a sync
     cur.close()

@@ -40,8 +40,8 @@ T1 = datetime(2024, 6, 7, 8, 9, 10, tzinfo=UTC)
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # as the Warehouse's engine has them
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA journal_mode=WAL")
     cur.close()
 
 
