@@ -143,8 +143,9 @@ def sync_module(
     subform_reads = 0
     confirm = _Confirm(client)
     try:
+        listed: list[dict] = []  # records of a list read: Zoho leaves their subforms out
         if targeted:
-            raw, deleted_rows = _fetch_targeted(client, spec, record_ids, deleted_ids, pushed_records)
+            raw, deleted_rows, listed = _fetch_targeted(client, spec, record_ids, deleted_ids, pushed_records)
         else:
             check_deleted = not full and (
                 cursor.deleted_since is None
@@ -164,10 +165,11 @@ def sync_module(
                 full, check_deleted, flood = True, False, True
                 run.mode = "full"
                 raw, _, _ = _fetch(client, spec, cursor, True, check_deleted=False)
+            listed = raw
         state = warehouse.load_state(tenant_id, spec)
-        if not targeted or record_ids:
-            listed = raw if not targeted else []  # records read by id came with their subforms
-            subform_reads = _subforms(client, spec, listed, state, warehouse, tenant_id)
+        subform_reads = _subforms(client, spec, listed, state, warehouse, tenant_id)
+        # A pushed record is applied as sent; one sent without its subforms keeps the stored rows.
+        _subforms(client, spec, raw[: len(pushed_records)], state, warehouse, tenant_id, read=False)
         incoming = canonicalise(spec, frame_from_records(spec, raw))
         # A record with no usable id can be neither stored nor logged against a key: count it, say so.
         keyed = usable_ids(incoming[ID])
@@ -267,8 +269,13 @@ def _subforms(
     state: pd.DataFrame,
     warehouse: Warehouse,
     tenant_id: str,
+    *,
+    read: bool = True,
 ) -> int:
     """Give records read by a list read their subform rows, in place; returns the reads made.
+
+    With ``read=False`` (records pushed to the pipeline), a record that carries its subforms keeps
+    them, and one that does not keeps its stored rows; nothing is read.
 
     Zoho returns subform values "only when a specific record is fetched" (its get-records page),
     never in a list read. A record whose ``Modified_Time`` equals the stored one keeps its stored
@@ -283,23 +290,30 @@ def _subforms(
     stored: dict[str, datetime | None] = {}
     if MODIFIED in state and spec.has_modified_time:
         stored = {z: _safe_time(t) for z, t in zip(state[ID], state[MODIFIED], strict=True)}
-    keep, read = [], []
+    keep, fetch = [], []
     for rec in listed:
+        if not read:
+            if any(n not in rec for n in names):
+                keep.append(rec)
+            continue
         rid = str(rec.get("id"))
         seen = stored.get(rid)
         same = seen is not None and _safe_time(rec.get("Modified_Time")) == seen
-        (keep if same else read).append(rec)
+        (keep if same else fetch).append(rec)
     if keep:
-        old = warehouse.load_rows(tenant_id, spec, [str(r["id"]) for r in keep], [f.column for f in subforms])
-        for rec in keep:
+        ids = [str(r.get("id")) for r in keep]
+        old = warehouse.load_rows(tenant_id, spec, ids, [f.column for f in subforms])
+        for rec, rid in zip(keep, ids, strict=True):
             for f in subforms:
-                text = old.at[str(rec["id"]), f.column] if str(rec["id"]) in old.index else None
+                if not read and f.api_name in rec:
+                    continue  # sent with the push: as sent
+                text = old.at[rid, f.column] if rid in old.index else None
                 rec[f.api_name] = json.loads(text) if isinstance(text, str) and text.startswith("[") else None
-    for rec in read:
+    for rec in fetch:
         one = client.get_record(spec.api_name, str(rec.get("id")), names)
         for name in names:
             rec[name] = None if one is None else one.get(name)
-    return len(read)
+    return len(fetch)
 
 
 def _text_or_none(value: object) -> str | None:
@@ -449,9 +463,11 @@ def _fetch_targeted(
     record_ids: Sequence[str],
     deleted_ids: Sequence[str],
     pushed: Sequence[dict],
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(records, deletions, the records among them that a list read returned)."""
     records: list[dict] = [dict(r) for r in pushed]
     gone: list[dict] = []
+    still: list[dict] = []
     # A deletion event is confirmed by a read by id before it is recorded: a record restored from
     # the recycle bin since, or an event about another record, leaves the mirror as it is.
     said_gone = [str(d) for d in dict.fromkeys(deleted_ids)]
@@ -466,7 +482,7 @@ def _fetch_targeted(
             gone.append({"id": str(rid)})
         else:
             records.append(record)
-    return records, gone
+    return records, gone, still
 
 
 def _advance(

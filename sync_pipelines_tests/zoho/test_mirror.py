@@ -454,3 +454,41 @@ def test_a_warehouse_of_the_previous_version_is_upgraded_and_its_next_sync_store
     assert _live_ids(store, "students") == {r["id"] for r in students}
     assert store.accounted_for(TENANT, module("students"))["invalid"] > 0
     store.dispose()
+
+
+def test_a_push_or_a_deletion_event_without_subforms_keeps_the_stored_rows(
+    sim: ZohoSimulator, warehouse: Warehouse
+):
+    """Zoho leaves subforms out of list reads, and a pushed record may come without them: neither
+    is a subform emptied. A push that carries them is applied as sent."""
+    _sync(sim, warehouse)
+    spec = module("registrations")
+    registration = next(r for r in sim.records("BTEC_Registrations") if r.get("Payment_Schedule"))
+
+    def rows() -> pd.DataFrame:
+        child = warehouse.read_subform(TENANT, spec, "payment_schedule")
+        return child[(child["parent_id"] == registration["id"]) & child["deleted_at"].isna()]
+
+    before = list(rows()["row_id"])
+    assert before == [str(r["id"]) for r in registration["Payment_Schedule"]]
+    client = _client(sim)
+
+    pushed = {k: v for k, v in registration.items() if k != "Payment_Schedule"} | {"Intake": "Spring 2027"}
+    sync_module(tenant_id=TENANT, spec=spec, client=client, warehouse=warehouse, pushed_records=[pushed])
+    assert list(rows()["row_id"]) == before
+    # a deletion event about a record Zoho still holds (a read by id with ids=, a list read)
+    report = sync_module(
+        tenant_id=TENANT, spec=spec, client=client, warehouse=warehouse, deleted_ids=[registration["id"]]
+    )
+    assert report.counts["DELETED"] == 0
+    assert list(rows()["row_id"]) == before
+    # a push with the subform: as sent
+    one_row = registration["Payment_Schedule"][:1]
+    sync_module(
+        tenant_id=TENANT,
+        spec=spec,
+        client=client,
+        warehouse=warehouse,
+        pushed_records=[pushed | {"Payment_Schedule": one_row}],
+    )
+    assert list(rows()["row_id"]) == [str(one_row[0]["id"])]
