@@ -107,9 +107,6 @@ def epoch_seconds(dates: pd.Series) -> pd.Series:
     return seconds.where(parsed.notna(), 0).astype(int)
 
 
-_epoch = epoch_seconds
-
-
 def _results_to_pushes(
     entity: str, action: str, keys: Sequence[str], results: Sequence[ItemResult], remote: Sequence[str | None]
 ) -> list[Push]:
@@ -440,8 +437,8 @@ def desired_courses(store: Warehouse, tenant_id: str) -> pd.DataFrame:
             "shortname": c["class_short_name"],
             "idnumber": c["zoho_id"],
             "categoryid": c["program_id"].map(categories).fillna(DEFAULT_CATEGORY).astype(int),
-            "startdate": _epoch(c["start_date"]),
-            "enddate": _epoch(c["end_date"]),
+            "startdate": epoch_seconds(c["start_date"]),
+            "enddate": epoch_seconds(c["end_date"]),
             "visible": c["deleted_at"].isna().astype(int),
         }
     )

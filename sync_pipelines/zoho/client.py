@@ -74,7 +74,6 @@ import random
 import re
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -732,44 +731,6 @@ class ZohoClient:
                 break
         logger.debug("deleted %s: %d entries in %d pages, complete=%s", module, len(entries), page, complete)
         return DeletedRead(entries=entries, complete=complete)
-
-    def iter_deleted(
-        self, module: str, *, since: datetime | None = None, type: str = "all"
-    ) -> Iterator[dict]:
-        """Deprecated: use :meth:`read_deleted`, which reports a read past 2,000 entries as
-        incomplete instead of raising.
-
-        The deleted records of ``module`` (deleted since ``since``, if given), read with
-        :meth:`read_deleted` and its default limit.
-
-        Returns:
-            A lazy iterator over ``{"id", "display_name", "type", "deleted_time", "deleted_by"}``
-            dicts.
-
-        Raises:
-            ValueError: at call time, for an unknown ``type`` or a naive ``since``.
-            ZohoError: while iterating, when Zoho refuses or fails a request, and with
-                ``MISSING_PAGE_TOKEN`` when Zoho has more than 2,000 entries (as this method always
-                has: ``/deleted`` gives no ``next_page_token``).
-        """
-        warnings.warn(
-            "ZohoClient.iter_deleted is deprecated; use read_deleted", DeprecationWarning, stacklevel=2
-        )
-        self._deleted_args(type, since)  # refuse bad arguments now, not when iterated
-
-        def entries() -> Iterator[dict]:
-            read = self.read_deleted(module, since=since, type=type)
-            if not read.complete:
-                raise self._error(
-                    200,
-                    "MISSING_PAGE_TOKEN",
-                    f"more_records is true after {len(read.entries)} deleted entries but Zoho sent "
-                    "no next_page_token; use read_deleted, which reports this as incomplete",
-                    endpoint="deleted",
-                )
-            yield from read.entries
-
-        return entries()
 
     @staticmethod
     def _deleted_args(type: str, since: datetime | None) -> dict[str, str]:

@@ -946,20 +946,17 @@ def test_page_only_paging_stops_at_2000_with_an_error_not_a_refused_page_11(
 
 
 @pytest.mark.parametrize("status", [204, 304])
-@pytest.mark.parametrize("reader", ["records", "read_deleted", "iter_deleted"])
+@pytest.mark.parametrize("reader", ["records", "read_deleted"])
 def test_no_content_and_not_modified_mean_no_records(
     stub: ZohoStub, client: ZohoClient, status: int, reader: str
 ) -> None:
     stub.api_script.append((status, None))
     if reader == "records":
         got = list(client.iter_records(MODULE, ["Name"], modified_since=SINCE))
-    elif reader == "read_deleted":
+    else:
         read = client.read_deleted(MODULE, since=SINCE)
         assert read == DeletedRead(entries=[], complete=True)
         got = read.entries
-    else:
-        with pytest.deprecated_call():
-            got = list(client.iter_deleted(MODULE, since=SINCE))
     assert got == []
     (request,) = [s for s in stub.seen if s.path.startswith("/crm/")]
     assert request.headers["If-Modified-Since"] == "2026-11-01T10:00:00+00:00"
@@ -972,15 +969,12 @@ def test_if_modified_since_keeps_the_offset(stub: ZohoStub, client: ZohoClient) 
     assert stub.seen[-1].headers["If-Modified-Since"] == "2026-11-01T13:00:00+03:00"
 
 
-@pytest.mark.filterwarnings("ignore:ZohoClient.iter_deleted is deprecated:DeprecationWarning")
 @pytest.mark.parametrize(
     "call",
     [
         lambda c: c.iter_records(MODULE, ["Name"], modified_since=datetime(2026, 11, 1, 10, 0)),
-        lambda c: c.iter_deleted(MODULE, since=datetime(2026, 11, 1, 10, 0)),
         lambda c: c.iter_records(MODULE, []),
         lambda c: c.iter_records(MODULE, ["Name"], per_page=201),
-        lambda c: c.iter_deleted(MODULE, type="trash"),
         lambda c: c.read_deleted(MODULE, since=datetime(2026, 11, 1, 10, 0)),
         lambda c: c.read_deleted(MODULE, type="trash"),
         lambda c: c.read_deleted(MODULE, limit=0),
@@ -992,10 +986,8 @@ def test_if_modified_since_keeps_the_offset(stub: ZohoStub, client: ZohoClient) 
     ],
     ids=[
         "naive-modified_since",
-        "naive-since",
         "no-fields",
         "per_page-over-200",
-        "bad-deleted-type",
         "read_deleted-naive-since",
         "read_deleted-bad-type",
         "read_deleted-limit-0",
@@ -1166,21 +1158,6 @@ def test_read_deleted_raises_zoho_errors(stub: ZohoStub, client: ZohoClient) -> 
     with pytest.raises(ZohoError) as excinfo:
         client.read_deleted(MODULE)
     assert (excinfo.value.code, excinfo.value.endpoint) == ("INVALID_MODULE", "deleted")
-
-
-def test_iter_deleted_is_a_deprecated_wrapper_that_still_raises_past_2000(
-    stub: ZohoStub, client: ZohoClient
-) -> None:
-    entries = _deleted(250)
-    _deleted_route(stub, FakeDeleted(entries))
-    with pytest.deprecated_call():
-        got = client.iter_deleted(MODULE, since=SINCE, type="recycle")
-    assert stub.requests_to("/deleted") == []  # lazy, as before
-    assert list(got) == entries
-    _deleted_route(stub, FakeDeleted(_deleted(2001)))
-    with pytest.deprecated_call(), pytest.raises(ZohoError) as excinfo:
-        list(client.iter_deleted(MODULE))
-    assert (excinfo.value.code, excinfo.value.endpoint) == ("MISSING_PAGE_TOKEN", "deleted")
 
 
 # --- reading by ids -------------------------------------------------------------------------------
