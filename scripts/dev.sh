@@ -74,9 +74,9 @@ import shlex
 import dagster as dg
 
 from sync_pipelines.sandbox import DEMO_MOODLE_TOKEN, demo_credentials
-from sync_pipelines.tenants import load_tenants, tenant_partitions
+from sync_pipelines.tenants import read_tenants, tenant_partitions
 
-tenant = load_tenants()["demo_school"]
+tenant = read_tenants().get("demo_school")
 creds = demo_credentials()
 values = {
     tenant.zoho.client_id_env: creds.client_id,

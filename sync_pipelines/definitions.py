@@ -8,7 +8,7 @@ from sync_pipelines.checks import count_checks, warehouse_checks
 from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets, writeback_assets
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.schedules import RECONCILE_CONFIG, schedules
-from sync_pipelines.sensors import moodle_webhook_sensor, zoho_webhook_sensor
+from sync_pipelines.sensors import dead_letters_asset, moodle_webhook_sensor, zoho_webhook_sensor
 from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
 from sync_pipelines.tenants import TENANTS_FILE_ENV, default_tenants_file, tenants_sensor
 from sync_pipelines.warehouse.resource import WarehouseResource
@@ -82,7 +82,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
     """The project's Definitions, with ``resources`` in place of the defaults (tests, scripts)."""
     return dg.Definitions(
-        assets=[*zoho_assets, *moodle_assets, *writeback_assets],
+        assets=[*zoho_assets, *moodle_assets, *writeback_assets, dead_letters_asset],
         # Sync steps wait on HTTP, not CPU, and a subprocess per step costs about 2 s of start-up; in
         # one process they also share the tenant's OAuth token (Zoho throttles token refreshes).
         executor=dg.in_process_executor,

@@ -28,7 +28,7 @@ from sync_pipelines.sandbox import (
     generate_school,
 )
 from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
-from sync_pipelines.tenants import Tenant, load_tenants, sync_partitions
+from sync_pipelines.tenants import Tenant, read_tenants, sync_partitions
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.zoho.assets import zoho_ops_config
 from sync_pipelines.zoho.modules import MODULES
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
 
-    tenant: Tenant = load_tenants()[TENANT]
+    tenant: Tenant = read_tenants().get(TENANT)  # its own error if its entry is broken
     if tenant.moodle is None:
         raise SystemExit("the demo tenant in tenants.yaml needs its moodle section")
     creds = demo_credentials()

@@ -16,6 +16,10 @@ hold its secrets; the secrets themselves never appear in the file, in logs or in
           client_id_env: DEMO_ZOHO_CLIENT_ID
           client_secret_env: DEMO_ZOHO_CLIENT_SECRET
           refresh_token_env: DEMO_ZOHO_REFRESH_TOKEN
+          # The secret of the Zoho webhook routes: the token Zoho's workflow webhooks send as
+          # "Authorization: Bearer <secret>" (so only letters, digits and -._~+/, "=" at the end),
+          # or the HMAC key of signed deliveries to those routes.
+          webhook_secret_env: DEMO_ZOHO_WEBHOOK_SECRET
           # Only for an org that names things otherwise than the shipped module table
           # (sync_pipelines/zoho/modules.py); the warehouse tables and columns stay the same.
           modules:                             # our module (name or API name): the org's API name
@@ -27,7 +31,17 @@ hold its secrets; the secrets themselves never appear in the file, in logs or in
         moodle:
           base_url: https://moodle.school.example
           token_env: DEMO_MOODLE_TOKEN
-        webhook_secret_env: DEMO_WEBHOOK_SECRET
+          # The HMAC key the local_zohosync plugin signs its deliveries with.
+          webhook_secret_env: DEMO_MOODLE_WEBHOOK_SECRET
+
+A top-level ``webhook_secret_env`` (one secret for both webhook routes) is still read, for each
+route whose own key is absent, with a warning: the Zoho secret travels as a bearer token and is
+stored in Zoho's workflow settings, so a leaked Zoho secret should not also forge Moodle events.
+
+One school's bad entry never stops another school: each tenant is parsed on its own, and a broken
+one is reported (:class:`TenantSet` ``.broken``) with what is wrong, while the others sync. Only a
+file that is unusable as a whole (missing, not YAML, no ``tenants`` list) raises
+:class:`TenantConfigError`. A broken school keeps its partition, so its runs fail with its own error.
 
 Each school's org is checked against the module table before any of its data moves (see
 :mod:`sync_pipelines.zoho.org`): a module or field the org lacks, and not mapped above, is an
@@ -35,19 +49,28 @@ error naming the tenant, the module and the field; picklists are validated again
 own values.
 """
 
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import yaml
 
 from sync_pipelines.zoho.modules import MODULES, MODULES_BY_API_NAME, MODULES_BY_NAME
 
-TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: A tenant id; ``\Z``, not ``$``, which would let ``TENANT_ID.match`` accept a trailing newline.
+TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 TENANTS_FILE_ENV = "SYNC_TENANTS_FILE"
+#: What a ``*_env`` key may name: a portable environment variable name.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: What ``Authorization: Bearer`` carries exactly (RFC 6750 ``b64token``).
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+logger = logging.getLogger(__name__)
 
 tenant_partitions = dg.DynamicPartitionsDefinition(name="tenants")
 
@@ -122,20 +145,139 @@ class MoodleTenantConfig:
 
 @dataclass(frozen=True)
 class Tenant:
-    """One school."""
+    """One school.
+
+    Attributes:
+        id: the tenant id, also its partition key.
+        name: a display name.
+        zoho: where its Zoho lives and which variables hold its OAuth credentials.
+        moodle: where its Moodle lives, or ``None``.
+        webhook_secret_env: the legacy top-level key as written (one secret for both routes), or
+            ``None``; read :attr:`zoho_webhook_secret_env` and :attr:`moodle_webhook_secret_env`.
+        zoho_webhook_secret_env: the variable holding the Zoho routes' secret (bearer token or
+            HMAC key): ``zoho.webhook_secret_env``, else the legacy key, else ``None``.
+        moodle_webhook_secret_env: the variable holding the HMAC key Moodle signs with:
+            ``moodle.webhook_secret_env``, else the legacy key, else ``None``.
+    """
 
     id: str
     name: str
     zoho: ZohoTenantConfig
     moodle: MoodleTenantConfig | None = None
     webhook_secret_env: str | None = None
+    zoho_webhook_secret_env: str | None = None
+    moodle_webhook_secret_env: str | None = None
+
+    def __post_init__(self) -> None:
+        # A Tenant built by hand with only the legacy key behaves as one read from a file.
+        if self.webhook_secret_env:
+            if self.zoho_webhook_secret_env is None:
+                object.__setattr__(self, "zoho_webhook_secret_env", self.webhook_secret_env)
+            if self.moodle_webhook_secret_env is None:
+                object.__setattr__(self, "moodle_webhook_secret_env", self.webhook_secret_env)
 
     def secret(self, env_name: str) -> str:
         """Read a secret from the environment; the error names the variable, never a value."""
         value = os.environ.get(env_name)
         if not value:
-            raise TenantConfigError(f"tenant {self.id}: environment variable {env_name} is not set")
+            raise TenantConfigError(
+                f"tenant {self.id}: environment variable {env_name} is not set (or empty)"
+            )
         return value
+
+    def zoho_webhook_secret(self) -> str:
+        """The secret of the Zoho webhook routes: the bearer token Zoho sends, or the HMAC key.
+
+        Raises:
+            TenantConfigError: no variable configured, the variable unset or empty, or a value an
+                ``Authorization: Bearer`` header cannot carry exactly (leading or trailing
+                whitespace, characters outside RFC 6750's ``b64token``). The message names the
+                tenant and the variable, never the value.
+        """
+        value = self._webhook_secret("Zoho", self.zoho_webhook_secret_env, "zoho.webhook_secret_env")
+        if not BEARER_TOKEN.fullmatch(value):
+            raise TenantConfigError(
+                f"tenant {self.id}: the Zoho webhook secret in {self.zoho_webhook_secret_env} has characters "
+                "an 'Authorization: Bearer' header cannot carry, so no delivery could ever match it: use "
+                "only letters, digits and -._~+/ (with '=' only at the end)"
+            )
+        return value
+
+    def moodle_webhook_secret(self) -> str:
+        """The HMAC key the Moodle plugin signs its deliveries with.
+
+        Raises:
+            TenantConfigError: no variable configured, the variable unset or empty, or a value with
+                leading or trailing whitespace (Moodle trims its settings, so it would sign with
+                another key). The message names the tenant and the variable, never the value.
+        """
+        return self._webhook_secret("Moodle", self.moodle_webhook_secret_env, "moodle.webhook_secret_env")
+
+    def _webhook_secret(self, side: str, env_name: str | None, key: str) -> str:
+        if not env_name:
+            raise TenantConfigError(
+                f"tenant {self.id}: no {key} in the tenants file: its {side} webhooks are refused"
+            )
+        value = self.secret(env_name)
+        if value != value.strip():
+            raise TenantConfigError(
+                f"tenant {self.id}: the {side} webhook secret in {env_name} has leading or trailing "
+                "whitespace: remove it"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class TenantSet:
+    """What the tenants file says: the usable tenants, and what is wrong with the others.
+
+    Attributes:
+        tenants: the usable tenants by id, in file order.
+        broken: for every unusable entry, its tenant id when that is a valid id (else a label such
+            as ``tenants[3]``) and the error, which names the tenant, the key and what is wrong,
+            never a secret value.
+        warnings: what is usable but should change (e.g. the legacy single webhook secret).
+        source: the file (or the name given to a parsed document), for error messages.
+    """
+
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    source: str = "tenants file"
+
+    @property
+    def ids(self) -> frozenset[str]:
+        """The ids of the usable tenants."""
+        return frozenset(self.tenants)
+
+    @property
+    def partition_ids(self) -> frozenset[str]:
+        """The partitions to keep: the usable tenants and the broken ones with a valid id.
+
+        A broken school keeps its partition (and its history); its runs fail with its own error.
+        """
+        return self.ids | {key for key in self.broken if TENANT_ID.match(key)}
+
+    def get(self, tenant_id: str) -> Tenant:
+        """The usable tenant ``tenant_id``.
+
+        Raises:
+            TenantConfigError: the tenant's own error if its entry is broken, else that it is not
+                in the tenants file.
+        """
+        if tenant_id in self.tenants:
+            return self.tenants[tenant_id]
+        if tenant_id in self.broken:
+            raise TenantConfigError(self.broken[tenant_id])
+        shown = tenant_id if isinstance(tenant_id, str) and TENANT_ID.match(tenant_id) else repr(tenant_id)
+        raise TenantConfigError(f"tenant {shown} is not in the tenants file {self.source}")
+
+    def log_problems(self, log: logging.Logger) -> None:
+        """Log one warning per broken tenant and one per warning (a ``context.log`` will do)."""
+        for message in self.broken.values():
+            log.warning(f"tenant skipped: {message}")
+        for message in self.warnings:
+            log.warning(message)
 
 
 def validate_tenant_id(tenant_id: str) -> str:
@@ -148,32 +290,146 @@ def default_tenants_file() -> Path:
     return Path(os.environ.get(TENANTS_FILE_ENV, "tenants.yaml"))
 
 
-def _require(section: dict, key: str, where: str) -> str:
+_T = TypeVar("_T")
+
+
+class _Problems:
+    """The errors of one tenant entry, collected so that one run names all of them."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def check(self, parse: Callable[[], _T]) -> _T | None:
+        """``parse()``, or ``None`` with its error recorded."""
+        try:
+            return parse()
+        except TenantConfigError as exc:
+            self.messages.append(str(exc))
+            return None
+
+
+def _require(section: Mapping, key: str, where: str, prefix: str = "") -> str:
     value = section.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise TenantConfigError(f"{where}: '{key}' is required")
+        raise TenantConfigError(f"{where}: {prefix}{key} is required")
     return value.strip()
 
 
-def _zoho(raw: dict, where: str) -> ZohoTenantConfig:
-    if not isinstance(raw, dict):
-        raise TenantConfigError(f"{where}: 'zoho' section is required")
+def _env_name(section: Mapping, key: str, where: str, prefix: str, *, required: bool = True) -> str | None:
+    """A ``*_env`` key: the *name* of an environment variable (checked, never echoed if invalid:
+    a secret pasted in its place must not reach a log)."""
+    value = section.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise TenantConfigError(f"{where}: {prefix}{key} is required")
+        return None
+    if not isinstance(value, str) or not ENV_NAME.fullmatch(value.strip()):
+        raise TenantConfigError(
+            f"{where}: {prefix}{key} is not an environment variable name (letters, digits and '_', "
+            "not starting with a digit): it names the variable that holds the secret, not the secret"
+        )
+    return value.strip()
+
+
+def _url(section: Mapping, key: str, where: str) -> str | None:
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise TenantConfigError(f"{where}: zoho.{key} must be a URL")
+    return value.strip().rstrip("/")
+
+
+def _zoho(raw: object, where: str, problems: _Problems) -> ZohoTenantConfig | None:
+    if not isinstance(raw, Mapping):
+        problems.add(f"{where}: the zoho section is required (a mapping)")
+        return None
+    before = len(problems.messages)
+    endpoints = problems.check(lambda: _endpoints(raw, where))
+    envs = {
+        key: problems.check(lambda key=key: _env_name(raw, key, where, "zoho."))
+        for key in ("client_id_env", "client_secret_env", "refresh_token_env")
+    }
+    mapping = problems.check(lambda: _mapping(raw, where))
+    if len(problems.messages) > before or endpoints is None or mapping is None:
+        return None
+    accounts, api_domain = endpoints
+    return ZohoTenantConfig(
+        accounts_url=accounts,
+        api_domain=api_domain,
+        client_id_env=envs["client_id_env"],
+        client_secret_env=envs["client_secret_env"],
+        refresh_token_env=envs["refresh_token_env"],
+        mapping=mapping,
+    )
+
+
+def _endpoints(raw: Mapping, where: str) -> tuple[str, str | None]:
+    """``(accounts_url, api_domain)``: explicit URLs win over ``data_centre``."""
     dc = raw.get("data_centre")
-    accounts, api = DATA_CENTRES.get(dc, (None, None)) if dc else (None, None)
-    if dc and accounts is None:
-        raise TenantConfigError(f"{where}: unknown data_centre {dc!r} (one of {', '.join(DATA_CENTRES)})")
-    accounts = raw.get("accounts_url") or accounts
+    accounts, api = None, None
+    if dc is not None:
+        if not isinstance(dc, str) or dc not in DATA_CENTRES:
+            shown = repr(dc) if isinstance(dc, str) else f"of type {type(dc).__name__}"
+            raise TenantConfigError(
+                f"{where}: zoho.data_centre: unknown data_centre {shown} (one of {', '.join(DATA_CENTRES)})"
+            )
+        accounts, api = DATA_CENTRES[dc]
+    accounts = _url(raw, "accounts_url", where) or accounts
     if not accounts:
         raise TenantConfigError(f"{where}: give zoho.data_centre or zoho.accounts_url")
-    api_domain = raw.get("api_domain") or api
-    return ZohoTenantConfig(
-        accounts_url=accounts.rstrip("/"),
-        api_domain=api_domain.rstrip("/") if api_domain else None,
-        client_id_env=_require(raw, "client_id_env", where),
-        client_secret_env=_require(raw, "client_secret_env", where),
-        refresh_token_env=_require(raw, "refresh_token_env", where),
-        mapping=_mapping(raw, where),
-    )
+    return accounts.rstrip("/"), (_url(raw, "api_domain", where) or api)
+
+
+def _moodle(raw: object, where: str, problems: _Problems) -> MoodleTenantConfig | None:
+    if raw is None or (isinstance(raw, Mapping) and not raw):
+        return None
+    if not isinstance(raw, Mapping):
+        problems.add(f"{where}: moodle must be a mapping (base_url, token_env, ...)")
+        return None
+    base_url = problems.check(lambda: _require(raw, "base_url", where, "moodle."))
+    token_env = problems.check(lambda: _env_name(raw, "token_env", where, "moodle."))
+    if base_url is None or token_env is None:
+        return None
+    return MoodleTenantConfig(base_url=base_url.rstrip("/"), token_env=token_env)
+
+
+def _webhook_secrets(
+    raw: Mapping, where: str, problems: _Problems, warnings: list[str]
+) -> tuple[str | None, str | None, str | None]:
+    """``(legacy, zoho, moodle)`` variable names; each route falls back to the legacy key."""
+    legacy = problems.check(lambda: _env_name(raw, "webhook_secret_env", where, "", required=False))
+    zoho = moodle = None
+    if isinstance(section := raw.get("zoho"), Mapping):
+        zoho = problems.check(
+            lambda: _env_name(section, "webhook_secret_env", where, "zoho.", required=False)
+        )
+    if isinstance(section := raw.get("moodle"), Mapping):
+        moodle = problems.check(
+            lambda: _env_name(section, "webhook_secret_env", where, "moodle.", required=False)
+        )
+    if legacy and zoho and moodle:
+        warnings.append(
+            f"{where}: webhook_secret_env is ignored (zoho.webhook_secret_env and "
+            "moodle.webhook_secret_env are set): remove it"
+        )
+    elif legacy:
+        uses = [
+            use for use, own in (("the Zoho routes' secret", zoho), ("Moodle's HMAC key", moodle)) if not own
+        ]
+        warnings.append(
+            f"{where}: webhook_secret_env {legacy} is {' and '.join(uses)}: split it into "
+            "zoho.webhook_secret_env and moodle.webhook_secret_env, two variables with different secrets"
+        )
+    elif zoho and zoho == moodle:
+        warnings.append(
+            f"{where}: zoho.webhook_secret_env and moodle.webhook_secret_env both name {zoho}: give "
+            "each its own secret"
+        )
+    return legacy, zoho or legacy, moodle or legacy
 
 
 def _our_module(key: object, where: str) -> str:
@@ -246,49 +502,139 @@ def _mapping(raw: dict, where: str) -> OrgMapping:
     )
 
 
-def parse_tenants(document: object, *, source: str = "tenants file") -> dict[str, Tenant]:
-    """Validate a parsed tenants document and return the tenants by id."""
-    if not isinstance(document, dict) or not isinstance(document.get("tenants"), list):
+@dataclass(frozen=True)
+class _Entry:
+    """One entry of the ``tenants`` list, parsed: a tenant, or the error that keeps it out."""
+
+    key: str  # the tenant id if valid, else "tenants[i]"
+    label: str  # "tenants[i]"
+    tenant: Tenant | None
+    error: str | None
+    warnings: tuple[str, ...] = ()
+
+
+def _entry(raw: object, index: int, source: str) -> _Entry:
+    label = f"tenants[{index}]"
+    if not isinstance(raw, Mapping):
+        error = f"{source}: {label}: expected a mapping with an id, got {type(raw).__name__}"
+        return _Entry(label, label, None, error)
+    problems = _Problems()
+    tid = problems.check(lambda: validate_tenant_id(raw.get("id")))
+    if tid is None:
+        problems.messages[0] = f"{source}: {label}: {problems.messages[0]}"
+    key = tid or label
+    where = f"{source}: tenant {tid}" if tid else f"{source}: {label}"
+    warnings: list[str] = []
+    zoho = _zoho(raw.get("zoho"), where, problems)
+    moodle = _moodle(raw.get("moodle"), where, problems)
+    legacy, zoho_secret, moodle_secret = _webhook_secrets(raw, where, problems, warnings)
+    if problems.messages or tid is None or zoho is None:
+        # Every message starts with `where`: say it once.
+        details = "; ".join(m.removeprefix(f"{where}: ") for m in problems.messages)
+        return _Entry(key, label, None, f"{where}: {details}")
+    name = raw.get("name")
+    tenant = Tenant(
+        id=tid,
+        name=str(name) if name not in (None, "") else tid,
+        zoho=zoho,
+        moodle=moodle,
+        webhook_secret_env=legacy,
+        zoho_webhook_secret_env=zoho_secret,
+        moodle_webhook_secret_env=moodle_secret,
+    )
+    return _Entry(key, label, tenant, None, tuple(warnings))
+
+
+def parse_tenant_set(document: object, *, source: str = "tenants file") -> TenantSet:
+    """Parse a tenants document, each tenant on its own.
+
+    Args:
+        document: the parsed YAML.
+        source: the file's name, for messages.
+
+    Returns:
+        The usable tenants, and the error of each broken one. A tenant id listed twice is broken
+        (both entries): which one is meant is ambiguous.
+
+    Raises:
+        TenantConfigError: the document has no ``tenants`` list.
+    """
+    if not isinstance(document, Mapping) or not isinstance(document.get("tenants"), list):
         raise TenantConfigError(f"{source}: expected a mapping with a 'tenants' list")
+    entries = [_entry(raw, i, source) for i, raw in enumerate(document["tenants"])]
+    by_key: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        by_key.setdefault(entry.key, []).append(entry)
     tenants: dict[str, Tenant] = {}
-    for i, raw in enumerate(document["tenants"]):
-        where = f"{source}: tenants[{i}]"
-        if not isinstance(raw, dict):
-            raise TenantConfigError(f"{where}: expected a mapping")
-        tid = validate_tenant_id(raw.get("id"))
-        where = f"{source}: tenant {tid}"
-        if tid in tenants:
-            raise TenantConfigError(f"{where}: listed twice")
-        moodle = raw.get("moodle")
-        tenants[tid] = Tenant(
-            id=tid,
-            name=str(raw.get("name") or tid),
-            zoho=_zoho(raw.get("zoho"), where),
-            moodle=MoodleTenantConfig(
-                base_url=_require(moodle, "base_url", f"{where} moodle").rstrip("/"),
-                token_env=_require(moodle, "token_env", f"{where} moodle"),
+    broken: dict[str, str] = {}
+    warnings: list[str] = []
+    for key, same in by_key.items():
+        if len(same) > 1:
+            labels = ", ".join(e.label for e in same)
+            broken[key] = (
+                f"{source}: tenant {key}: listed twice ({labels}): neither entry is used until only one is left"
             )
-            if moodle
-            else None,
-            webhook_secret_env=raw.get("webhook_secret_env"),
-        )
-    return tenants
+        elif same[0].tenant is None:
+            broken[key] = same[0].error or f"{source}: {key}: unusable"
+        else:
+            tenants[key] = same[0].tenant
+            warnings.extend(same[0].warnings)
+    return TenantSet(tenants=tenants, broken=broken, warnings=tuple(warnings), source=source)
 
 
-def load_tenants(path: str | Path | None = None) -> dict[str, Tenant]:
-    """Read and validate the tenants file."""
+def parse_tenants(document: object, *, source: str = "tenants file") -> dict[str, Tenant]:
+    """Parse a tenants document strictly: every tenant must be usable (for tests and checks).
+
+    Returns:
+        The tenants by id.
+
+    Raises:
+        TenantConfigError: the document has no ``tenants`` list, or some tenant is broken; the
+            message has one line per broken tenant.
+    """
+    tenant_set = parse_tenant_set(document, source=source)
+    if tenant_set.broken:
+        raise TenantConfigError("\n".join(tenant_set.broken.values()))
+    return dict(tenant_set.tenants)
+
+
+def read_tenants(path: str | Path | None = None) -> TenantSet:
+    """Read the tenants file (``path``, else ``$SYNC_TENANTS_FILE``, else ``tenants.yaml``).
+
+    Nothing is logged: see :meth:`TenantSet.log_problems`, or :func:`load_tenants`.
+
+    Returns:
+        The usable tenants and the error of each broken one.
+
+    Raises:
+        TenantConfigError: the file as a whole is unusable: missing, unreadable, not YAML, or
+            without a ``tenants`` list.
+    """
     path = Path(path) if path else default_tenants_file()
     try:
         document = yaml.safe_load(path.read_text("utf-8"))
     except FileNotFoundError as exc:
         raise TenantConfigError(f"tenants file {path} not found (set {TENANTS_FILE_ENV})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TenantConfigError(f"tenants file {path} cannot be read: {exc}") from exc
     except yaml.YAMLError as exc:
         raise TenantConfigError(f"tenants file {path} is not valid YAML: {exc}") from exc
-    return parse_tenants(document, source=str(path))
+    return parse_tenant_set(document, source=str(path))
+
+
+def load_tenants(path: str | Path | None = None) -> dict[str, Tenant]:
+    """The usable tenants of the tenants file, by id; one warning logged per broken tenant.
+
+    Raises:
+        TenantConfigError: the file as a whole is unusable (see :func:`read_tenants`).
+    """
+    tenant_set = read_tenants(path)
+    tenant_set.log_problems(logger)
+    return dict(tenant_set.tenants)
 
 
 def partition_changes(
-    wanted: set[str], existing: set[str]
+    wanted: set[str] | frozenset[str], existing: set[str]
 ) -> list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]:
     """The requests that make the partitions equal the tenants of the file."""
     requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
@@ -306,22 +652,36 @@ def partition_changes(
     description="Keeps the `tenants` partitions equal to the schools listed in the tenants file.",
 )
 def tenants_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    """Add partitions for new schools, remove those no longer listed."""
+    """Add partitions for new schools, remove those no longer listed.
+
+    A broken school keeps its partition; each broken school is named, with its error, in the skip
+    reason, or (a result with requests carries no reason) in the sensor's log.
+    """
     try:
-        wanted = set(load_tenants())
+        tenant_set = read_tenants()
     except TenantConfigError as exc:
         return dg.SkipReason(str(exc))
     existing = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
-    requests = partition_changes(wanted, existing)
+    requests = partition_changes(tenant_set.partition_ids, existing)
+    broken = list(tenant_set.broken.values())
     if not requests:
-        return dg.SkipReason("partitions already match the tenants file")
+        reason = "partitions already match the tenants file"
+        if broken:
+            reason += f"; {len(broken)} tenant(s) broken: " + "; ".join(broken)
+        return dg.SkipReason(reason)
+    for message in broken:
+        context.log.warning(f"tenant broken (its partition is kept, its runs fail): {message}")
     return dg.SensorResult(dynamic_partitions_requests=requests)
 
 
-def sync_partitions(instance: dg.DagsterInstance, tenants: dict[str, Tenant]) -> None:
-    """Make the instance's tenant partitions match ``tenants`` (for scripts and the demo)."""
+def sync_partitions(instance: dg.DagsterInstance, tenants: Mapping[str, Tenant] | TenantSet) -> None:
+    """Make the instance's tenant partitions match ``tenants`` (for scripts and the demo).
+
+    Given a :class:`TenantSet`, its :attr:`~TenantSet.partition_ids` (broken schools included).
+    """
+    wanted = set(tenants.partition_ids if isinstance(tenants, TenantSet) else tenants)
     existing = set(instance.get_dynamic_partitions(tenant_partitions.name))
-    if add := sorted(set(tenants) - existing):
+    if add := sorted(wanted - existing):
         instance.add_dynamic_partitions(tenant_partitions.name, add)
-    for gone in sorted(existing - set(tenants)):
+    for gone in sorted(existing - wanted):
         instance.delete_dynamic_partition(tenant_partitions.name, gone)

@@ -12,11 +12,12 @@ import pytest
 import requests
 import uvicorn
 import yaml
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from sync_pipelines.definitions import build_definitions
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.sandbox import MoodleSimulator, ZohoSimulator, generate_school
-from sync_pipelines.sensors import evaluate
+from sync_pipelines.sensors import evaluate, instance_lookup
 from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
@@ -169,8 +170,9 @@ def test_a_signed_grading_event_ends_as_a_btec_grade_in_zoho(
         corrupt = drop / TENANT / "moodle" / "20260101T000000000000Z-corrupt.json"
         corrupt.write_text('{"event_id": "x", "payl')
 
-        run_requests, cursor, _ = evaluate("moodle", drop, None, {TENANT})
-        (request,) = run_requests
+        lookup = instance_lookup(instance)
+        tick = evaluate("moodle", drop, None, {TENANT}, lookup)
+        (request,) = tick.requests
         assert (corrupt.parent / "quarantine" / corrupt.name).exists()
         assert (corrupt.parent / "quarantine" / f"{corrupt.name}.reason.txt").read_text()
         zoho.reset_log()
@@ -179,17 +181,17 @@ def test_a_signed_grading_event_ends_as_a_btec_grade_in_zoho(
             partition_key=request.partition_key,
             run_config=request.run_config,
             asset_selection=request.asset_selection,
-            tags=request.tags,
+            tags={RUN_KEY_TAG: request.run_key, **request.tags},
         )
         assert run.success
         ran = {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()}
         assert ran == {"moodle/grades", "zoho/grade_writeback"}
+        evaluate("moodle", drop, tick.cursor, {TENANT}, lookup)  # the run succeeded: the event is filed away
 
     key = f"{student}_{item}"
     written = [r for r in zoho.records("BTEC_Grades") if r.get("Moodle_Grade_Composite_Key") == key]
     assert [r["Grade"] for r in written] == ["D"]
     assert [r.path for r in zoho.requests if "/crm/" in r.path] == ["/crm/v8/BTEC_Grades/upsert"]
-    evaluate("moodle", drop, cursor, {TENANT})  # the next tick files the event away
     assert not list((drop / TENANT / "moodle").glob("*.json"))
     assert list((drop / TENANT / "moodle" / "processed").glob("*.json"))
     store.dispose()

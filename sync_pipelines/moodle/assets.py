@@ -1,15 +1,17 @@
 """Moodle assets (users, courses, enrolments, grades) and the write-backs to Zoho."""
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
 
 from sync_pipelines.moodle import provision
-from sync_pipelines.moodle.client import MoodleError
+from sync_pipelines.moodle.client import MoodleClient, MoodleError
 from sync_pipelines.moodle.provision import PushReport
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.tenants import TenantConfigError, tenant_partitions
+from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.zoho.assets import md_table
 from sync_pipelines.zoho.client import ZohoError
@@ -47,6 +49,22 @@ def push_metadata(report: PushReport, calls: int | None = None) -> dict[str, obj
     return meta
 
 
+#: How often a Moodle step reads the site's own information again (one call).
+SITE_INFO_MAX_AGE = timedelta(hours=24)
+
+
+def remember_site(client: MoodleClient, store: Warehouse, tenant_id: str) -> None:
+    """Record which Moodle user the pipeline's token acts as (``core_webservice_get_site_info``),
+    once a day: the webhook sensor drops the events that user causes, the echoes of the
+    pipeline's own writes, before they cost a run."""
+    checked = store.moodle.site_checked_at(tenant_id)
+    if checked is not None and datetime.now(UTC) - checked < SITE_INFO_MAX_AGE:
+        return
+    info = client.site_info()
+    if isinstance(info.get("userid"), int):
+        store.moodle.save_site(tenant_id, info["userid"], info.get("release"))
+
+
 def _guard(step: Callable[[], dg.MaterializeResult]) -> dg.MaterializeResult:
     try:
         return step()
@@ -75,6 +93,7 @@ def moodle_users(
 ) -> dg.MaterializeResult:
     def step() -> dg.MaterializeResult:
         client = moodle.client(context.partition_key)
+        remember_site(client, warehouse.get(), context.partition_key)
         report = provision.push_users(
             client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
         )

@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipelines.moodle.client import MoodleClient
-from sync_pipelines.tenants import TenantConfigError, load_tenants
+from sync_pipelines.tenants import TenantConfigError, read_tenants
 
 
 class MoodleResource(dg.ConfigurableResource):
@@ -23,10 +23,7 @@ class MoodleResource(dg.ConfigurableResource):
     max_retries: int = Field(default=5, description="Retries on 5xx and connection errors.")
 
     def client(self, tenant_id: str) -> MoodleClient:
-        tenants = load_tenants(self.tenants_file)
-        tenant = tenants.get(tenant_id)
-        if tenant is None:
-            raise TenantConfigError(f"tenant {tenant_id} is not in the tenants file {self.tenants_file}")
+        tenant = read_tenants(self.tenants_file).get(tenant_id)  # its own error if its entry is broken
         if tenant.moodle is None:
             raise TenantConfigError(f"tenant {tenant_id} has no moodle section in {self.tenants_file}")
         return MoodleClient(

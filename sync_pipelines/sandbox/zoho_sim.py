@@ -686,7 +686,12 @@ class ZohoSimulator(LoopbackServer):
             their ``id`` when they have one; ``None`` is an empty org.
         clients: client id → (client secret, refresh token) accepted by the token endpoint.
         token_ttl: lifetime of access tokens, in seconds (``expires_in``).
-        refresh_limit_per_minute: refreshes allowed per client within 60 s; ``None`` = unlimited.
+        refresh_limit_per_minute: refreshes allowed per client within any 60 s (a sliding window;
+            the "about 5 a minute" of other Zoho products' pages); ``None`` = unlimited.
+        token_rate_limit: ``(count, seconds)``: Zoho CRM's documented throttle, per refresh token,
+            e.g. ``(10, 600.0)``. The first refresh opens a window of ``seconds``; ``count``
+            refreshes succeed in it, every further request is answered "Access Denied" until the
+            window ends, and the next refresh opens a new one. ``None`` (the default) = none.
         daily_credit_limit: API credits per rolling 24 hours; ``None`` = unlimited.
         max_concurrency: API calls allowed in flight at once; ``None`` = unlimited.
         clock: returns the current aware date-time; defaults to the wall clock in the org's offset.
@@ -713,6 +718,7 @@ class ZohoSimulator(LoopbackServer):
         clients: dict[str, tuple[str, str]] | None = None,
         token_ttl: int = 3600,
         refresh_limit_per_minute: int | None = 5,
+        token_rate_limit: tuple[int, float] | None = None,
         daily_credit_limit: int | None = None,
         max_concurrency: int | None = 10,
         clock: Callable[[], datetime] | None = None,
@@ -727,6 +733,9 @@ class ZohoSimulator(LoopbackServer):
         self.clients = dict(clients or {DEFAULT_CLIENT_ID: (DEFAULT_CLIENT_SECRET, DEFAULT_REFRESH_TOKEN)})
         self.token_ttl = token_ttl
         self.refresh_limit_per_minute = refresh_limit_per_minute
+        if token_rate_limit is not None and (token_rate_limit[0] < 0 or token_rate_limit[1] <= 0):
+            raise ValueError("token_rate_limit is (count >= 0, seconds > 0)")
+        self.token_rate_limit = token_rate_limit
         self.daily_credit_limit = daily_credit_limit
         self.max_concurrency = max_concurrency
         self.page_token_ttl = page_token_ttl
@@ -749,6 +758,8 @@ class ZohoSimulator(LoopbackServer):
         self._autonumbers: dict[tuple[str, str], tuple[str, int, int]] = {}
         self._tokens: dict[str, tuple[str, datetime]] = {}
         self._refreshes: dict[str, deque[datetime]] = {}
+        #: refresh token → (start of its throttle window, refreshes granted in it).
+        self._token_windows: dict[str, tuple[datetime, int]] = {}
         self._credits: deque[tuple[datetime, int]] = deque()
         self._page_tokens: dict[str, _PageToken] = {}
         self._failures: list[_Failure] = []
@@ -1227,7 +1238,24 @@ class ZohoSimulator(LoopbackServer):
             window = self._refreshes.setdefault(client_id, deque())
             while window and now - window[0] >= REFRESH_WINDOW:
                 window.popleft()
-            if self.refresh_limit_per_minute is not None and len(window) >= self.refresh_limit_per_minute:
+            sliding_full = (
+                self.refresh_limit_per_minute is not None and len(window) >= self.refresh_limit_per_minute
+            )
+            # Zoho CRM (v4-v8 "Token Validity"; Zoho Accounts "OAuth token limits"): "a maximum of
+            # 10 access tokens from a refresh token in a span of 10 minutes"; past that, creation
+            # "will be blocked for the rest of the ten minutes". A fixed window opened by the first
+            # refresh is a guess at how "span" is counted, and so is not counting refused requests.
+            opened, granted = self._token_windows.get(known[1], (now, 0))
+            fixed_full = False
+            if self.token_rate_limit is not None:
+                count, seconds = self.token_rate_limit
+                if now - opened >= timedelta(seconds=seconds):
+                    opened, granted = now, 0  # the window has passed: the next refresh opens one
+                fixed_full = granted >= count
+            if sliding_full or fixed_full:
+                # Zoho's CRM pages show this body; the Accounts page another description ("Token
+                # creation throttle limit reached..."). HTTP 400 follows the reference note; Kaizen
+                # #43 says the status "remains 200": the client looks at the body either way.
                 return _Response(
                     400,
                     {
@@ -1239,6 +1267,8 @@ class ZohoSimulator(LoopbackServer):
                     },
                 )
             window.append(now)
+            if self.token_rate_limit is not None:
+                self._token_windows[known[1]] = (opened, granted + 1)
             token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
             self._tokens[token] = (client_id, now + timedelta(seconds=self.token_ttl))
         return _Response(

@@ -102,6 +102,22 @@ moodle_push_results = sa.Table(
 )
 
 
+moodle_site = sa.Table(
+    "moodle_site",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column(
+        "service_user_id",
+        sa.BigInteger(),
+        nullable=False,
+        comment="the Moodle user the pipeline's token acts as (core_webservice_get_site_info userid)",
+    ),
+    sa.Column("release", sa.Text()),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+    comment="What the pipeline knows of each school's Moodle site; events its own user caused are echoes.",
+)
+
+
 @dataclass(frozen=True)
 class Push:
     """One write, for the push log."""
@@ -128,6 +144,33 @@ class MoodleStore:
     def _upsert(self, conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping], keys: list[str]) -> None:
         if rows:
             conn.execute(upsert_statement(self.engine, table, keys), list(rows))
+
+    # --- the site -----------------------------------------------------------------------------
+
+    def save_site(self, tenant_id: str, service_user_id: int, release: str | None) -> None:
+        """Record the pipeline's own Moodle user (from ``core_webservice_get_site_info``)."""
+        row = {
+            "tenant_id": tenant_id,
+            "service_user_id": int(service_user_id),
+            "release": release,
+            "checked_at": datetime.now(UTC),
+        }
+        with self.engine.begin() as conn:
+            self._upsert(conn, moodle_site, [row], ["tenant_id"])
+
+    def site_checked_at(self, tenant_id: str) -> datetime | None:
+        """When the site was last recorded for ``tenant_id``, or ``None``."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(moodle_site.c.checked_at).where(moodle_site.c.tenant_id == tenant_id)
+            ).scalar()
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    def service_users(self) -> dict[str, int]:
+        """Tenant → the pipeline's Moodle user id, for every tenant with a recorded site."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(moodle_site.c.tenant_id, moodle_site.c.service_user_id)).all()
+        return {tenant: int(user) for tenant, user in rows}
 
     # --- id map -------------------------------------------------------------------------------
 

@@ -195,3 +195,21 @@ sync_pending = sa.Table(
         "them. Nothing is added any more."
     ),
 )
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(16), primary_key=True, comment="zoho or moodle"),
+    sa.Column("event_id", sa.String(128), primary_key=True),
+    sa.Column("module", sa.String(64), primary_key=True, comment="the module the event was applied to"),
+    sa.Column("kind", sa.String(32), nullable=False, comment="zoho.notification or zoho.records"),
+    sa.Column("received_at", sa.DateTime(timezone=True), comment="when the receiver accepted it"),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sync_run_id", sa.String(36), comment="the module sync that applied it (sync_runs)"),
+    sa.Column("dagster_run_id", sa.String(64)),
+    comment=(
+        "Webhook events applied to the warehouse, one row per event and module, written in the "
+        "transaction that applied it: a retried run skips what is here, so an event is applied once."
+    ),
+)

@@ -28,6 +28,7 @@ from sync_pipelines.warehouse.schema import (
     sync_pending,
     sync_results,
     sync_runs,
+    webhook_events,
 )
 from sync_pipelines.warehouse.sql import (
     bulk_insert,
@@ -64,6 +65,16 @@ class RunInfo:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     api_calls: int = 0
     api_credits: int = 0
+
+
+@dataclass(frozen=True)
+class AppliedEvent:
+    """A webhook event a module sync applies, for the ``webhook_events`` ledger."""
+
+    source: str
+    event_id: str
+    kind: str
+    received_at: datetime | None = None
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -251,9 +262,10 @@ class Warehouse:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def load_state(self, tenant_id: str, spec: ModuleSpec) -> pd.DataFrame:
+    def load_state(self, tenant_id: str, spec: ModuleSpec, *, with_modified: bool = False) -> pd.DataFrame:
         """Every stored record of the module: ``zoho_id``, ``fingerprint``, ``aux_fingerprint``,
-        ``deleted``, natural key."""
+        ``deleted``, natural key; ``Modified_Time`` too for a module with subforms, or when
+        ``with_modified`` (pushed records are ordered against it)."""
         t = MODULE_TABLES[spec.name]
         # The flag as the database returns it (a bool, or SQLite's 0/1), made a bool by pandas:
         # typed as an integer, it needs no conversion of each value on the way.
@@ -261,7 +273,7 @@ class Warehouse:
         cols = [t.c.zoho_id, t.c.fingerprint, t.c.aux_fingerprint, deleted]
         cols += [t.c[c] for c in spec.natural_key]
         names = [ID, "fingerprint", "aux_fingerprint", "deleted", *spec.natural_key]
-        if any(f.kind == "subform" for f in spec.fields):
+        if any(f.kind == "subform" for f in spec.fields) or (with_modified and spec.has_modified_time):
             # Subforms come only with a read of one record: which records changed since, says
             # whether a record's stored rows still hold.
             cols.append(t.c.zoho_modified_time)
@@ -340,6 +352,25 @@ class Warehouse:
             [json.loads(p) for p in payloads], columns=[ID, *spec.columns, MODIFIED], dtype=object
         )
 
+    def applied_events(self, tenant_id: str, module: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` the ledger holds as applied to ``module`` for ``tenant_id``."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for among in in_values(conn, webhook_events.c.event_id, list(event_ids)):
+                rows = conn.execute(
+                    sa.select(webhook_events.c.event_id).where(
+                        webhook_events.c.tenant_id == tenant_id, webhook_events.c.module == module, among
+                    )
+                )
+                found.update(r[0] for r in rows)
+        return found
+
+    def event_ledger(self, tenant_id: str) -> pd.DataFrame:
+        """Every webhook event applied for ``tenant_id`` (one row per event and module)."""
+        q = sa.select(webhook_events).where(webhook_events.c.tenant_id == tenant_id)
+        with self.engine.connect() as conn:
+            return pd.read_sql(q.order_by(webhook_events.c.applied_at), conn)
+
     def cursor(self, tenant_id: str, spec: ModuleSpec) -> Cursor:
         q = sa.select(sync_cursors).where(
             sync_cursors.c.tenant_id == tenant_id, sync_cursors.c.module == spec.name
@@ -382,8 +413,10 @@ class Warehouse:
         cursor: Cursor,
         *,
         forget_pending: Sequence[str] = (),
+        events: Sequence[AppliedEvent] = (),
     ) -> None:
-        """Apply one diff, its log, the pending set and the new cursor in a single transaction.
+        """Apply one diff, its log, the pending set, the new cursor and the webhook events it
+        applies (the ``webhook_events`` ledger) in a single transaction.
 
         ``forget_pending``: ids of records an earlier version held back that no longer exist in
         Zoho, taken out of the pending set. Either all of it is written or, on any error, none of it: the next
@@ -415,6 +448,27 @@ class Warehouse:
                 )
             self._log(conn, spec, result, run, cursor, now)
             self._save_cursor(conn, spec, tenant, cursor, now)
+            if events:
+                rows = [
+                    {
+                        "tenant_id": tenant,
+                        "source": e.source,
+                        "event_id": e.event_id,
+                        "module": spec.name,
+                        "kind": e.kind,
+                        "received_at": e.received_at,
+                        "applied_at": now,
+                        "sync_run_id": run.sync_run_id,
+                        "dagster_run_id": run.dagster_run_id,
+                    }
+                    for e in {e.event_id: e for e in events}.values()
+                ]
+                conn.execute(
+                    upsert_statement(
+                        self.engine, webhook_events, ["tenant_id", "source", "event_id", "module"]
+                    ),
+                    rows,
+                )
 
     def _write_subforms(
         self,

@@ -3,90 +3,81 @@
 Layout under the drop root (``SYNC_DROP_DIR``, by default ``<local_dir()>/drop``)::
 
     <root>/<tenant>/<source>/20260125T103000123456Z-<event_id>.json   pending, oldest name first
-    <root>/<tenant>/<source>/processed/…                               moved there once applied
+    <root>/<tenant>/<source>/processed/…                               moved there once a run applied it
     <root>/<tenant>/<source>/quarantine/… + <name>.reason.txt          files that cannot be used
-    <root>/<tenant>/<source>/.seen/id-<event_id>, .seen/sha256-<hash>  the duplicate index
+    <root>/<tenant>/<source>/dead/… + <name>.reason.json               dead letters: every attempt failed
+    <root>/<tenant>/<source>/.attempts/<name>.json                      failed attempts of a pending file
+    <root>/<tenant>/<source>/.seen/id-<event_id>, .seen/sig-<hash>     the redelivery index (expires)
 
-A file holds ``{"event_id", "tenant_id", "source", "kind", "received_at", "payload"}``; the payload of
-each kind is described in :data:`KIND_SOURCES` and checked by :func:`validate_payload`:
-
-* ``zoho.notification``: ``{"module", "event_type": created|updated|deleted, "record_ids": [str, …]}``
-* ``zoho.records``: ``{"module", "records": [record as Zoho API JSON, with "id", …]}``
-* ``moodle.event``: ``{"eventname", "objectid", "relateduserid", "courseid", "userid",
-  "contextinstanceid", "other", "timecreated", "grade_item"}`` (types as in :func:`validate_payload`)
+A file holds ``{"event_id", "tenant_id", "source", "kind", "received_at", "payload"}``; each kind's
+payload is one model of :mod:`sync_pipelines.events`, which checks it (:func:`validate_payload`).
 
 Guarantees:
 
 * **Atomic.** A file is written under a temporary name (``.tmp-…``) in the same folder, flushed,
   fsynced and renamed into place; the folder is fsynced after. A killed writer leaves at most a
   ``.tmp-`` file, which :func:`pending_files` never lists.
-* **Once per event.** An event id, or a content hash, already seen for a tenant and source is not
-  written again. The index is a folder of marker files created with ``O_CREAT | O_EXCL``, so it
-  survives restarts and holds across processes. A marker names the file it stands for; a marker whose
+* **Once per delivery, not per content.** A redelivery is the same sender's event id (the Moodle
+  plugin sends one, the same on every retry) or the same signed delivery (timestamp and signature)
+  inside the replay window; it is not written again. Two deliveries with equal bodies and neither
+  (two edits of one record, pushed or notified by Zoho) are two events. The index is a folder of
+  marker files created with ``O_CREAT | O_EXCL``, so it survives restarts and holds across
+  processes. Markers expire: an event id's after :data:`EVENT_ID_TTL_SECONDS`, a signature's after
+  :data:`SIGNATURE_TTL_SECONDS` (past the replay window the receiver refuses the delivery anyway),
+  swept by the writer at most once a minute. A marker names the file it stands for; a marker whose
   file never appeared (its writer died between the two steps) is taken over after
   :data:`CLAIM_WAIT_SECONDS`, so a crash can cause a duplicate but never a lost event.
 * **Contained.** Tenant ids are validated before any path is built, and the tenant folder must
   resolve inside the root: nothing is written elsewhere.
-* **Never deleted.** Files are moved to ``processed/`` or ``quarantine/``, never removed.
+* **Never deleted.** Files are moved to ``processed/``, ``quarantine/`` or ``dead/``, never removed
+  (a dead letter moved back into its folder is retried like a new event).
 """
 
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import tempfile
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
+from sync_pipelines import events
+from sync_pipelines.events import KIND_SOURCES, Source
 from sync_pipelines.settings import local_dir
 from sync_pipelines.tenants import TENANT_ID, TenantConfigError, validate_tenant_id
-from sync_pipelines.zoho.modules import MODULES_BY_API_NAME
+from sync_pipelines.webhooks.signing import TOLERANCE_SECONDS
 
 logger = logging.getLogger(__name__)
 
-DropSource = Literal["zoho", "moodle"]
-SOURCES: tuple[DropSource, ...] = get_args(DropSource)
+DropSource = Source
+SOURCES: tuple[DropSource, ...] = get_args(Source)
 DROP_DIR_ENV = "SYNC_DROP_DIR"
 
 PROCESSED = "processed"
 QUARANTINE = "quarantine"
+DEAD = "dead"
 SEEN = ".seen"
+ATTEMPTS = ".attempts"
 TMP_PREFIX = ".tmp-"
 REASON_SUFFIX = ".reason.txt"
+DEAD_SUFFIX = ".reason.json"
 NAME_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+#: Folders a drop file can lie in, beside its pending place.
+RESTING = (PROCESSED, QUARANTINE, DEAD)
 
-#: Every kind of event, and the source whose folder it lives in.
-KIND_SOURCES: dict[str, DropSource] = {
-    "zoho.notification": "zoho",
-    "zoho.records": "zoho",
-    "moodle.event": "moodle",
-}
-ZOHO_EVENT_TYPES: tuple[str, ...] = ("created", "updated", "deleted")
-#: The Moodle core events the observer plugin forwards (``get_data()["eventname"]``).
-MOODLE_EVENTS: frozenset[str] = frozenset(
-    "\\core\\event\\" + name
-    for name in (
-        "user_created",
-        "user_updated",
-        "user_enrolment_created",
-        "user_enrolment_deleted",
-        "user_graded",
-    )
-)
-MOODLE_INT_FIELDS: tuple[str, ...] = ("objectid", "timecreated")
-MOODLE_OPTIONAL_INT_FIELDS: tuple[str, ...] = ("relateduserid", "courseid", "userid", "contextinstanceid")
-MOODLE_FIELDS: tuple[str, ...] = (
-    "eventname",
-    *MOODLE_INT_FIELDS,
-    *MOODLE_OPTIONAL_INT_FIELDS,
-    "other",
-    "grade_item",
-)
+#: How long a sender's event id is remembered (the Moodle plugin retries a failed delivery with
+#: growing delays, for days at most).
+EVENT_ID_TTL_SECONDS = 14 * 24 * 3600.0
+#: How long a signed delivery is remembered: twice the replay window, plus a minute of clock skew.
+SIGNATURE_TTL_SECONDS = 2 * TOLERANCE_SECONDS + 60.0
+#: The writer sweeps expired markers of a folder at most this often.
+SWEEP_INTERVAL_SECONDS = 60.0
 
 #: Event ids become part of file names: letters, digits, ".", "_" and "-", starting with a letter or digit.
 EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -164,99 +155,13 @@ def validate_event_id(event_id: str) -> str:
 # --- payloads -------------------------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
-
-def _check_module(payload: dict) -> None:
-    module = payload.get("module")
-    if not isinstance(module, str) or module not in MODULES_BY_API_NAME:
-        raise ValueError(
-            f"payload.module {module!r} is not a module of the table ({', '.join(MODULES_BY_API_NAME)})"
-        )
-
-
-def _check_zoho_notification(payload: dict) -> None:
-    _check_module(payload)
-    if payload.get("event_type") not in ZOHO_EVENT_TYPES:
-        raise ValueError(f"payload.event_type must be one of {', '.join(ZOHO_EVENT_TYPES)}")
-    ids = payload.get("record_ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
-        raise ValueError("payload.record_ids must be a non-empty list of non-empty strings")
-
-
-def _check_zoho_records(payload: dict) -> None:
-    _check_module(payload)
-    records = payload.get("records")
-    if not isinstance(records, list) or not records:
-        raise ValueError("payload.records must be a non-empty list")
-    for i, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise ValueError(f"payload.records[{i}] is not an object")
-        rid = record.get("id")
-        if not (isinstance(rid, str) and rid) and not _is_int(rid):
-            raise ValueError(f"payload.records[{i}] has no id")
-
-
-def _check_grade_item(item: object) -> None:
-    if item is None:
-        return
-    if not isinstance(item, dict):
-        raise ValueError("payload.grade_item must be an object or null")
-    if not _is_int(item.get("id")):
-        raise ValueError("payload.grade_item.id must be an integer")
-    if not isinstance(item.get("itemtype"), str):
-        raise ValueError("payload.grade_item.itemtype must be a string")
-    if item.get("itemmodule") is not None and not isinstance(item.get("itemmodule"), str):
-        raise ValueError("payload.grade_item.itemmodule must be a string or null")
-    if not _is_number(item.get("grademax")):
-        raise ValueError("payload.grade_item.grademax must be a number")
-    if not isinstance(item.get("is_course_total"), bool):
-        raise ValueError("payload.grade_item.is_course_total must be true or false")
-
-
-def _check_moodle_event(payload: dict) -> None:
-    if missing := [f for f in MOODLE_FIELDS if f not in payload]:
-        raise ValueError(f"payload is missing {', '.join(missing)}")
-    if payload["eventname"] not in MOODLE_EVENTS:
-        raise ValueError(f"payload.eventname {payload['eventname']!r} is not a forwarded Moodle event")
-    for name in MOODLE_INT_FIELDS:
-        if not _is_int(payload[name]):
-            raise ValueError(f"payload.{name} must be an integer")
-    for name in MOODLE_OPTIONAL_INT_FIELDS:
-        if payload[name] is not None and not _is_int(payload[name]):
-            raise ValueError(f"payload.{name} must be an integer or null")
-    if payload["other"] is not None and not isinstance(payload["other"], dict):
-        raise ValueError("payload.other must be an object or null")
-    _check_grade_item(payload["grade_item"])
-
-
-_PAYLOAD_CHECKS = {
-    "zoho.notification": _check_zoho_notification,
-    "zoho.records": _check_zoho_records,
-    "moodle.event": _check_moodle_event,
-}
-
-
 def validate_payload(kind: str, payload: object) -> None:
-    """Check that ``payload`` has the shape of ``kind``.
-
-    Args:
-        kind: one of :data:`KIND_SOURCES`.
-        payload: the normalised payload.
+    """Check that ``payload`` has the shape of ``kind`` (its model in :mod:`sync_pipelines.events`).
 
     Raises:
         ValueError: unknown kind, or a payload of the wrong shape (the message names the field).
     """
-    if kind not in KIND_SOURCES:
-        raise ValueError(f"unknown kind {kind!r} (one of {', '.join(KIND_SOURCES)})")
-    if not isinstance(payload, dict):
-        raise ValueError("payload is not an object")
-    _PAYLOAD_CHECKS[kind](payload)
+    events.check(kind, payload)
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -317,10 +222,10 @@ def _atomic_write(target: Path, data: bytes) -> None:
 
 
 def _stored(folder: Path, name: str) -> bool:
-    """Whether the event file ``name`` exists: pending, processed or quarantined."""
+    """Whether the event file ``name`` exists: pending, processed, quarantined or dead."""
     if not name or "/" in name or name.startswith("."):
         return False
-    return any((d / name).is_file() for d in (folder, folder / PROCESSED, folder / QUARANTINE))
+    return any((d / name).is_file() for d in (folder, *(folder / r for r in RESTING)))
 
 
 def _read_marker(marker: Path) -> str:
@@ -340,6 +245,13 @@ def _claim(marker: Path, name: str, folder: Path) -> str | None:
     try:
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
+        try:
+            expired = time.time() - marker.stat().st_mtime > _ttl(marker.name)
+        except FileNotFoundError:  # swept meanwhile: claim it afresh
+            return _claim(marker, name, folder)
+        if expired:  # not swept yet, but no longer a redelivery
+            _atomic_write(marker, name.encode("utf-8"))
+            return None
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
         while True:
             existing = _read_marker(marker)
@@ -380,6 +292,60 @@ def _claim_all(folder: Path, keys: list[str], name: str, claimed: list[Path]) ->
     return None
 
 
+def signature_key(timestamp: str, signature: str) -> str:
+    """The redelivery key of a signed delivery: a digest of its timestamp and signature (the
+    signature covers the body, so equal keys mean the same bytes sent at the same second)."""
+    return "sig-" + hashlib.sha256(f"{timestamp.strip()}\x00{signature.strip().lower()}".encode()).hexdigest()
+
+
+def _ttl(marker: str) -> float:
+    return SIGNATURE_TTL_SECONDS if marker.startswith("sig-") else EVENT_ID_TTL_SECONDS
+
+
+_last_sweep: dict[Path, float] = {}
+
+
+def sweep_markers(folder: Path, *, now: float | None = None) -> int:
+    """Delete the expired redelivery markers of one ``<tenant>/<source>`` folder.
+
+    A marker's age is its modification time (set when it was claimed). Markers only stand for
+    deliveries; no event file is touched.
+
+    Returns:
+        The markers deleted.
+    """
+    now = time.time() if now is None else now
+    seen = Path(folder) / SEEN
+    removed = 0
+    try:
+        entries = list(os.scandir(seen))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if now - entry.stat().st_mtime > _ttl(entry.name):
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue  # another writer swept it
+    return removed
+
+
+def _maybe_sweep(folder: Path) -> None:
+    now = time.monotonic()
+    if now - _last_sweep.get(folder, -SWEEP_INTERVAL_SECONDS) >= SWEEP_INTERVAL_SECONDS:
+        _last_sweep[folder] = now
+        try:
+            sweep_markers(folder)
+        except OSError as exc:  # a sweep is housekeeping: it never stops a delivery
+            logger.warning("drop: could not sweep expired markers of %s: %s", folder, exc)
+
+
+def new_event_id() -> str:
+    """A fresh event id for a delivery that came without one (never equal to another)."""
+    return uuid.uuid4().hex
+
+
 def write_event(
     root: Path,
     tenant_id: str,
@@ -389,9 +355,9 @@ def write_event(
     *,
     event_id: str | None = None,
     received_at: datetime | None = None,
-    dedup_key: object | None = None,
+    redelivery_keys: Sequence[str] = (),
 ) -> tuple[str, Path | None]:
-    """Write one event as a drop file, unless it was already written.
+    """Write one event as a drop file, unless it is a redelivery of one already written.
 
     Args:
         root: the drop root.
@@ -399,15 +365,14 @@ def write_event(
         source: ``"zoho"`` or ``"moodle"``; must match the kind.
         kind: one of :data:`KIND_SOURCES`.
         payload: the normalised payload (checked with :func:`validate_payload`).
-        event_id: the sender's event id; when ``None``, the SHA-256 of the canonical ``dedup_key``.
+        event_id: the sender's event id: a redelivery carries the same one. When ``None``, the event
+            gets a fresh id and only ``redelivery_keys`` can make it a redelivery.
         received_at: when the event was accepted (timezone-aware); now when ``None``.
-        dedup_key: what identifies the content for duplicate detection, when the payload alone does
-            not (a Zoho notification's payload carries no time, so the receiver adds the sender's
-            timestamp); defaults to the payload.
+        redelivery_keys: other keys that identify this delivery (e.g. :func:`signature_key`).
 
     Returns:
-        ``(event_id, path)``; ``path`` is ``None`` when the event id or the content was already seen
-        for this tenant and source.
+        ``(event_id, path)``; ``path`` is ``None`` when the delivery was already written (the id
+        returned is then the one of the stored event).
 
     Raises:
         ValueError: invalid tenant id, event id, source, kind or payload, or naive ``received_at``.
@@ -419,8 +384,8 @@ def write_event(
     validate_payload(kind, payload)
     if KIND_SOURCES[kind] != source:
         raise ValueError(f"kind {kind} belongs to source {KIND_SOURCES[kind]}, not {source}")
-    digest = content_hash(payload if dedup_key is None else dedup_key)
-    event_id = digest if event_id is None else validate_event_id(event_id)
+    keys = [*([f"id-{validate_event_id(event_id)}"] if event_id is not None else []), *redelivery_keys]
+    event_id = event_id if event_id is not None else new_event_id()
     moment = _utc(received_at if received_at is not None else datetime.now(UTC))
     record = {
         "event_id": event_id,
@@ -433,15 +398,16 @@ def write_event(
     data = json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
     name = f"{moment.strftime(NAME_TIME_FORMAT)}-{event_id}.json"
     folder = _source_dir(root, tenant_id, source)
+    _maybe_sweep(folder)
 
     tmp = _write_temp(folder, name, data)
     claimed: list[Path] = []
     try:
-        existing = _claim_all(folder, [f"id-{event_id}", f"sha256-{digest}"], name, claimed)
+        existing = _claim_all(folder, keys, name, claimed) if keys else None
         if existing is not None:
             tmp.unlink()
-            logger.debug("drop: %s/%s event %s already stored as %s", tenant_id, source, event_id, existing)
-            return event_id, None
+            logger.debug("drop: %s/%s delivery already stored as %s", tenant_id, source, existing)
+            return _event_id_of(existing, event_id), None
         path = folder / name
         os.rename(tmp, path)
     except BaseException:
@@ -452,6 +418,13 @@ def write_event(
         raise
     _fsync_dir(folder)
     return event_id, path
+
+
+def _event_id_of(name: str, default: str) -> str:
+    """The event id in a drop file name (``<time>-<event_id>.json``)."""
+    stem = name.removesuffix(".json")
+    _, sep, event_id = stem.partition("-")
+    return event_id if sep and EVENT_ID.match(event_id) else default
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -472,28 +445,38 @@ def pending_files(root: Path, source: DropSource, *, tenant_id: str | None = Non
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r} (one of {', '.join(SOURCES)})")
     root = Path(root)
-    if tenant_id is not None:
-        tenants = [validate_tenant_id(tenant_id)]
-    elif root.is_dir():
-        tenants = sorted(p.name for p in root.iterdir() if p.is_dir() and TENANT_ID.match(p.name))
-    else:
-        tenants = []
+    tenants = (
+        [validate_tenant_id(tenant_id)] if tenant_id is not None else [p.name for p in _tenant_dirs(root)]
+    )
     files: list[Path] = []
     for tenant in tenants:
         folder = root / tenant / source
-        if folder.is_dir():
+        try:
+            # One tenant's unreadable folder is that tenant's problem: the others are still listed.
             files.extend(
                 p
                 for p in folder.iterdir()
                 if p.name.endswith(".json") and not p.name.startswith(".") and p.is_file()
             )
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.error("drop: cannot list %s: %s", folder, exc.strerror or exc)
     return sorted(files, key=lambda p: (p.name, p.parent.parent.name))
+
+
+def _tenant_dirs(root: Path) -> list[Path]:
+    """The tenant folders under the drop root (names that are tenant ids), sorted."""
+    try:
+        return sorted(p for p in Path(root).iterdir() if TENANT_ID.match(p.name) and p.is_dir())
+    except FileNotFoundError:
+        return []
 
 
 def _location(path: Path) -> tuple[str, str] | None:
     """``(tenant, source)`` from where a file lies in the layout, or ``None`` outside the layout."""
     folder = path.parent
-    if folder.name in (PROCESSED, QUARANTINE):
+    if folder.name in RESTING:
         folder = folder.parent
     if folder.name in SOURCES and TENANT_ID.match(folder.parent.name):
         return folder.parent.name, folder.name
@@ -579,7 +562,7 @@ def read_event(path: Path) -> DropEvent:
 def _home(path: Path) -> Path:
     """The ``<root>/<tenant>/<source>`` folder a drop file belongs to."""
     folder = path.parent
-    return folder.parent if folder.name in (PROCESSED, QUARANTINE) else folder
+    return folder.parent if folder.name in RESTING else folder
 
 
 def _free_target(folder: Path, name: str) -> Path:
@@ -605,23 +588,12 @@ def _move(path: Path, folder: Path) -> Path:
     return target
 
 
-def move_processed(path: Path) -> Path:
-    """Move a drop file to ``processed/`` beside it (never deleting anything).
-
-    Args:
-        path: a pending drop file.
-
-    Returns:
-        The file's new path.
-
-    Raises:
-        FileNotFoundError: the file is gone (moved by another run).
-    """
-    return _move(path, _home(Path(path)) / PROCESSED)
-
-
 def quarantine(path: Path, reason: str) -> Path:
     """Move a drop file that cannot be used to ``quarantine/``, with ``<name>.reason.txt`` beside it.
+
+    The move is a rename, which needs no free space; the reason note does. When the note cannot be
+    written (a full disk), the reason is logged as an error and :func:`heal_quarantine` writes it
+    on a later tick: the file is never left in the pending set to fail again.
 
     Args:
         path: the drop file.
@@ -632,9 +604,212 @@ def quarantine(path: Path, reason: str) -> Path:
 
     Raises:
         FileNotFoundError: the file is gone (moved by another run).
+        OSError: the file could not be moved.
     """
     target = _move(path, _home(Path(path)) / QUARANTINE)
-    note = f"{reason}\nquarantined at {_iso(datetime.now(UTC))}\n"
-    _atomic_write(target.with_name(target.name + REASON_SUFFIX), note.encode("utf-8"))
+    try:
+        _write_note(target, reason)
+    except OSError as exc:
+        logger.error(
+            "drop: quarantined %s, but its reason note could not be written (%s); reason: %s",
+            target.name,
+            exc.strerror or exc,
+            reason,
+        )
+        return target
     logger.warning("drop: quarantined %s: %s", target.name, reason)
     return target
+
+
+def _write_note(target: Path, reason: str) -> None:
+    note = f"{reason}\nquarantined at {_iso(datetime.now(UTC))}\n"
+    _atomic_write(target.with_name(target.name + REASON_SUFFIX), note.encode("utf-8"))
+
+
+def heal_quarantine(root: Path, source: DropSource, tenant_id: str) -> int:
+    """Write the missing reason notes of a tenant's quarantined files (after a full disk).
+
+    The reason is found again by reading the file; a file that reads back fine was quarantined for
+    a reason outside it (an unknown tenant, a refused event), logged when it happened.
+
+    Returns:
+        The notes written.
+    """
+    folder = Path(root) / validate_tenant_id(tenant_id) / source / QUARANTINE
+    written = 0
+    try:
+        files = sorted(p for p in folder.iterdir() if p.name.endswith(".json") and p.is_file())
+    except FileNotFoundError:
+        return 0
+    for path in files:
+        if path.with_name(path.name + REASON_SUFFIX).exists():
+            continue
+        try:
+            read_event(path)
+            reason = "quarantined when its note could not be written; see the sensor log of that time"
+        except DropFileError as exc:
+            reason = exc.reason
+        except OSError as exc:
+            reason = f"unreadable: {exc.strerror or exc}"
+        try:
+            _write_note(path, reason)
+            written += 1
+        except OSError:
+            break  # still no space: try again on the next tick
+    return written
+
+
+# --- attempts and dead letters --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run that covered a drop file and did not succeed.
+
+    Attributes:
+        run_id: the Dagster run.
+        status: ``FAILURE``, ``CANCELED`` or ``LOST`` (the run never appeared).
+        reason: the run's error, one line.
+        at: when the sensor saw the run end (ISO UTC).
+    """
+
+    run_id: str
+    status: str
+    reason: str
+    at: str
+
+
+def _attempts_file(path: Path) -> Path:
+    return _home(Path(path)) / ATTEMPTS / (Path(path).name + ".json")
+
+
+def attempts(path: Path) -> list[Attempt]:
+    """The failed attempts recorded for a pending drop file (oldest first)."""
+    try:
+        doc = json.loads(_attempts_file(path).read_text("utf-8"))
+        return [Attempt(**a) for a in doc["attempts"]]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as exc:
+        # A damaged attempts note must not block the event: it starts counting again.
+        logger.warning("drop: attempts of %s unreadable (%s); counting from zero", Path(path).name, exc)
+        return []
+
+
+def record_attempt(path: Path, attempt: Attempt) -> list[Attempt]:
+    """Add a failed attempt to a pending drop file's note; returns every attempt so far."""
+    every = [*attempts(path), attempt]
+    note = _attempts_file(path)
+    note.parent.mkdir(exist_ok=True)
+    doc = {"file": Path(path).name, "attempts": [a.__dict__ for a in every]}
+    _atomic_write(note, json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8"))
+    return every
+
+
+def _forget_attempts(path: Path) -> None:
+    try:
+        _attempts_file(path).unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("drop: could not remove the attempts note of %s: %s", Path(path).name, exc)
+
+
+def move_processed(path: Path) -> Path:
+    """Move a drop file to ``processed/`` beside it, once a run that covered it succeeded.
+
+    Args:
+        path: a pending drop file.
+
+    Returns:
+        The file's new path.
+
+    Raises:
+        FileNotFoundError: the file is gone (moved by another run).
+    """
+    target = _move(path, _home(Path(path)) / PROCESSED)
+    _forget_attempts(path)
+    return target
+
+
+def dead_letter(path: Path, event: "DropEvent | None", every: Sequence[Attempt]) -> Path:
+    """Move a drop file whose every attempt failed to ``dead/``, with ``<name>.reason.json``.
+
+    The note is alert-ready JSON: ``tenant_id``, ``source``, ``event_id``, ``kind``, ``file``,
+    ``attempts`` (each run id, status, reason and time), ``reason`` (the last one) and
+    ``dead_lettered_at``. Moving the file back into its folder retries it from zero attempts.
+
+    Returns:
+        The file's new path.
+    """
+    target = _move(path, _home(Path(path)) / DEAD)
+    where = _location(target) or ("", "")
+    note = {
+        "tenant_id": where[0],
+        "source": where[1],
+        "file": target.name,
+        "event_id": event.event_id if event else None,
+        "kind": event.kind if event else None,
+        "received_at": _iso(event.received_at) if event else None,
+        "attempts": [a.__dict__ for a in every],
+        "reason": every[-1].reason if every else "",
+        "dead_lettered_at": _iso(datetime.now(UTC)),
+    }
+    try:
+        _atomic_write(
+            target.with_name(target.name + DEAD_SUFFIX),
+            json.dumps(note, ensure_ascii=False, indent=1).encode("utf-8"),
+        )
+    except OSError as exc:
+        logger.error("drop: dead letter %s has no note (%s): %s", target.name, exc.strerror or exc, note)
+    _forget_attempts(path)
+    logger.error(
+        "drop: %s/%s event %s dead-lettered after %d attempts: %s",
+        where[0],
+        where[1],
+        note["event_id"],
+        len(every),
+        note["reason"],
+    )
+    return target
+
+
+def dead_letters(root: Path, source: DropSource, tenant_id: str | None = None) -> list[dict]:
+    """The notes of every dead letter (of one tenant, or all), oldest file first."""
+    root = Path(root)
+    tenants = [tenant_id] if tenant_id else sorted(p.name for p in _tenant_dirs(root))
+    notes: list[dict] = []
+    for tenant in tenants:
+        folder = root / tenant / source / DEAD
+        if not folder.is_dir():
+            continue
+        for note in sorted(folder.glob("*" + DEAD_SUFFIX)):
+            try:
+                notes.append(json.loads(note.read_text("utf-8")))
+            except (OSError, ValueError) as exc:
+                notes.append({"tenant_id": tenant, "file": note.name, "reason": f"note unreadable: {exc}"})
+    return notes
+
+
+def resolve(root: Path, ref: str) -> Path:
+    """The drop file an event reference (``<tenant>/<source>/<name>``, as run config carries it)
+    names, wherever it lies now: pending, processed or dead.
+
+    Raises:
+        DropFileError: the reference is malformed or names no file.
+    """
+    parts = ref.split("/")
+    if len(parts) != 3 or not TENANT_ID.match(parts[0]) or parts[1] not in SOURCES:
+        raise DropFileError(f"event reference {ref[:120]!r} is not <tenant>/<source>/<file>")
+    name = parts[2]
+    if not name.endswith(".json") or name.startswith(".") or "\\" in name:
+        raise DropFileError(f"event reference {ref[:120]!r} names no drop file")
+    folder = Path(root) / parts[0] / parts[1]
+    for candidate in (folder / name, folder / PROCESSED / name, folder / DEAD / name):
+        if candidate.is_file():
+            return candidate
+    raise DropFileError(f"the drop file {ref} is in none of pending, processed/ or dead/")
+
+
+def reference(root: Path, path: Path) -> str:
+    """The event reference of a pending drop file: ``<tenant>/<source>/<name>``."""
+    tenant, source = _location(Path(path)) or ("", "")
+    return f"{tenant}/{source}/{Path(path).name}"

@@ -1,7 +1,6 @@
 """One asset per Zoho module, built from the module table."""
 
-import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -12,10 +11,11 @@ from sync_pipelines.tenants import TenantConfigError, tenant_partitions
 from sync_pipelines.warehouse.org_cache import load_tenant_modules
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.warehouse.schema import column_type
+from sync_pipelines.webhooks.drop import DropFileError, drop_dir, read_event, resolve
 from sync_pipelines.zoho.client import ZohoError
 from sync_pipelines.zoho.modules import MODULES, ModuleSpec, module
 from sync_pipelines.zoho.resource import ZohoCRMResource
-from sync_pipelines.zoho.sync import DELETED_CHECK_MINUTES, ModuleSyncReport, sync_module
+from sync_pipelines.zoho.sync import DELETED_CHECK_MINUTES, ModuleEvent, ModuleSyncReport, sync_module
 
 MD_ROWS = 50  # rows shown per markdown table in the UI; the full log is in sync_results
 #: How old a tenant's cached org metadata may grow before a run reads it again; the nightly
@@ -33,13 +33,53 @@ class ZohoSyncConfig(dg.Config):
     deleted_check_minutes: float = DELETED_CHECK_MINUTES
     """Incremental runs read Zoho's /deleted when the last check is this old (0: every run)."""
     record_ids: list[str] = Field(default_factory=list)
-    """Read only these records, by id (webhook-driven runs); the read position does not move."""
+    """Read only these records, by id; the read position does not move."""
     deleted_ids: list[str] = Field(default_factory=list)
-    """Records Zoho reported deleted (webhook-driven runs)."""
-    pushed_records_json: str = ""
-    """A JSON list of full records pushed by Zoho, applied as sent without re-reading them."""
+    """Records said to be deleted in Zoho: each is confirmed by id before it is marked DELETED."""
+    event_files: list[str] = Field(default_factory=list)
+    """Webhook events to apply, as references to their drop files (``<tenant>/zoho/<file>``); the
+    run reads the records from the files, so no record content is ever part of run config."""
     org_metadata_max_age_hours: float = ORG_METADATA_MAX_AGE_HOURS
     """The tenant's cached /settings/modules and /settings/fields are read again when older."""
+
+
+def module_events(tenant_id: str, spec: ModuleSpec, refs: list[str]) -> list[ModuleEvent]:
+    """The webhook events of ``spec``'s module that ``refs`` name, read from their drop files, in
+    arrival order.
+
+    Raises:
+        DropFileError: a reference names no file, or a file of another tenant or module.
+    """
+    root = drop_dir()
+    out: list[tuple[datetime, str, ModuleEvent]] = []
+    for ref in refs:
+        path = resolve(root, ref)
+        event = read_event(path)
+        if event.tenant_id != tenant_id or event.source != "zoho":
+            raise DropFileError(
+                f"{ref} is an event of {event.tenant_id}/{event.source}, not {tenant_id}/zoho"
+            )
+        payload = event.payload
+        if payload.get("module") != spec.api_name:
+            raise DropFileError(f"{ref} is about {payload.get('module')}, not {spec.api_name}")
+        ids = tuple(payload.get("record_ids") or ())
+        deleted = event.kind == "zoho.notification" and payload.get("event_type") == "deleted"
+        out.append(
+            (
+                event.received_at,
+                path.name,
+                ModuleEvent(
+                    source="zoho",
+                    event_id=event.event_id,
+                    kind=event.kind,
+                    received_at=event.received_at,
+                    record_ids=() if deleted else ids,
+                    deleted_ids=ids if deleted else (),
+                    records=tuple(payload.get("records") or ()),
+                ),
+            )
+        )
+    return [e for _, _, e in sorted(out, key=lambda t: (t[0], t[1]))]
 
 
 def zoho_ops_config(**config: object) -> dict:
@@ -174,9 +214,9 @@ def build_zoho_asset(spec: ModuleSpec) -> dg.AssetsDefinition:
                 dagster_run_id=context.run.run_id,
                 record_ids=config.record_ids,
                 deleted_ids=config.deleted_ids,
-                pushed_records=json.loads(config.pushed_records_json) if config.pushed_records_json else (),
+                events=module_events(tenant_id, spec, config.event_files),
             )
-        except (ZohoError, TenantConfigError) as exc:
+        except (ZohoError, TenantConfigError, DropFileError) as exc:
             # The message already names the tenant and Zoho's code, and never a secret.
             raise dg.Failure(description=str(exc), metadata={"error_type": type(exc).__name__}) from exc
         context.log.info(f"{spec.name} for {tenant_id}: {report.counts} in {report.api_calls} API calls")

@@ -9,13 +9,17 @@ read; v8 keeps the page names, and the v8 spec the same parameters).
 
 * **OAuth.** ``POST {accounts_url}/oauth/v2/token`` with the refresh token. The answer names the
   ``api_domain`` to call (Zoho: "call the api_domain it returns"); it wins over the configured one.
-  The access token lives an hour (``expires_in``) and the token endpoint throttles refreshes (about
-  10 in 10 minutes, answered with HTTP 400 ``{"error": "Access Denied"}``), so the token is cached
-  until shortly before it expires and a throttled refresh is retried with backoff. Zoho answers a
-  refused refresh with **HTTP 200** and ``{"error": "invalid_code"}`` (refresh token wrong or
-  revoked) or ``{"error": "invalid_client"}`` (client id/secret wrong, or the wrong data centre),
-  so the body is checked, not the status. An API call answered 401 ``INVALID_TOKEN`` refreshes once
-  and retries once. The answer's ``scope`` (space-separated, e.g. ``"ZohoCRM.modules.ALL
+  The access token lives an hour (``expires_in``) and the token endpoint throttles refreshes (10
+  in 10 minutes per refresh token, then ``{"error": "Access Denied"}`` "for the rest of the ten
+  minutes"; Zoho Accounts "OAuth token limits"), so the token is cached until shortly before it
+  expires, in a store every process of the machine shares (:mod:`sync_pipelines.zoho.tokens`). A
+  throttled refresh is not retried: the refusal is recorded in the store as ``throttled_until``, no
+  process asks again before then, and a client waits for it only within ``token_wait_seconds``.
+  Zoho answers a refused refresh with **HTTP 200** and ``{"error": "invalid_code"}`` (refresh
+  token wrong or revoked) or ``{"error": "invalid_client"}`` (client id/secret wrong, or the wrong
+  data centre), so the body is checked, not the status. An API call answered 401 ``INVALID_TOKEN``
+  refreshes once, unless another process already replaced the token that failed, and retries
+  once. The answer's ``scope`` (space-separated, e.g. ``"ZohoCRM.modules.ALL
   ZohoCRM.settings.ALL"``) is kept as :attr:`ZohoClient.granted_scopes`.
 * **Reading records** (``GET /{module}``, get-records). ``fields`` is required and takes at most 50
   API names, so wider reads are split and merged by ``id``. Paging:
@@ -57,7 +61,8 @@ read; v8 keeps the page names, and the v8 spec the same parameters).
 * **Writing.** Upsert takes at most 100 records a call and answers one result per record, in order,
   with HTTP 200 (all succeeded), 207 (mixed) or 400 (all failed).
 * **Failures.** 429 (Zoho sends no ``Retry-After``), 5xx and dropped connections are retried with
-  exponential backoff and full jitter (:mod:`sync_pipelines.http`); every other error is raised at
+  exponential backoff and full jitter (:mod:`sync_pipelines.http`), except that the token
+  endpoint's throttle is waited out as said above; every other error is raised at
   once as a :class:`ZohoError` carrying Zoho's ``code``, ``message`` and ``details``. Nothing is
   swallowed: a failed read raises, it never returns an empty list.
 * **Accounting.** Every HTTP attempt is counted in :attr:`ZohoClient.stats`, with the API credits
@@ -67,7 +72,6 @@ read; v8 keeps the page names, and the v8 spec the same parameters).
 Secrets (client secret, refresh token, access tokens) never appear in exceptions, logs or reprs.
 """
 
-import hashlib
 import logging
 import math
 import random
@@ -75,14 +79,22 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from sync_pipelines.http import RETRIABLE_STATUSES, RetryingSession, RetryPolicy, TransportError
+from sync_pipelines.zoho.tokens import (
+    HeldSlot,
+    TokenCache,
+    TokenLockTimeout,
+    TokenRecord,
+    TokenStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +112,15 @@ MAX_UPSERT_BATCH = 100
 RECORDS_PER_UPSERT_CREDIT = 10
 #: Never refresh the token later than this many seconds before it expires.
 TOKEN_REFRESH_MARGIN = 300.0
+#: How long the token endpoint is left alone after it refused a refresh ("Access Denied", or 429).
+#: Zoho: 10 access tokens per refresh token in 10 minutes, then "blocked for the rest of the ten
+#: minutes" (Zoho Accounts "OAuth token limits" and "Refresh access token"; CRM v8 "Token
+#: Validity"). When the 10 minutes began is not said, so the whole 600 s is assumed.
+TOKEN_THROTTLE_SECONDS = 600.0
+#: How long a token request may wait for the token endpoint's throttle to pass before it raises.
+TOKEN_WAIT_SECONDS = 120.0
+#: Statuses of the token endpoint retried with backoff: not 429, a throttle that is waited out.
+_TOKEN_RETRIABLE_STATUSES = RETRIABLE_STATUSES - {429}
 #: ``type`` values the deleted-records endpoint accepts.
 DELETED_TYPES = frozenset({"all", "recycle", "permanent"})
 
@@ -156,7 +177,9 @@ class ZohoAuthError(ZohoError):
 
 
 class ZohoRateLimitError(ZohoError):
-    """Zoho kept throttling (HTTP 429, or the token endpoint's "Access Denied") after all retries."""
+    """Zoho kept throttling: HTTP 429 after all retries, or the token endpoint's "Access Denied"
+    for longer than the client waits (``details["throttled_until"]`` then says, in ISO 8601 UTC,
+    when the endpoint may be asked again)."""
 
 
 # --- results and accounting -----------------------------------------------------------------------
@@ -279,10 +302,9 @@ def _json(response: requests.Response) -> Any:
         return None
 
 
-def _is_token_throttle(response: requests.Response) -> bool:
-    """Zoho's token endpoint throttle: ``{"error": "Access Denied", "error_description": ...}``."""
-    body = _json(response)
-    return isinstance(body, dict) and body.get("error") == "Access Denied"
+def _utc(moment: float) -> str:
+    """Unix seconds as ISO 8601 UTC, for messages."""
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
 
 
 def _if_modified_since(value: datetime | None, argument: str) -> dict[str, str]:
@@ -338,40 +360,6 @@ def _segment(value: str) -> str:
 # --- the client -----------------------------------------------------------------------------------
 
 
-@dataclass
-class _TokenSlot:
-    """One access token and what is known about it; shared by clients of the same credentials."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    access_token: str | None = field(default=None, repr=False)
-    stale_at: float = 0.0
-    api_domain: str | None = None
-    scopes: tuple[str, ...] = ()
-
-
-class TokenCache:
-    """Access tokens shared by every client of the same credentials that uses this cache.
-
-    Zoho throttles the token endpoint (about ten refreshes in ten minutes per client). A sync
-    run builds one client per module, so without sharing, one run of the nine modules would
-    refresh nine times and be throttled. Keys hold the secrets only as a SHA-256 digest.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._slots: dict[tuple[str, str, str], _TokenSlot] = {}
-
-    def slot(self, accounts_url: str, client_id: str, client_secret: str, refresh_token: str) -> _TokenSlot:
-        """The slot of one set of credentials (changed credentials never reuse a token)."""
-        digest = hashlib.sha256(f"{client_secret}\x00{refresh_token}".encode()).hexdigest()
-        key = (accounts_url, client_id, digest)
-        with self._lock:
-            return self._slots.setdefault(key, _TokenSlot())
-
-    def __repr__(self) -> str:
-        return f"TokenCache({len(self._slots)} credential sets)"
-
-
 class ZohoClient:
     """One tenant's Zoho CRM org, over REST API v8.
 
@@ -385,15 +373,25 @@ class ZohoClient:
             ``https://www.zohoapis.eu``. The token answer's ``api_domain`` wins.
         api_version: the API version in URLs.
         timeout: ``(connect, read)`` timeout in seconds for every request.
-        max_retries: retries of a retriable failure (429, 5xx, connection error, token throttle).
+        max_retries: retries of a retriable failure (429, 5xx, connection error; on the token
+            endpoint 5xx and connection errors only).
         backoff_base: ceiling of the first backoff, in seconds; doubles every retry.
         backoff_max: largest backoff, in seconds.
         session: a ``requests.Session`` to use (one is created if omitted).
-        sleep: called with every backoff delay (tests pass a recorder).
-        clock: monotonic clock deciding when the cached token is stale (tests pass a fake).
+        sleep: called with every backoff delay and every wait for the token endpoint's throttle
+            (tests pass a recorder).
+        clock: wall clock, Unix seconds, deciding when a token is stale and when a throttle ends;
+            wall time because the token store is shared between processes (tests pass a fake).
         rng: random source for the backoff jitter (tests pass a seeded one).
-        token_cache: where access tokens are kept; clients given the same cache and the same
-            credentials share one token. Without one, the client keeps its own.
+        token_cache: where access tokens are kept: a
+            :class:`~sync_pipelines.zoho.tokens.FileTokenStore` shares them between processes, a
+            :class:`~sync_pipelines.zoho.tokens.TokenCache` between the clients of one process.
+            Clients given the same store and the same credentials share one token. Without one,
+            the client keeps its own.
+        token_throttle_seconds: how long the token endpoint is left alone after it refused a
+            refresh as throttled (Zoho's window: 600 s).
+        token_wait_seconds: how long a token request may wait for such a throttle to pass; a
+            throttle ending later raises :class:`ZohoRateLimitError` at once.
     """
 
     def __init__(
@@ -412,9 +410,11 @@ class ZohoClient:
         backoff_max: float = 30.0,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        token_cache: "TokenCache | None" = None,
+        token_cache: TokenStore | None = None,
+        token_throttle_seconds: float = TOKEN_THROTTLE_SECONDS,
+        token_wait_seconds: float = TOKEN_WAIT_SECONDS,
     ) -> None:
         if not tenant_id:
             raise ValueError("tenant_id is required")
@@ -427,6 +427,9 @@ class ZohoClient:
         self._client_secret = client_secret
         self._refresh_token = refresh_token
         self._configured_api_domain = api_domain.rstrip("/") if api_domain else None
+        if token_throttle_seconds < 0 or token_wait_seconds < 0:
+            raise ValueError("token_throttle_seconds and token_wait_seconds must be >= 0")
+        rng = rng or random.Random()
         self._http = RetryingSession(
             timeout=timeout,
             policy=RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max),
@@ -434,8 +437,26 @@ class ZohoClient:
             sleep=sleep,
             rng=rng,
         )
+        # The token endpoint's own session (sharing the connection pool): 5xx and dropped
+        # connections are retried, a throttle never is. Zoho counts refused requests against the
+        # caller, and retrying into a 10-minute block only prolongs it.
+        self._token_http = RetryingSession(
+            timeout=timeout,
+            policy=RetryPolicy(
+                max_retries=max_retries,
+                backoff_base=backoff_base,
+                backoff_max=backoff_max,
+                statuses=_TOKEN_RETRIABLE_STATUSES,
+            ),
+            session=self._http.session,
+            sleep=sleep,
+            rng=rng,
+        )
         self._clock = clock
-        self._slot = (token_cache or TokenCache()).slot(
+        self._sleep = sleep
+        self._token_throttle = float(token_throttle_seconds)
+        self._token_wait = float(token_wait_seconds)
+        self._slot = (token_cache if token_cache is not None else TokenCache()).slot(
             self.accounts_url, client_id, client_secret, refresh_token
         )
         # Every secret this client has held, scrubbed from any text it puts in an error.
@@ -461,13 +482,13 @@ class ZohoClient:
     @property
     def api_domain(self) -> str | None:
         """The API server in use: the token answer's, else the configured one."""
-        return self._slot.api_domain or self._configured_api_domain
+        return self._slot.cached().api_domain or self._configured_api_domain
 
     @property
     def granted_scopes(self) -> tuple[str, ...]:
         """The OAuth scopes the last token answer that named any granted, e.g.
         ``("ZohoCRM.modules.ALL", "ZohoCRM.settings.ALL")``; ``()`` until then."""
-        return self._slot.scopes
+        return self._slot.cached().scopes
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -1089,21 +1110,100 @@ class ZohoClient:
         return f"{domain}/crm/{self.api_version}"
 
     def _token(self) -> str:
-        """A valid access token: the cached one, or a fresh one if it is missing or nearly stale."""
-        with self._slot.lock:
-            if self._slot.access_token is not None and self._clock() < self._slot.stale_at:
-                self._secrets.add(self._slot.access_token)
-                return self._slot.access_token
-            return self._refresh_locked()
+        """A valid access token: the shared one, or a fresh one if it is missing or nearly stale.
+
+        Under the store's locks: the token another process (or thread) obtained meanwhile is used;
+        else, unless the token endpoint is throttled, this client refreshes. A throttle, recorded
+        by this or another process as ``throttled_until``, is waited out when it ends within
+        ``token_wait_seconds`` (the locks released meanwhile, so other processes read the same
+        record instead of queueing), and the endpoint is then asked once more; a throttle ending
+        later raises :class:`ZohoRateLimitError` without asking the endpoint at all.
+        """
+        record = self._slot.cached()
+        if self._fresh(record, self._clock()):
+            return self._use(record)
+        waited = 0.0
+        refused: ZohoError | None = None
+        while True:
+            with self._hold() as held:
+                record = held.record
+                now = self._clock()
+                if self._fresh(record, now):
+                    return self._use(record)
+                if record.throttled_until <= now:
+                    refused = self._refresh(held)
+                    record = held.record
+                    if refused is None:
+                        return self._use(record)
+            wait = max(0.0, record.throttled_until - self._clock())
+            if waited + wait > self._token_wait:
+                raise self._throttled(record.throttled_until, wait, refused)
+            logger.info(
+                "tenant %s: the Zoho token endpoint is throttled until %s; waiting %.1fs",
+                self.tenant_id,
+                _utc(record.throttled_until),
+                wait,
+            )
+            self._sleep(wait)
+            waited += wait
+
+    def _fresh(self, record: TokenRecord, now: float) -> bool:
+        """Whether ``record`` holds a token that is not yet due for a refresh.
+
+        Due ``TOKEN_REFRESH_MARGIN`` before it expires, or 10 % of its life for a shorter-lived one.
+        """
+        if record.access_token is None:
+            return False
+        margin = min(TOKEN_REFRESH_MARGIN, 0.1 * max(0.0, record.expires_at - record.obtained_at))
+        return now < record.expires_at - margin
+
+    def _use(self, record: TokenRecord) -> str:
+        token = record.access_token
+        assert token is not None
+        self._secrets.add(token)  # another process's token is this client's secret too
+        return token
+
+    @contextmanager
+    def _hold(self) -> Iterator[HeldSlot]:
+        """The token store's locks, a lock held too long by another process raised as a ZohoError."""
+        try:
+            with self._slot.hold() as held:
+                yield held
+        except TokenLockTimeout as exc:
+            raise self._error(None, "TOKEN_LOCK_TIMEOUT", str(exc), endpoint="token") from None
 
     def _invalidate(self, token: str) -> None:
-        """Drop ``token`` if it is still the cached one (another thread may have refreshed it)."""
-        with self._slot.lock:
-            if self._slot.access_token == token:
-                self._slot.access_token = None
+        """Drop ``token`` if the store still holds it: another thread or process may have replaced
+        it already, and that one is then used, not refreshed again."""
+        with self._hold() as held:
+            if held.record.access_token == token:
+                held.save(replace(held.record, access_token=None, expires_at=0.0, obtained_at=0.0))
 
-    def _refresh_locked(self) -> str:
-        """Obtain a new access token. The caller holds ``_token_lock``."""
+    def _throttled(self, until: float, wait: float, refused: ZohoError | None) -> ZohoRateLimitError:
+        message = (
+            f"the token endpoint refused refreshes as throttled; it is not asked again before "
+            f"{_utc(until)} (in {wait:.0f}s), later than this client waits ({self._token_wait:.0f}s)"
+        )
+        if refused is not None:
+            message = f"{refused.message} ({message})"
+        error = self._error(
+            refused.status if refused is not None else None,
+            refused.code if refused is not None else "TOKEN_THROTTLED",
+            message,
+            details={"throttled_until": _utc(until), "retry_after_seconds": math.ceil(wait)},
+            endpoint="token",
+            cls=ZohoRateLimitError,
+        )
+        assert isinstance(error, ZohoRateLimitError)
+        return error
+
+    def _refresh(self, held: HeldSlot) -> ZohoError | None:
+        """Ask the token endpoint for a new access token and save the answer in ``held``.
+
+        The caller holds the store's locks. Returns ``None`` when a token was obtained, or the
+        throttle error when the endpoint refused as throttled (``throttled_until`` is then saved);
+        every other failure is raised.
+        """
         started = self._clock()
         form = {
             "grant_type": "refresh_token",
@@ -1112,17 +1212,30 @@ class ZohoClient:
             "refresh_token": self._refresh_token,
         }
         try:
-            response = self._http.request(
+            response = self._token_http.request(
                 "POST",
                 f"{self.accounts_url}/oauth/v2/token",
                 data=form,
-                retry_if=_is_token_throttle,
                 on_attempt=self._counter("token"),
             )
         except TransportError as exc:
             raise self._error(None, "CONNECTION_ERROR", str(exc), endpoint="token") from None
         status = response.status_code
         body = _json(response)
+        if status == 429 or (isinstance(body, dict) and body.get("error") == "Access Denied"):
+            until = self._clock() + self._token_throttle
+            held.save(replace(held.record, throttled_until=until))
+            body = body if isinstance(body, dict) else {}
+            logger.warning(
+                "tenant %s: the Zoho token endpoint refused a refresh as throttled (HTTP %d); "
+                "no process asks it again before %s",
+                self.tenant_id,
+                status,
+                _utc(until),
+            )
+            code = str(body.get("error") or f"HTTP_{status}")
+            message = str(body.get("error_description") or "the token endpoint throttled the refresh")
+            return self._error(status, code, message, endpoint="token", cls=ZohoRateLimitError)
         if not isinstance(body, dict):
             code = "TOKEN_ENDPOINT_FAILED" if status in RETRIABLE_STATUSES else "INVALID_RESPONSE"
             raise self._error(status, code, "the token endpoint answered without JSON", endpoint="token")
@@ -1136,34 +1249,31 @@ class ZohoClient:
             # Zoho answers refused credentials with HTTP 200 and an "error" key: look at the body.
             code = str(error) if error is not None else f"HTTP_{status}"
             message = str(body.get("error_description") or "the token endpoint refused the refresh")
-            if error == "Access Denied" or status == 429:
-                cls: type[ZohoError] = ZohoRateLimitError
-            elif status >= 500:
-                cls = ZohoError
-            else:
-                cls = ZohoAuthError
+            cls: type[ZohoError] = ZohoError if status >= 500 else ZohoAuthError
             raise self._error(status, code, message, endpoint="token", cls=cls)
 
         expires_in = float(body.get("expires_in_sec") or body.get("expires_in") or 3600)
-        margin = min(TOKEN_REFRESH_MARGIN, 0.1 * expires_in)
-        self._slot.access_token = str(token)
-        self._secrets.add(self._slot.access_token)
-        self._slot.stale_at = started + expires_in - margin
+        previous = held.record
         api_domain = body.get("api_domain")
-        if api_domain:
-            self._slot.api_domain = str(api_domain).rstrip("/")
         scope = body.get("scope")
+        scopes = previous.scopes
         if isinstance(scope, str) and scope.strip():
             # Zoho separates granted scopes with spaces; commas (how they are requested) too.
-            self._slot.scopes = tuple(dict.fromkeys(s for s in re.split(r"[\s,]+", scope) if s))
-        self.stats.add_token_refresh()
-        logger.debug(
-            "tenant %s: new access token, valid %.0fs, refreshed %.0fs early",
-            self.tenant_id,
-            expires_in,
-            margin,
+            scopes = tuple(dict.fromkeys(s for s in re.split(r"[\s,]+", scope) if s))
+        self._secrets.add(str(token))
+        held.save(
+            TokenRecord(
+                access_token=str(token),
+                expires_at=started + expires_in,
+                obtained_at=started,
+                api_domain=str(api_domain).rstrip("/") if api_domain else previous.api_domain,
+                scopes=scopes,
+                throttled_until=0.0,
+            )
         )
-        return self._slot.access_token
+        self.stats.add_token_refresh()
+        logger.debug("tenant %s: new access token, valid %.0fs", self.tenant_id, expires_in)
+        return None
 
     # --- errors -----------------------------------------------------------------------------------
 
@@ -1242,8 +1352,11 @@ class ZohoClient:
 __all__ = [
     "DISCRETE_PAGINATION_LIMIT",
     "MAX_IDS_PER_REQUEST",
+    "TOKEN_THROTTLE_SECONDS",
+    "TOKEN_WAIT_SECONDS",
     "CallStats",
     "DeletedRead",
+    "TokenCache",
     "UpsertResult",
     "ZohoAuthError",
     "ZohoClient",

@@ -3,12 +3,14 @@
 import dagster as dg
 from pydantic import Field
 
-from sync_pipelines.tenants import Tenant, load_tenants
-from sync_pipelines.zoho.client import TokenCache, ZohoClient
+from sync_pipelines.tenants import Tenant, read_tenants
+from sync_pipelines.zoho.client import TOKEN_WAIT_SECONDS, ZohoClient
+from sync_pipelines.zoho.tokens import FileTokenStore
 
-#: One token cache per process: every asset of a run (and every run of a long-lived process)
-#: reuses the tenant's access token until it nears expiry.
-_TOKENS = TokenCache()
+#: One token store for every process of the machine (runs, steps, sensors, schedules): a tenant's
+#: access token is refreshed once and read by all, from ``<local_dir()>/zoho_tokens`` or
+#: ``SYNC_TOKEN_DIR`` (see :mod:`sync_pipelines.zoho.tokens`).
+_TOKENS = FileTokenStore()
 
 
 class ZohoCRMResource(dg.ConfigurableResource):
@@ -25,12 +27,18 @@ class ZohoCRMResource(dg.ConfigurableResource):
     max_retries: int = Field(default=5, description="Retries on 429, 5xx and connection errors.")
     backoff_base_seconds: float = Field(default=0.5, description="First backoff step; doubles, with jitter.")
     backoff_max_seconds: float = Field(default=30.0, description="Longest single backoff.")
+    token_wait_seconds: float = Field(
+        default=TOKEN_WAIT_SECONDS,
+        description="How long a run waits for Zoho's token-endpoint throttle to pass before failing.",
+    )
 
     def tenant(self, tenant_id: str) -> Tenant:
-        tenants = load_tenants(self.tenants_file)
-        if tenant_id not in tenants:
-            raise dg.Failure(f"tenant {tenant_id} is not in the tenants file {self.tenants_file}")
-        return tenants[tenant_id]
+        """The tenant's entry; its own error if the entry is broken (other schools are not read).
+
+        Raises:
+            TenantConfigError: the tenant is not in the file, or its entry is broken.
+        """
+        return read_tenants(self.tenants_file).get(tenant_id)
 
     def client(self, tenant_id: str) -> ZohoClient:
         """A client for one tenant, with its own token cache and call counters."""
@@ -48,4 +56,5 @@ class ZohoCRMResource(dg.ConfigurableResource):
             backoff_base=self.backoff_base_seconds,
             backoff_max=self.backoff_max_seconds,
             token_cache=_TOKENS,
+            token_wait_seconds=self.token_wait_seconds,
         )

@@ -35,6 +35,7 @@ import pandas as pd
 
 from sync_pipelines.diff import ID, NOTE, DiffResult, Status, diff, field_changes
 from sync_pipelines.warehouse import Cursor, RunInfo, Warehouse
+from sync_pipelines.warehouse.store import AppliedEvent
 from sync_pipelines.zoho.canonical import (
     FINDINGS,
     INVALID_REASON,
@@ -96,6 +97,64 @@ def _newer_than(records: Iterator[dict], max_id: str | None) -> Iterator[dict]:
         yield rec
 
 
+@dataclass(frozen=True)
+class ModuleEvent:
+    """A webhook event about one module, as a run reads it from its drop file.
+
+    Attributes:
+        source: ``zoho``.
+        event_id: the event's id (the ``webhook_events`` ledger key).
+        kind: ``zoho.notification`` or ``zoho.records``.
+        received_at: when the receiver accepted it (orders pushes that carry no ``Modified_Time``).
+        record_ids: records to read by id (created or edited).
+        deleted_ids: records said to be deleted (confirmed by id before anything is recorded).
+        records: whole records pushed, applied as sent.
+    """
+
+    source: str
+    event_id: str
+    kind: str
+    received_at: datetime | None = None
+    record_ids: tuple[str, ...] = ()
+    deleted_ids: tuple[str, ...] = ()
+    records: tuple[dict, ...] = ()
+
+    def ledger(self) -> AppliedEvent:
+        return AppliedEvent(self.source, self.event_id, self.kind, self.received_at)
+
+
+def order_pushed(pushed: Sequence[dict], state: pd.DataFrame, spec: ModuleSpec) -> tuple[list[dict], int]:
+    """Pushed records in Zoho's order, one per record: the last state wins.
+
+    Of several pushes of one record, the one with the latest ``Modified_Time`` wins, then the one
+    that arrived last (``pushed`` is in arrival order). A push older (by ``Modified_Time``) than
+    the stored record is not applied over it: a retried or late delivery never brings back an
+    earlier state.
+
+    Returns:
+        ``(records to apply, pushes left out as older than what is stored)``.
+    """
+    latest: dict[str, tuple[tuple, dict]] = {}
+    for arrival, record in enumerate(pushed):
+        rid = str(record.get("id"))
+        moment = _safe_time(record.get("Modified_Time")) if spec.has_modified_time else None
+        key = (moment or datetime.min.replace(tzinfo=UTC), arrival)
+        if rid not in latest or key >= latest[rid][0]:
+            latest[rid] = (key, record)
+    stored: dict[str, datetime | None] = {}
+    if spec.has_modified_time and MODIFIED in state and len(state):
+        stored = {z: _safe_time(t) for z, t in zip(state[ID], state[MODIFIED], strict=True)}
+    chosen, stale = [], 0
+    for (moment, _), record in sorted(latest.values(), key=lambda item: item[0][1]):
+        held = stored.get(str(record.get("id")))
+        pushed_at = moment if moment.year > 1 else None
+        if held is not None and pushed_at is not None and pushed_at < held:
+            stale += 1
+            continue
+        chosen.append(record)
+    return chosen, stale
+
+
 def sync_module(
     *,
     tenant_id: str,
@@ -110,6 +169,7 @@ def sync_module(
     record_ids: Sequence[str] = (),
     deleted_ids: Sequence[str] = (),
     pushed_records: Sequence[dict] = (),
+    events: Sequence[ModuleEvent] = (),
     org_specs: Mapping[str, ModuleSpec] | None = None,
 ) -> ModuleSyncReport:
     """Sync one Zoho module of one tenant into the warehouse.
@@ -121,6 +181,11 @@ def sync_module(
 
     ``deleted_check_minutes`` spaces out the ``/deleted`` reads of incremental runs (0: every
     run); a full read makes none.
+
+    ``events`` (webhook events read from their drop files) add their ids and records to those;
+    an event the ``webhook_events`` ledger already holds for this module is skipped (a retried
+    run), and every other one is recorded there in the transaction that applies it. Pushed records
+    apply in Zoho's order (:func:`order_pushed`).
 
     ``spec`` may be a tenant's own (:func:`sync_pipelines.zoho.org.tenant_spec`); ``org_specs``
     (module name → the tenant's spec) then names the lookup targets as that org spells them.
@@ -134,7 +199,15 @@ def sync_module(
     cursor = warehouse.cursor(tenant_id, spec)
     first = cursor.modified_since is None and cursor.max_id is None and cursor.last_full_at is None
     stale = cursor.last_full_at is None or now - cursor.last_full_at > timedelta(hours=reconcile_after_hours)
-    targeted = bool(record_ids or deleted_ids or pushed_records)
+    events = list(events)
+    done = warehouse.applied_events(tenant_id, spec.name, [e.event_id for e in events]) if events else set()
+    fresh = [e for e in events if e.event_id not in done]
+    if done:
+        logger.info("tenant %s %s: %d event(s) already applied, skipped", tenant_id, spec.name, len(done))
+    record_ids = [*record_ids, *(i for e in fresh for i in e.record_ids)]
+    deleted_ids = [*deleted_ids, *(i for e in fresh for i in e.deleted_ids)]
+    pushed_records = [*pushed_records, *(r for e in fresh for r in e.records)]
+    targeted = bool(record_ids or deleted_ids or pushed_records or events)
     full = not targeted and (full_refresh or first or (not spec.has_modified_time and stale))
     mode = "event" if targeted else "full" if full else "incremental"
     run = RunInfo(tenant_id=tenant_id, module=spec.name, mode=mode, dagster_run_id=dagster_run_id)
@@ -144,6 +217,10 @@ def sync_module(
     confirm = _Confirm(client)
     try:
         listed: list[dict] = []  # records of a list read: Zoho leaves their subforms out
+        stale_pushes = 0
+        state = warehouse.load_state(tenant_id, spec, with_modified=True) if pushed_records else None
+        if pushed_records:
+            pushed_records, stale_pushes = order_pushed(pushed_records, state, spec)
         if targeted:
             raw, deleted_rows, listed = _fetch_targeted(client, spec, record_ids, deleted_ids, pushed_records)
         else:
@@ -166,7 +243,8 @@ def sync_module(
                 run.mode = "full"
                 raw, _, _ = _fetch(client, spec, cursor, True, check_deleted=False)
             listed = raw
-        state = warehouse.load_state(tenant_id, spec)
+        if state is None:
+            state = warehouse.load_state(tenant_id, spec)
         subform_reads = _subforms(client, spec, listed, state, warehouse, tenant_id)
         # A pushed record is applied as sent; one sent without its subforms keeps the stored rows.
         _subforms(client, spec, raw[: len(pushed_records)], state, warehouse, tenant_id, read=False)
@@ -238,7 +316,9 @@ def sync_module(
         # read took is only found by the next full read.)
         new_cursor.deleted_since = now
     run.api_calls, run.api_credits = client.stats.calls - calls0, client.stats.credits - credits0
-    warehouse.apply(spec, result, run, new_cursor, forget_pending=forget_pending)
+    warehouse.apply(
+        spec, result, run, new_cursor, forget_pending=forget_pending, events=[e.ledger() for e in fresh]
+    )
     counts = result.counts()
     logger.info("tenant %s %s (%s): %s", tenant_id, spec.name, run.mode, counts)
     return ModuleSyncReport(
@@ -258,6 +338,9 @@ def sync_module(
             "lookups_missing_in_zoho": confirm.lookups_missing,
             "lookups_waiting": confirm.lookups_waiting,
             "subform_reads": subform_reads,
+            "events_applied": len(fresh),
+            "events_already_applied": len(done),
+            "stale_pushes": stale_pushes,
         },
     )
 
@@ -321,10 +404,18 @@ def _text_or_none(value: object) -> str | None:
 
 
 def _safe_time(value: object) -> datetime | None:
-    """A Zoho time, or None for anything that is not one (it is then a finding, elsewhere)."""
+    """A Zoho time (text, or a time read back from the warehouse), or None for anything that is
+    not one (it is then a finding, elsewhere)."""
+    if isinstance(value, datetime):
+        if pd.isna(value):
+            return None
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # a time at the edge of the calendar, shifted past it
+            return None
     try:
         return _parse_zoho_time(_text_or_none(value))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return None
 
 

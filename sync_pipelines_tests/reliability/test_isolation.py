@@ -29,7 +29,7 @@ import pytest
 import requests
 import uvicorn
 
-from sync_pipelines.sensors import evaluate
+from sync_pipelines.sensors import evaluate, instance_lookup
 from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.webhooks.app import create_app
@@ -408,7 +408,8 @@ def check_drop_files_and_event_runs(world: Shared, drop: Path) -> dict[str, Any]
 
     ran: dict[str, dict[str, int]] = {}
     for source, tenant_id in (("zoho", A), ("moodle", B)):
-        run_requests, _, tenants_with_files = evaluate(source, drop, None, set(world.schools))
+        t = evaluate(source, drop, None, set(world.schools), instance_lookup(world.instance))
+        run_requests, tenants_with_files = t.requests, t.tenants
         assert tenants_with_files == [tenant_id]
         assert [r.partition_key for r in run_requests] == [tenant_id]
         reset_logs(world.schools)
@@ -483,6 +484,7 @@ def test_two_schools_with_the_same_zoho_ids_synced_side_by_side_never_cross_over
         }
         assert dups == {A: {}, B: {}}
         rows = {t: sum(world.store.count(t, spec) for spec in MODULES) for t in world.schools}
+        module_env.setenv("SYNC_DROP_DIR", str(tmp_path / "drop"))  # where the runs read the events
         events = check_drop_files_and_event_runs(world, tmp_path / "drop")
         assert crossovers(world) == []
     backend = warehouse_url.split(":", 1)[0].split("+", 1)[0]

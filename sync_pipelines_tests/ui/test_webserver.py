@@ -60,7 +60,7 @@ PINNED_EDGES = {
     "moodle/grades": {"moodle/enrolments"},
     "zoho/grade_writeback": {"moodle/grades"},
 }
-GROUPS = {"zoho", "moodle", "writeback"}
+GROUPS = {"zoho", "moodle", "writeback", "events"}
 DEMO_TENANT = "demo_school"
 
 WORKSPACE_QUERY = """

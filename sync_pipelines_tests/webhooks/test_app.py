@@ -23,7 +23,7 @@ import uvicorn
 import yaml
 from starlette.applications import Starlette
 
-from sync_pipelines.webhooks.app import SEED_MOODLE_EVENTS, SYNC_ENTITIES, create_app
+from sync_pipelines.webhooks.app import AUTH_FAILED, SEED_MOODLE_EVENTS, SYNC_ENTITIES, create_app
 from sync_pipelines.webhooks.drop import FIELDS, pending_files, read_event
 from sync_pipelines.webhooks.signing import sign
 
@@ -722,10 +722,7 @@ def test_a_failing_disk_is_503_so_the_sender_retries(app: Starlette, root: Path)
             {k: v for k, v in ZOHO_BODY.items() if k != "event_id"},
             id="zoho-same-content-no-id",
         ),
-        pytest.param("/v1/webhooks/moodle/school_a", GRADED_BODY, GRADED_BODY, id="moodle-same-content-no-id"),
-        pytest.param(
-            "/v1/webhooks/moodle/school_a", {**GRADED_BODY, "objectid": 1187}, GRADED_BODY, id="moodle-same-after-coercion"
-        ),
+        pytest.param("/v1/webhooks/moodle/school_a", GRADED_BODY, GRADED_BODY, id="moodle-same-signed-delivery"),
         pytest.param("/v1/webhooks/moodle/school_a", {**GRADED_BODY, "event_id": "m-1"}, {**ENROLMENT_BODY, "event_id": "m-1"}, id="moodle-same-event-id"),
     ],
 )  # fmt: skip
@@ -741,12 +738,33 @@ def test_a_redelivery_is_accepted_but_not_written_twice(
     assert len(pending_files(root, source)) == 1
 
 
-def test_two_edits_of_one_record_are_not_taken_for_a_redelivery(app: Starlette, root: Path) -> None:
+@pytest.mark.parametrize("auth", ["bearer", "sign"])
+def test_two_edits_of_one_record_are_two_events_whatever_their_bodies(
+    tenants_file: Path, root: Path, auth: str
+) -> None:
+    """Zoho's documented body carries no time: the second edit of a record looks exactly like the
+    first. Over bearer auth it is always a new event; signed, a new signing time makes it one."""
+    now = [NOW]
+    app = create_app(tenants_file=tenants_file, drop_root=root, clock=lambda: now[0])
     body = {k: v for k, v in ZOHO_BODY.items() if k != "event_id"}
-    first = post(app, "/v1/webhooks/zoho/school_a", body)
-    second = post(app, "/v1/webhooks/zoho/school_a", {**body, "timestamp": "2026-01-25T10:31:00Z"})
-    assert (first.json()["duplicate"], second.json()["duplicate"]) == (False, False)
+    replies = []
+    for at in (NOW, NOW + 40):
+        now[0] = at
+        raw = encode(body)
+        headers = {"Content-Type": "application/json", **auth_headers(raw, auth, SECRETS["school_a"], at)}
+        replies.append(call(app, "POST", "/v1/webhooks/zoho/school_a", body=raw, headers=headers))
+    assert [r.json()["duplicate"] for r in replies] == [False, False]
+    assert len({r.json()["event_id"] for r in replies}) == 2
     assert len(pending_files(root, "zoho")) == 2
+
+
+def test_equal_moodle_bodies_of_two_deliveries_are_two_events(app: Starlette, root: Path) -> None:
+    """Two signed deliveries whose bytes differ (here only in how an id is spelled) are two
+    deliveries; without an event id the receiver cannot know they are one Moodle event."""
+    one = post(app, "/v1/webhooks/moodle/school_a", {**GRADED_BODY, "objectid": 1187})
+    two = post(app, "/v1/webhooks/moodle/school_a", GRADED_BODY)
+    assert (one.json()["duplicate"], two.json()["duplicate"]) == (False, False)
+    assert len(pending_files(root, "moodle")) == 2
 
 
 def test_the_same_event_for_two_tenants_is_written_for_each(app: Starlette, root: Path) -> None:
@@ -842,3 +860,58 @@ def test_over_real_http(server: str, root: Path) -> None:
     )
     assert (reply.status_code, reply.json()["status"]) == (413, "rejected")
     assert len(pending_files(root, "zoho")) == 1
+
+
+# --- one secret per source and broken schools -----------------------------------------------------
+
+
+@pytest.fixture
+def split_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Starlette:
+    """school_s with a Zoho bearer secret and a different Moodle HMAC key; school_x broken."""
+    monkeypatch.setenv("S_ZOHO_HOOK", "zoho-bearer-only")
+    monkeypatch.setenv("S_MOODLE_HOOK", "moodle-hmac-only")
+    tenants = [
+        {"id": "school_s", "zoho": {**ZOHO_CONFIG, "webhook_secret_env": "S_ZOHO_HOOK"}},
+        {
+            "id": "school_x",
+            "zoho": {**ZOHO_CONFIG, "data_centre": "mars"},
+            "webhook_secret_env": "S_ZOHO_HOOK",
+        },
+    ]
+    tenants[0]["moodle"] = {"base_url": "http://m", "token_env": "T", "webhook_secret_env": "S_MOODLE_HOOK"}
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump({"tenants": tenants}))
+    return create_app(tenants_file=path, drop_root=tmp_path / "drop", clock=lambda: NOW)
+
+
+def test_each_source_has_its_own_secret_and_neither_opens_the_other(split_app: Starlette, tmp_path: Path):
+    zoho, moodle = "/v1/webhooks/zoho/school_s", "/v1/webhooks/moodle/school_s"
+    assert post(split_app, zoho, ZOHO_BODY, auth="bearer", secret="zoho-bearer-only").status == 202
+    assert post(split_app, moodle, GRADED_BODY, secret="moodle-hmac-only").status == 202
+    # The bearer token Zoho sends in clear cannot sign a Moodle event, and the Moodle key opens no Zoho route.
+    assert (
+        post(split_app, moodle, {**GRADED_BODY, "event_id": "m-2"}, secret="zoho-bearer-only").status == 401
+    )
+    assert (
+        post(
+            split_app, zoho, {**ZOHO_BODY, "event_id": "z-2"}, auth="bearer", secret="moodle-hmac-only"
+        ).status
+        == 401
+    )
+
+
+def test_a_broken_school_is_refused_and_the_receiver_serves_the_others(
+    split_app: Starlette, caplog: pytest.LogCaptureFixture
+):
+    with caplog.at_level("WARNING", logger="sync_pipelines.webhooks.app"):
+        refused = post(
+            split_app, "/v1/webhooks/zoho/school_x", ZOHO_BODY, auth="bearer", secret="zoho-bearer-only"
+        )
+    assert (refused.status, refused.json()["reason"]) == (401, AUTH_FAILED)
+    assert "unknown data_centre 'mars'" in caplog.text  # the log says why, the answer does not
+    assert (
+        post(
+            split_app, "/v1/webhooks/zoho/school_s", ZOHO_BODY, auth="bearer", secret="zoho-bearer-only"
+        ).status
+        == 202
+    )

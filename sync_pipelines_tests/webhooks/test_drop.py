@@ -1,9 +1,10 @@
 """Drop files: layout, atomic writes, the duplicate index, reading back, processed and quarantine."""
 
-import hashlib
 import json
+import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -105,10 +106,12 @@ def test_received_at_is_stored_in_utc(tmp_path: Path) -> None:
     assert read_event(path).received_at == T0
 
 
-def test_derived_event_id_is_the_sha256_of_the_canonical_payload(tmp_path: Path) -> None:
-    canonical = json.dumps(NOTIFICATION, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    event_id, _ = write(tmp_path)
-    assert event_id == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def test_an_event_without_a_sender_id_gets_a_fresh_one_each_time(tmp_path: Path) -> None:
+    one, first = write(tmp_path)
+    two, second = write(tmp_path)  # the same body again: Zoho's second edit of the same record
+    assert first is not None and second is not None and one != two
+    assert drop.EVENT_ID.match(one) and drop.EVENT_ID.match(two)
+    assert len(pending_files(tmp_path, "zoho")) == 2
 
 
 def test_pending_files_sorted_by_name_across_tenants_and_only_of_the_source(tmp_path: Path) -> None:
@@ -160,24 +163,72 @@ def test_write_failure_leaves_no_temp_file_and_no_marker(
             {"event_id": "evt-1", "payload": {**NOTIFICATION, "record_ids": ["9"]}},
             id="same-event-id",
         ),
-        pytest.param({}, {"received_at": T0 + timedelta(hours=1)}, id="same-content-no-id"),
-        pytest.param({"event_id": "evt-1"}, {"event_id": "evt-2"}, id="same-content-new-id"),
+        pytest.param(
+            {"redelivery_keys": ["sig-abc"]},
+            {"redelivery_keys": ["sig-abc"], "received_at": T0 + timedelta(seconds=30)},
+            id="same-signed-delivery",
+        ),
     ],
 )
-def test_duplicates_are_not_written_twice(tmp_path: Path, first: dict, second: dict) -> None:
+def test_redeliveries_are_not_written_twice(tmp_path: Path, first: dict, second: dict) -> None:
     first_id, path = write(tmp_path, **first)
     second_id, again = write(tmp_path, **second)
     assert path is not None and again is None
     assert pending_files(tmp_path, "zoho") == [path]
-    assert second_id == second.get("event_id", first_id)
+    assert second_id == first_id  # the answer names the stored event
 
 
-def test_dedup_key_tells_apart_payloads_that_carry_no_time(tmp_path: Path) -> None:
-    one = write(tmp_path, dedup_key={"payload": NOTIFICATION, "timestamp": "2026-01-25T10:30:00Z"})
-    two = write(tmp_path, dedup_key={"payload": NOTIFICATION, "timestamp": "2026-01-25T11:00:00Z"})
-    again = write(tmp_path, dedup_key={"payload": NOTIFICATION, "timestamp": "2026-01-25T10:30:00Z"})
-    assert one[1] is not None and two[1] is not None and again[1] is None
-    assert one[0] != two[0] and again[0] == one[0]
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param({}, {"received_at": T0 + timedelta(hours=1)}, id="same-content-no-id"),
+        pytest.param({"event_id": "evt-1"}, {"event_id": "evt-2"}, id="same-content-new-id"),
+        pytest.param(
+            {"redelivery_keys": ["sig-a"]}, {"redelivery_keys": ["sig-b"]}, id="two-signed-deliveries"
+        ),
+    ],
+)
+def test_equal_bodies_of_two_deliveries_are_two_events(tmp_path: Path, first: dict, second: dict) -> None:
+    _, path = write(tmp_path, **first)
+    _, other = write(tmp_path, **second)
+    assert path is not None and other is not None
+    assert len(pending_files(tmp_path, "zoho")) == 2
+
+
+def test_the_signature_key_depends_on_timestamp_and_signature() -> None:
+    key = drop.signature_key("1769337000", "sha256=AB")
+    assert key == drop.signature_key(" 1769337000 ", "sha256=ab")  # as the receiver compares them
+    assert key != drop.signature_key("1769337001", "sha256=ab")
+    assert key != drop.signature_key("1769337000", "sha256=ac")
+    assert key.startswith("sig-") and drop.EVENT_ID.match(key.removeprefix("sig-"))
+
+
+@pytest.mark.parametrize(
+    ("keys", "ttl"),
+    [
+        ({"event_id": "evt-1"}, "EVENT_ID_TTL_SECONDS"),
+        ({"redelivery_keys": ["sig-x"]}, "SIGNATURE_TTL_SECONDS"),
+    ],
+    ids=["event-id", "signature"],
+)
+def test_markers_expire_and_a_late_redelivery_is_a_new_event(tmp_path: Path, keys: dict, ttl: str) -> None:
+    _, path = write(tmp_path, **keys)
+    assert path is not None
+    seen = path.parent / drop.SEEN
+    (marker,) = list(seen.iterdir())
+    old = time.time() - getattr(drop, ttl) - 5
+    os.utime(marker, (old, old))
+    # Not swept yet: the expired marker no longer makes a redelivery.
+    assert write(tmp_path, **keys, received_at=T0 + timedelta(days=20))[1] is not None
+    # Swept: expired markers go, fresh ones stay, and no event file is touched.
+    for m in seen.iterdir():
+        os.utime(m, (old, old))
+    write(tmp_path, event_id="fresh", received_at=T0 + timedelta(days=21))
+    before = len(list(seen.iterdir()))
+    assert before >= 2
+    assert drop.sweep_markers(path.parent) == before - 1
+    assert [m.name for m in seen.iterdir()] == ["id-fresh"]
+    assert len(pending_files(tmp_path, "zoho")) == 3
 
 
 @pytest.mark.parametrize(
@@ -259,13 +310,20 @@ def test_a_tenant_folder_symlinked_outside_the_root_is_refused(tmp_path: Path) -
         ({"source": "moodle"}, "belongs to source zoho"),
         ({"source": "canvas"}, "unknown source"),
         ({"received_at": datetime(2026, 1, 25, 10, 30)}, "timezone-aware"),
-        ({"payload": {**NOTIFICATION, "module": "Leads"}}, "not a module of the table"),
-        ({"payload": {**NOTIFICATION, "record_ids": []}}, "record_ids"),
+        ({"payload": {**NOTIFICATION, "module": "Leads"}}, "unknown module 'Leads'"),
+        ({"payload": {**NOTIFICATION, "record_ids": []}}, "record_id (or ids, comma-separated) is required"),
         (
             {"kind": "zoho.records", "payload": {"module": "Products", "records": [{"Name": "x"}]}},
             "has no id",
         ),
-        ({"payload": {**NOTIFICATION, "extra": float("nan")}}, "Out of range float"),
+        ({"payload": {**NOTIFICATION, "extra": 1}}, "unexpected field extra"),
+        (
+            {
+                "kind": "zoho.records",
+                "payload": {"module": "Products", "records": [{"id": "1", "x": float("nan")}]},
+            },
+            "Out of range float",
+        ),
     ],
 )
 def test_write_event_refuses_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -323,21 +381,21 @@ def _with(**changes: object) -> bytes:
         pytest.param(_with(tenant_id="school_b"), "lies under school_a/zoho", id="wrong-folder"),
         pytest.param(_with(payload=[1]), "payload is not an object", id="payload-array"),
         pytest.param(
-            _with(payload={**NOTIFICATION, "record_ids": []}), "record_ids must be", id="no-record-ids"
+            _with(payload={**NOTIFICATION, "record_ids": []}), "record_id (or ids", id="no-record-ids"
         ),
         pytest.param(
             _with(payload={**NOTIFICATION, "event_type": "touched"}), "event_type must be", id="event-type"
         ),
         pytest.param(
-            _with(payload={**NOTIFICATION, "module": "Leads"}), "'Leads' is not a module", id="module"
+            _with(payload={**NOTIFICATION, "module": "Leads"}), "unknown module 'Leads'", id="module"
         ),
         pytest.param(
             _with(kind="zoho.records", payload={"module": "Products", "records": []}),
-            "records must be a non-empty list",
+            "'data' must be a non-empty list of records",
             id="no-records",
         ),
         pytest.param(
-            _with(source="moodle", kind="moodle.event", payload={**MOODLE, "objectid": "1187"}),
+            _with(source="moodle", kind="moodle.event", payload={**MOODLE, "objectid": "11 87"}),
             "objectid must be an integer",
             id="moodle-str-id",
         ),
@@ -345,16 +403,16 @@ def _with(**changes: object) -> bytes:
             _with(
                 source="moodle",
                 kind="moodle.event",
-                payload={k: v for k, v in MOODLE.items() if k != "userid"},
+                payload={k: v for k, v in MOODLE.items() if k != "objectid"},
             ),
-            "payload is missing userid",
+            "payload: objectid is required",
             id="moodle-missing",
         ),
         pytest.param(
             _with(
                 source="moodle",
                 kind="moodle.event",
-                payload={**MOODLE, "grade_item": {**MOODLE["grade_item"], "is_course_total": 1}},
+                payload={**MOODLE, "grade_item": {**MOODLE["grade_item"], "is_course_total": "perhaps"}},
             ),
             "is_course_total must be true or false",
             id="moodle-grade-item",

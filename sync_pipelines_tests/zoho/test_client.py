@@ -647,26 +647,55 @@ def test_refused_credentials_raise_auth_error_without_secrets(
     assert stub.requests_to(f"/{MODULE}/1") == []
 
 
-def test_token_throttle_is_retried_with_backoff(
+def test_token_throttle_is_waited_out_then_asked_once_more(
+    stub: ZohoStub, make_client: Callable[..., ZohoClient], sleeps: list[float], clock: FakeClock
+) -> None:
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.now += seconds
+
+    client = make_client(sleep=sleep, token_throttle_seconds=30.0)
+    stub.token_script.append((400, ACCESS_DENIED))
+    _get_route(stub)
+    assert client.get_record(MODULE, "1") is not None
+    assert sleeps == [30.0]  # the throttle's window, not a backoff ladder
+    assert client.stats.by_endpoint["token"] == 2
+    assert client.stats.token_refreshes == 1
+
+
+@pytest.mark.parametrize("answer", [(400, ACCESS_DENIED), (200, ACCESS_DENIED), (429, TOO_MANY_REQUESTS)])
+def test_token_throttle_past_the_wait_raises_at_once_and_keeps_the_endpoint_alone(
+    stub: ZohoStub, client: ZohoClient, sleeps: list[float], clock: FakeClock, answer: Answer
+) -> None:
+    stub.token_script.append(answer)
+    _get_route(stub)
+    with pytest.raises(ZohoRateLimitError) as excinfo:
+        client.get_record(MODULE, "1")
+    error = excinfo.value
+    assert error.endpoint == "token"
+    assert error.status == answer[0]
+    assert error.details == {"throttled_until": "1970-01-01T00:26:40+00:00", "retry_after_seconds": 600}
+    assert "1970-01-01T00:26:40+00:00" in str(error)  # when it may be tried again
+    assert sleeps == []  # 600 s of Zoho's window is past the 120 s the client waits: no retry
+    assert len(stub.token_requests) == 1
+    clock.now += 599
+    with pytest.raises(ZohoRateLimitError):
+        client.get_record(MODULE, "1")
+    assert len(stub.token_requests) == 1  # still within the window: not asked
+    clock.now += 1
+    assert client.get_record(MODULE, "1") is not None
+    assert len(stub.token_requests) == 2
+
+
+def test_token_endpoint_5xx_is_retried_with_backoff(
     stub: ZohoStub, client: ZohoClient, sleeps: list[float]
 ) -> None:
-    stub.token_script.extend([(400, ACCESS_DENIED), (400, ACCESS_DENIED)])
+    stub.token_script.extend([(503, None), (500, {"error": "internal"})])
     _get_route(stub)
     assert client.get_record(MODULE, "1") is not None
     assert sleeps == [0.5, 1.0]
     assert client.stats.by_endpoint["token"] == 3
     assert client.stats.token_refreshes == 1
-
-
-def test_token_throttle_that_persists_raises_rate_limit_error(
-    stub: ZohoStub, client: ZohoClient, sleeps: list[float]
-) -> None:
-    stub.token_script.extend([(400, ACCESS_DENIED)] * 4)
-    with pytest.raises(ZohoRateLimitError) as excinfo:
-        client.get_record(MODULE, "1")
-    assert excinfo.value.code == "Access Denied"
-    assert excinfo.value.status == 400
-    assert len(sleeps) == 3
 
 
 def test_client_repr_has_no_secrets(client: ZohoClient) -> None:
@@ -1597,7 +1626,7 @@ def test_logs_are_debug_only_without_secrets_or_record_data(
     stub.routes[("GET", f"/crm/v8/{MODULE}")] = FakeModule([{"id": "1", "Name": private}])
     _upsert_route(stub, [207])
     stub.api_script.append((503, None))
-    stub.token_script.append((400, ACCESS_DENIED))
+    stub.token_script.append((503, None))  # a retried token request logs no secret either
     list(client.iter_records(MODULE, ["Name"]))
     client.upsert(MODULE, [{"Name": private}, {"Name": "b"}])
     ours = [r for r in caplog.records if r.name.startswith("sync_pipelines")]

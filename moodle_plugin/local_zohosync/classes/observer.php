@@ -62,7 +62,7 @@ final class observer {
     }
 
     /**
-     * The body of a delivery: get_data(), then event_id, then (user_graded only) grade_item.
+     * The body of a delivery: get_data(), then event_id, origin, then (user_graded only) grade_item.
      *
      * @param array $data the event's get_data().
      * @return array
@@ -70,12 +70,32 @@ final class observer {
     public static function payload(array $data): array {
         $payload = $data;
         $payload['event_id'] = \core\uuid::generate();
+        $payload['origin'] = self::origin();
         if (config::event_key((string) $data['eventname']) === 'user_graded') {
             $other = $data['other'] ?? null;
             $itemid = is_array($other) && isset($other['itemid']) ? $other['itemid'] : null;
             $payload['grade_item'] = self::grade_item($itemid);
         }
         return $payload;
+    }
+
+    /**
+     * Where the event's action came from: 'ws' (a web-service call, such as the pipeline's own
+     * writes), 'cli' (a CLI script or cron) or 'web' (a person in the browser).
+     *
+     * With userid, it lets the receiver tell the echo of the pipeline's own write (a web-service
+     * call by the pipeline's user) from a change staff made by hand, even with the same account.
+     *
+     * @return string
+     */
+    public static function origin(): string {
+        if (defined('WS_SERVER') && WS_SERVER) {
+            return 'ws';
+        }
+        if (defined('CLI_SCRIPT') && CLI_SCRIPT) {
+            return 'cli';
+        }
+        return 'web';
     }
 
     /**

@@ -59,7 +59,7 @@ final class ObserverTest extends ZohosyncTestCase {
         $this->assertCount(1, zohosync_stub::$queue);
         $this->assertSame('\local_zohosync\task\send_event', zohosync_stub::$queue[0]['classname']);
         $queued = json_decode(zohosync_stub::$queue[0]['customdata'], true);
-        $expected = $data + ['event_id' => '0c6a52f9-3b7e-4f1a-9d44-2c8e5b7a1d03'];
+        $expected = $data + ['event_id' => '0c6a52f9-3b7e-4f1a-9d44-2c8e5b7a1d03', 'origin' => observer::origin()];
         if ($key === 'user_graded') {
             $expected['grade_item'] = [
                 'id' => '341',
