@@ -13,6 +13,14 @@ from sync_pipelines.warehouse import Warehouse
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(autouse=True)
+def _private_token_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test keeps Zoho access tokens in a folder of its own (``SYNC_TOKEN_DIR``), never in
+    the work tree's ``.local``, so no test inherits another's token or throttle."""
+    if "SYNC_TOKEN_DIR" not in os.environ:
+        monkeypatch.setenv("SYNC_TOKEN_DIR", str(tmp_path_factory.mktemp("zoho_tokens")))
+
+
 def postgres_database() -> Iterator[str]:
     """A fresh database on the PostgreSQL server, dropped afterwards: its URL."""
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")

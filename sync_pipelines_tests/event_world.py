@@ -126,8 +126,10 @@ def event_world(
     seed: int = 5,
     scale: float = 0.1,
     faults: FaultPlan | None = None,
+    retries: int = 1,
 ) -> Iterator[World]:
-    """A school synced once, its receiver listening; ``faults`` start after the first sync."""
+    """A school synced once, its receiver listening; ``faults`` start after the first sync, and
+    each HTTP call is retried ``retries`` times (0: every fault fails its run)."""
     env = {
         "E_ID": "cid",
         "E_SECRET": "csecret",
@@ -167,8 +169,14 @@ def event_world(
         broken = {"id": BROKEN, "zoho": {**zoho_cfg, "data_centre": "mars", "accounts_url": None}}
         tenants_file.write_text(yaml.safe_dump({"tenants": [good, broken]}))
         resources = {
-            "zoho": ZohoCRMResource(tenants_file=str(tenants_file), max_retries=1, backoff_base_seconds=0.01),
-            "moodle": MoodleResource(tenants_file=str(tenants_file)),
+            # A fault plan's token refusal is one answer, not Zoho's 10-minute block: wait 1 s.
+            "zoho": ZohoCRMResource(
+                tenants_file=str(tenants_file),
+                max_retries=retries,
+                backoff_base_seconds=0.01,
+                token_throttle_seconds=1.0,
+            ),
+            "moodle": MoodleResource(tenants_file=str(tenants_file), max_retries=retries),
             "warehouse": WarehouseResource(url=warehouse_url),
         }
         job = build_definitions(resources).resolve_job_def("full_sync")

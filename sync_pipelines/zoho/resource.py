@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipelines.tenants import Tenant, read_tenants
-from sync_pipelines.zoho.client import TOKEN_WAIT_SECONDS, ZohoClient
+from sync_pipelines.zoho.client import TOKEN_THROTTLE_SECONDS, TOKEN_WAIT_SECONDS, ZohoClient
 from sync_pipelines.zoho.tokens import FileTokenStore
 
 #: One token store for every process of the machine (runs, steps, sensors, schedules): a tenant's
@@ -30,6 +30,11 @@ class ZohoCRMResource(dg.ConfigurableResource):
     token_wait_seconds: float = Field(
         default=TOKEN_WAIT_SECONDS,
         description="How long a run waits for Zoho's token-endpoint throttle to pass before failing.",
+    )
+    token_throttle_seconds: float = Field(
+        default=TOKEN_THROTTLE_SECONDS,
+        description="How long no process asks Zoho's token endpoint again after it refused a refresh as "
+        "throttled (Zoho blocks for the rest of a 10-minute window).",
     )
 
     def tenant(self, tenant_id: str) -> Tenant:
@@ -57,4 +62,5 @@ class ZohoCRMResource(dg.ConfigurableResource):
             backoff_max=self.backoff_max_seconds,
             token_cache=_TOKENS,
             token_wait_seconds=self.token_wait_seconds,
+            token_throttle_seconds=self.token_throttle_seconds,
         )

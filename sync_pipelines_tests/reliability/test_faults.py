@@ -248,6 +248,9 @@ def definitions(tenants_file: Path, warehouse_url: str, *, max_retries: int = MA
             max_retries=max_retries,
             backoff_base_seconds=BACKOFF_BASE,
             backoff_max_seconds=BACKOFF_MAX,
+            # The plan's token refusal is one answer, not Zoho's 10-minute block: the real window
+            # is tested in zoho/test_tokens.py; here a refusal is waited out in 1 s.
+            token_throttle_seconds=1.0,
         ),
         "moodle": MoodleResource(tenants_file=str(tenants_file), max_retries=max_retries),
         "warehouse": WarehouseResource(url=warehouse_url),

@@ -24,7 +24,7 @@ namespace local_zohosync;
  *
  * - receiverurl: the sync service's base URL; deliveries go to <receiverurl>/v1/webhooks/moodle/<tenant>.
  * - tenant: the school's tenant id in the sync service's tenants file.
- * - secret: the tenant's webhook secret (the value of its webhook_secret_env on the sync service).
+ * - secret: the tenant's webhook secret (the value of its moodle.webhook_secret_env on the sync service).
  * - events: the forwarded events, comma-separated keys of {@see self::EVENTS}.
  * - timeout: seconds one delivery may take before it counts as failed (and is retried).
  *

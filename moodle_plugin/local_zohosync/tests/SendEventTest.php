@@ -62,6 +62,7 @@ final class SendEventTest extends ZohosyncTestCase {
         $this->assertIsString($body);
         $expected = self::user_graded_data() + [
             'event_id' => self::EVENT_ID,
+            'origin' => 'web',
             'grade_item' => [
                 'id' => '341',
                 'itemtype' => 'mod',
@@ -72,7 +73,7 @@ final class SendEventTest extends ZohosyncTestCase {
                 'is_course_total' => false,
             ],
         ];
-        $this->assertSame(json_encode($expected), $body, 'the body is get_data() + event_id + grade_item, json_encode defaults');
+        $this->assertSame(json_encode($expected), $body, 'the body is get_data() + event_id + origin + grade_item, json_encode defaults');
         $this->assertSame([
             'Content-Type: application/json',
             'X-Sync-Timestamp: 1769337005',

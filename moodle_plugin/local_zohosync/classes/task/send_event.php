@@ -223,7 +223,7 @@ class send_event extends \core\task\adhoc_task {
         }
         switch ($status) {
             case 401:
-                return 'Check the tenant id and the signing secret (the value of the tenant\'s webhook_secret_env ' .
+                return 'Check the tenant id and the signing secret (the value of the tenant\'s moodle.webhook_secret_env ' .
                     'on the sync service), and that this server\'s clock is right (within 300 s).';
             case 404:
                 return 'Check the receiver URL: it should be the sync service\'s base URL.';
