@@ -20,8 +20,21 @@ ITEMS = {
     "secrets": "4. Secrets in logs, events, metadata, run config, stored errors",
     "isolation": "5. Tenant isolation",
     "load": "6. Receiver under a burst of deliveries",
+    "events": "7. Webhook events under a seeded mix of faults: accepted, applied, retried, dead-lettered, lost",
 }
-HEADLINE = ("faults_injected", "runs_killed", "inputs_tried", "records_lost", "lost", "duplicates")
+HEADLINE = (
+    "faults_injected",
+    "runs_killed",
+    "inputs_tried",
+    "records_lost",
+    "lost",
+    "duplicates",
+    "events_accepted",
+    "events_applied",
+    "events_retried",
+    "events_dead_lettered",
+    "events_lost",
+)
 
 
 def _flat(value: object, prefix: str = "") -> dict[str, object]:

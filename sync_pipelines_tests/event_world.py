@@ -14,9 +14,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import requests
-import uvicorn
 import yaml
 from dagster._core.storage.tags import RUN_KEY_TAG
+from starlette.applications import Starlette
 
 from sync_pipelines.definitions import build_definitions
 from sync_pipelines.moodle.resource import MoodleResource
@@ -28,6 +28,7 @@ from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.webhooks.app import create_app
 from sync_pipelines.webhooks.drop import pending_files
+from sync_pipelines.webhooks.server import build_server
 from sync_pipelines.webhooks.signing import sign
 from sync_pipelines.zoho.resource import ZohoCRMResource
 
@@ -43,6 +44,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def running(app: Starlette) -> Iterator[str]:
+    """The receiver served as in production (:func:`~sync_pipelines.webhooks.server.build_server`:
+    uvicorn with the header deadline and limits) on a free loopback port, in a thread: its URL."""
+    port = _free_port()
+    server = build_server(app, "127.0.0.1", port, log_level="warning")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the receiver did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @dataclass
 class World:
     zoho: ZohoSimulator
@@ -56,6 +76,7 @@ class World:
     cursors: dict[str, str | None] = field(default_factory=lambda: {"zoho": None, "moodle": None})
     ticks: list[Tick] = field(default_factory=list)
     runs: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+    ledger_start: int = 0
 
     def push(self, entity: str, records: list[dict]) -> requests.Response:
         return requests.post(
@@ -180,38 +201,14 @@ def event_world(
             "warehouse": WarehouseResource(url=warehouse_url),
         }
         job = build_definitions(resources).resolve_job_def("full_sync")
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(tenants_file=tenants_file, drop_root=tmp_path / "drop"),
-                host="127.0.0.1",
-                port=port,
-                log_level="warning",
-            )
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started, "the receiver did not start (a broken tenant must not stop it)"
         store = Warehouse(warehouse_url)
-        with dg.instance_for_test() as instance:
+        # The receiver starts although one school's entry is broken.
+        app = create_app(tenants_file=tenants_file, drop_root=tmp_path / "drop")
+        with running(app) as base, dg.instance_for_test() as instance:
             instance.add_dynamic_partitions(tenant_partitions.name, [TENANT, BROKEN])
             first = job.execute_in_process(instance=instance, partition_key=TENANT, raise_on_error=False)
             assert first.success
             zoho.set_faults(faults)
             moodle.set_faults(faults)
-            yield World(
-                zoho,
-                moodle,
-                tenants_file,
-                tmp_path / "drop",
-                f"http://127.0.0.1:{port}",
-                instance,
-                job,
-                store,
-            )
-        server.should_exit = True
-        thread.join(timeout=10)
+            yield World(zoho, moodle, tenants_file, tmp_path / "drop", base, instance, job, store)
         store.dispose()

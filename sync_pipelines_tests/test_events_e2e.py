@@ -1,8 +1,6 @@
 """A signed Moodle grading event, end to end: receiver → drop file → sensor → run → Zoho BTEC_Grades."""
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +8,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import requests
-import uvicorn
 import yaml
 from dagster._core.storage.tags import RUN_KEY_TAG
 
@@ -24,36 +21,18 @@ from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.webhooks.app import create_app
 from sync_pipelines.webhooks.signing import sign
 from sync_pipelines.zoho.resource import ZohoCRMResource
+from sync_pipelines_tests.event_world import running
 
 TENANT = "school_a"
 SECRET = "whsec-school-a-value"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def receiver(school: tuple, tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
-    """The webhook receiver, running under uvicorn on loopback: (base URL, tenants file, drop dir)."""
+    """The webhook receiver, served on loopback: (base URL, tenants file, drop dir)."""
     tenants, drop = school[2], tmp_path / "drop"
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(tenants_file=tenants, drop_root=drop), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the receiver did not start"
-    yield f"http://127.0.0.1:{port}", tenants, drop
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(create_app(tenants_file=tenants, drop_root=drop)) as base:
+        yield base, tenants, drop
 
 
 @pytest.fixture

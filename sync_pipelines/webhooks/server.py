@@ -191,31 +191,11 @@ def build_server(
     return uvicorn.Server(config)
 
 
-def serve(
-    app: ASGIApp,
-    host: str,
-    port: int,
-    *,
-    header_timeout: float = HEADER_TIMEOUT_SECONDS,
-    keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT_SECONDS,
-    limit_concurrency: int = LIMIT_CONCURRENCY,
-    h11_max_incomplete_event_size: int = MAX_HEAD_BYTES,
-    backlog: int = BACKLOG,
-    log_level: str = "info",
-) -> None:
-    """Serve ``app`` in the foreground until SIGINT or SIGTERM; the arguments are :func:`build_server`'s.
+def serve(app: ASGIApp, host: str, port: int, **settings: Any) -> None:
+    """Serve ``app`` in the foreground until SIGINT or SIGTERM; ``settings`` are :func:`build_server`'s
+    keyword arguments (``header_timeout``, ``keep_alive_timeout``, ``limit_concurrency``...).
 
     Raises:
         ValueError: if a timeout or limit is not positive.
     """
-    build_server(
-        app,
-        host,
-        port,
-        header_timeout=header_timeout,
-        keep_alive_timeout=keep_alive_timeout,
-        limit_concurrency=limit_concurrency,
-        h11_max_incomplete_event_size=h11_max_incomplete_event_size,
-        backlog=backlog,
-        log_level=log_level,
-    ).run()
+    build_server(app, host, port, **settings).run()

@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from typing import Any
 import dagster as dg
 import pytest
 import requests
-import uvicorn
 
 from sync_pipelines.sensors import evaluate, instance_lookup
 from sync_pipelines.tenants import tenant_partitions
@@ -35,6 +33,7 @@ from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.webhooks.app import create_app
 from sync_pipelines.webhooks.signing import sign
 from sync_pipelines.zoho.modules import MODULES, module
+from sync_pipelines_tests.event_world import running
 from sync_pipelines_tests.reliability.test_faults import (
     EVERYTHING,
     RunOutcome,
@@ -280,27 +279,9 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def receiver(tenants_file: Path, drop: Path) -> Iterator[str]:
-    """The webhook receiver under uvicorn on loopback; yields its base URL."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(tenants_file=tenants_file, drop_root=drop),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the receiver did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    """The webhook receiver served on loopback; yields its base URL."""
+    with running(create_app(tenants_file=tenants_file, drop_root=drop)) as base:
+        yield base
 
 
 def grading_event(course: int, student: int, item: int) -> bytes:
