@@ -104,7 +104,7 @@ class World:
             f"{self.base}/v1/webhooks/moodle/{TENANT}", data=raw, headers=headers, timeout=10
         )
 
-    def drain(self, source: str = "zoho", *, max_ticks: int = 12) -> None:
+    def drain(self, source: str = "zoho", *, max_ticks: int = 12, max_attempts: int = 4) -> None:
         """Tick the sensor and run what it asks for (as the daemon would), until nothing waits."""
         tenant_set = read_tenants(self.tenants_file)
         for _ in range(max_ticks):
@@ -117,7 +117,7 @@ class World:
                 broken=tenant_set.broken,
                 service_users=self.store.moodle.service_users(),
                 retry_base=0.0,
-                max_attempts=4,
+                max_attempts=max_attempts,
             )
             self.ticks.append(tick)
             self.cursors[source] = tick.cursor
