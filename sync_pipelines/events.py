@@ -340,7 +340,7 @@ def _other(value: object) -> dict | None:
     return value
 
 
-class GradeItem(_Event):
+class GradeItem(BaseModel):
     """The grade item of a ``user_graded`` event, looked up by the plugin when the event fired."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)

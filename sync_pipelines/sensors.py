@@ -44,7 +44,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
-from sync_pipelines.events import MoodleEvent
+from sync_pipelines.events import MOODLE_EVENTS, MoodleEvent
 from sync_pipelines.tenants import TenantConfigError, partition_changes, read_tenants, tenant_partitions
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.webhooks.drop import (
@@ -128,7 +128,7 @@ class TenantBatch:
             self.assets.update({f"zoho/{spec.name}", *ZOHO_DOWNSTREAM.get(spec.name, ())})
             self.zoho_events[spec.name].append(reference(self.root, event.path))
         else:
-            spec = MoodleEvent.model_validate(payload).spec
+            spec = MOODLE_EVENTS[payload["eventname"]]  # read_event checked it against the model
             self.assets.update(spec.affects)
             if spec.reads_course and payload.get("courseid"):
                 self.course_ids.add(int(payload["courseid"]))
@@ -345,9 +345,8 @@ def _land(root: Path, flight: Flight, outcome: RunOutcome, tick: Tick, max_attem
     return True
 
 
-def _ready(path: Path, now: float, retry_base: float) -> bool:
+def _ready(tried: list[Attempt], now: float, retry_base: float) -> bool:
     """Whether a pending file's retry delay has passed (a file never tried is always ready)."""
-    tried = attempts(path)
     if not tried:
         return True
     try:
@@ -418,7 +417,8 @@ def evaluate(
         if batch is not None and len(batch.files) >= MAX_FILES_PER_RUN:
             continue
         try:
-            if not _ready(path, now, retry_base):
+            tried = attempts(path)
+            if not _ready(tried, now, retry_base):
                 held.add(tenant_id)
                 tick.waiting[tenant_id] = "an event waits for its retry; later ones wait behind it"
                 continue
@@ -433,7 +433,7 @@ def evaluate(
                 continue
             batch = batches.setdefault(tenant_id, TenantBatch(tenant_id, root))
             batch.add(event)
-            batch.attempt = max(batch.attempt, len(attempts(path)) + 1)
+            batch.attempt = max(batch.attempt, len(tried) + 1)
         except DropFileError as exc:
             _safe_quarantine(path, exc.reason, tick)
         except FileNotFoundError:
