@@ -264,8 +264,8 @@ class Warehouse:
 
     def load_state(self, tenant_id: str, spec: ModuleSpec, *, with_modified: bool = False) -> pd.DataFrame:
         """Every stored record of the module: ``zoho_id``, ``fingerprint``, ``aux_fingerprint``,
-        ``deleted``, natural key; ``Modified_Time`` too for a module with subforms, or when
-        ``with_modified`` (pushed records are ordered against it)."""
+        ``deleted``, natural key; ``Modified_Time`` too when ``with_modified`` (pushed records are
+        ordered against it)."""
         t = MODULE_TABLES[spec.name]
         # The flag as the database returns it (a bool, or SQLite's 0/1), made a bool by pandas:
         # typed as an integer, it needs no conversion of each value on the way.
@@ -273,9 +273,7 @@ class Warehouse:
         cols = [t.c.zoho_id, t.c.fingerprint, t.c.aux_fingerprint, deleted]
         cols += [t.c[c] for c in spec.natural_key]
         names = [ID, "fingerprint", "aux_fingerprint", "deleted", *spec.natural_key]
-        if any(f.kind == "subform" for f in spec.fields) or (with_modified and spec.has_modified_time):
-            # Subforms come only with a read of one record: which records changed since, says
-            # whether a record's stored rows still hold.
+        if with_modified and spec.has_modified_time:
             cols.append(t.c.zoho_modified_time)
             names.append(MODIFIED)
         with self.engine.connect() as conn:

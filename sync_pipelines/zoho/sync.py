@@ -245,9 +245,9 @@ def sync_module(
             listed = raw
         if state is None:
             state = warehouse.load_state(tenant_id, spec)
-        subform_reads = _subforms(client, spec, listed, state, warehouse, tenant_id)
+        subform_reads = _subforms(client, spec, listed, warehouse, tenant_id)
         # A pushed record is applied as sent; one sent without its subforms keeps the stored rows.
-        _subforms(client, spec, raw[: len(pushed_records)], state, warehouse, tenant_id, read=False)
+        _subforms(client, spec, raw[: len(pushed_records)], warehouse, tenant_id, read=False)
         incoming = canonicalise(spec, frame_from_records(spec, raw))
         # A record with no usable id can be neither stored nor logged against a key: count it, say so.
         keyed = usable_ids(incoming[ID])
@@ -269,7 +269,7 @@ def sync_module(
             missing = sorted(set(live) - set(incoming[ID]) - deleted_ids)
             if missing:
                 found = confirm.records(spec, missing)
-                subform_reads += _subforms(client, spec, found, state, warehouse, tenant_id)
+                subform_reads += _subforms(client, spec, found, warehouse, tenant_id)
                 if found:
                     again = canonicalise(spec, frame_from_records(spec, found))
                     incoming = pd.concat([incoming, again[usable_ids(again[ID])]], ignore_index=True)
@@ -349,7 +349,6 @@ def _subforms(
     client: ZohoClient,
     spec: ModuleSpec,
     listed: list[dict],
-    state: pd.DataFrame,
     warehouse: Warehouse,
     tenant_id: str,
     *,
@@ -361,28 +360,18 @@ def _subforms(
     them, and one that does not keeps its stored rows; nothing is read.
 
     Zoho returns subform values "only when a specific record is fetched" (its get-records page),
-    never in a list read. A record whose ``Modified_Time`` equals the stored one keeps its stored
-    rows (an edit of a subform row changes its parent's ``Modified_Time``: guess, from Zoho's
-    subform pages, which treat the rows as fields of the parent); any other record (new, edited,
-    or of a module without ``Modified_Time``) is read by id, one call each.
+    never in a list read, so every record a list read returns is read by id, one call each. An
+    unchanged ``Modified_Time`` is no proof that its rows are unchanged: Zoho's times have
+    one-second resolution, and an edit in the second of the last read keeps the same time.
     """
     subforms = [f for f in spec.fields if f.kind == "subform" and not f.absent]
     if not subforms or not listed:
         return 0
     names = [f.api_name for f in subforms]
-    stored: dict[str, datetime | None] = {}
-    if MODIFIED in state and spec.has_modified_time:
-        stored = {z: _safe_time(t) for z, t in zip(state[ID], state[MODIFIED], strict=True)}
-    keep, fetch = [], []
-    for rec in listed:
-        if not read:
-            if any(n not in rec for n in names):
-                keep.append(rec)
-            continue
-        rid = str(rec.get("id"))
-        seen = stored.get(rid)
-        same = seen is not None and _safe_time(rec.get("Modified_Time")) == seen
-        (keep if same else fetch).append(rec)
+    if read:
+        keep, fetch = [], list(listed)
+    else:
+        keep, fetch = [rec for rec in listed if any(n not in rec for n in names)], []
     if keep:
         ids = [str(r.get("id")) for r in keep]
         old = warehouse.load_rows(tenant_id, spec, ids, [f.column for f in subforms])
