@@ -15,9 +15,12 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pandas as pd
 
+from sync_pipelines.metadata import md_table
+from sync_pipelines.moodle.assets import run_preflight
+from sync_pipelines.moodle.entities import DRIFT_ASSET, ENTITIES
+from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.warehouse.resource import WarehouseResource
-from sync_pipelines.zoho.assets import md_table
 from sync_pipelines.zoho.modules import MODULES, ModuleSpec, module
 from sync_pipelines.zoho.resource import ZohoCRMResource
 
@@ -98,6 +101,89 @@ def grades_in_range(
     )
 
 
+def _drift_healed() -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(DRIFT_ASSET.split("/")),
+        name="drift_healed",
+        partitions_def=tenant_partitions,
+        description="No difference between Zoho and Moodle that the school's moodle.drift policy heals is left "
+        "unhealed: what Zoho holds and Moodle lacks or contradicts was restored (ERROR when not: a write failed, "
+        "or Moodle answered none of the mapped objects, or the policy only reports it).",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        d = warehouse.get().moodle.drift(context.partition_key)
+        left = d[(d["side"] == "zoho") & ~d["healed"].astype(bool)] if len(d) else d
+        return dg.AssetCheckResult(
+            passed=left.empty,
+            severity=ERROR,
+            metadata={
+                "unhealed": len(left),
+                "sample": dg.MetadataValue.md(
+                    md_table(left[["entity", "key", "kind", "detail", "action"]] if len(left) else left)
+                ),
+            },
+        )
+
+    return _check
+
+
+def _moodle_only() -> dg.AssetChecksDefinition:
+    names = ", ".join(e.name for e in ENTITIES if e.reports_moodle_only)
+
+    @dg.asset_check(
+        asset=dg.AssetKey(DRIFT_ASSET.split("/")),
+        name="nothing_only_in_moodle",
+        partitions_def=tenant_partitions,
+        description=f"Moodle holds no {names} that Zoho does not say (made by hand). WARN: the policy's action "
+        "for them (keep, suspend, hide, unenrol) was taken; nothing is deleted.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        d = warehouse.get().moodle.drift(context.partition_key)
+        only = d[d["side"] == "moodle"] if len(d) else d
+        counts = only.groupby("entity").size().to_dict() if len(only) else {}
+        return dg.AssetCheckResult(
+            passed=only.empty,
+            severity=WARN,
+            metadata={
+                "moodle_only": len(only),
+                **{f"moodle_only_{e}": int(n) for e, n in counts.items()},
+                "sample": dg.MetadataValue.md(
+                    md_table(only[["entity", "moodle_id", "detail", "action"]] if len(only) else only)
+                ),
+            },
+        )
+
+    return _check
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["moodle", "users"]),
+    partitions_def=tenant_partitions,
+    description="The Moodle token's service holds every function the pipeline calls, and its role sees what "
+    "the sync reads: users by idnumber and e-mail, every activity grade item (gaps Moodle leaves silent). "
+    "Each failure names the capability to add. About 10 calls.",
+)
+def moodle_role_sees_what_it_needs(
+    context: dg.AssetCheckExecutionContext, moodle: MoodleResource, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    findings = run_preflight(moodle.client(context.partition_key), warehouse.get(), context.partition_key)
+    failed = [f for f in findings if not f.ok]
+    table = pd.DataFrame(
+        [(f.check, "ok" if f.ok else "FAILED", f.capability, f.message) for f in findings],
+        columns=["check", "outcome", "capability", "message"],
+    )
+    return dg.AssetCheckResult(
+        passed=not failed,
+        severity=ERROR,
+        metadata={
+            "failed": len(failed),
+            "missing_capabilities": ", ".join(sorted({f.capability for f in failed if f.capability}))
+            or "none",
+            "findings": dg.MetadataValue.md(md_table(table)),
+        },
+    )
+
+
 def _freshness(spec: ModuleSpec) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=_key(spec),
@@ -153,8 +239,11 @@ def _count(spec: ModuleSpec) -> dg.AssetChecksDefinition:
 
 warehouse_checks: list[dg.AssetChecksDefinition] = [
     enrolments_point_at_live_students_and_classes,
-    _unique_emails("students"),
-    _unique_emails("teachers"),
+    # Accounts are found by e-mail: two records sharing one would take each other's account.
+    *(_unique_emails(m) for e in ENTITIES if "email" in e.find_by for m in e.sources),
+    _drift_healed(),
+    _moodle_only(),
+    moodle_role_sees_what_it_needs,
     grades_in_range,
     *(_freshness(spec) for spec in MODULES),
 ]

@@ -271,43 +271,39 @@ class ZohoRecords(_Event):
 
 @dataclass(frozen=True)
 class MoodleEventSpec:
-    """One Moodle core event the observer plugin forwards.
+    """One Moodle core event the observer plugin forwards. What a run does for it (which assets)
+    is not here: the Moodle entity table says which entities each event triggers
+    (``EntitySpec.events``, :data:`sync_pipelines.moodle.entities.GRADE_EVENTS`).
 
     Attributes:
         name: the event class, ``\\core\\event\\user_graded``.
         seed_name: its name on the seed route ``/v1/events/moodle/{seed_name}``, if it has one.
-        affects: the assets (``group/name``) a run must refresh for it.
         reads_course: the run reads only the event's course (``courseid``), not every course.
     """
 
     name: str
-    affects: tuple[str, ...]
     seed_name: str | None = None
     reads_course: bool = False
+
+    @property
+    def short_name(self) -> str:
+        """``user_graded`` for ``\\core\\event\\user_graded``."""
+        return self.name.rsplit("\\", 1)[-1]
 
 
 def _core(name: str) -> str:
     return "\\core\\event\\" + name
 
 
-#: The Moodle events the pipeline acts on, and what each affects.
+#: The Moodle events the pipeline acts on.
 MOODLE_EVENTS: dict[str, MoodleEventSpec] = {
     spec.name: spec
     for spec in (
-        MoodleEventSpec(
-            _core("user_graded"),
-            ("moodle/grades", "zoho/grade_writeback"),
-            "grade_updated",
-            reads_course=True,
-        ),
-        MoodleEventSpec(_core("user_created"), ("moodle/users", "zoho/sync_bookkeeping"), "user_created"),
-        MoodleEventSpec(_core("user_updated"), ("moodle/users", "zoho/sync_bookkeeping"), "user_updated"),
-        MoodleEventSpec(
-            _core("user_enrolment_created"),
-            ("moodle/enrolments", "zoho/sync_bookkeeping"),
-            "enrollment_created",
-        ),
-        MoodleEventSpec(_core("user_enrolment_deleted"), ("moodle/enrolments", "zoho/sync_bookkeeping")),
+        MoodleEventSpec(_core("user_graded"), "grade_updated", reads_course=True),
+        MoodleEventSpec(_core("user_created"), "user_created"),
+        MoodleEventSpec(_core("user_updated"), "user_updated"),
+        MoodleEventSpec(_core("user_enrolment_created"), "enrollment_created"),
+        MoodleEventSpec(_core("user_enrolment_deleted")),
     )
 }
 #: Seed route ``/v1/events/moodle/{name}`` → Moodle core event name.

@@ -45,6 +45,7 @@ import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from sync_pipelines.events import MOODLE_EVENTS, MoodleEvent
+from sync_pipelines.moodle.entities import GRADES_ASSET, moodle_route, zoho_route
 from sync_pipelines.tenants import TenantConfigError, partition_changes, read_tenants, tenant_partitions
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.webhooks.drop import (
@@ -78,15 +79,6 @@ RETRY_BASE_SECONDS = float(os.environ.get("SYNC_EVENT_RETRY_BASE_SECONDS", "30")
 LOST_AFTER_SECONDS = 600.0
 
 DEAD_LETTERS = dg.AssetKey(["events", "dead_letters"])
-
-#: Assets to refresh after a Zoho record of a module changes, beside the module's own asset.
-ZOHO_DOWNSTREAM: dict[str, tuple[str, ...]] = {
-    "students": ("moodle/users", "zoho/sync_bookkeeping"),
-    "teachers": ("moodle/users", "zoho/sync_bookkeeping"),
-    "programmes": ("moodle/courses",),
-    "classes": ("moodle/courses", "moodle/enrolments", "zoho/sync_bookkeeping"),
-    "enrolments": ("moodle/enrolments", "zoho/sync_bookkeeping"),
-}
 
 
 def _step(asset: str) -> str:
@@ -125,11 +117,11 @@ class TenantBatch:
             spec = MODULES_BY_API_NAME.get(str(payload.get("module")))
             if spec is None:
                 raise DropFileError(f"module {payload.get('module')!r} is not synced")
-            self.assets.update({f"zoho/{spec.name}", *ZOHO_DOWNSTREAM.get(spec.name, ())})
+            self.assets.update(zoho_route(spec.name))
             self.zoho_events[spec.name].append(reference(self.root, event.path))
         else:
             spec = MOODLE_EVENTS[payload["eventname"]]  # read_event checked it against the model
-            self.assets.update(spec.affects)
+            self.assets.update(moodle_route(spec.short_name))
             if spec.reads_course and payload.get("courseid"):
                 self.course_ids.add(int(payload["courseid"]))
         self.files.append(event.path)
@@ -139,8 +131,8 @@ class TenantBatch:
             _step(f"zoho/{name}"): {"config": {"event_files": refs}}
             for name, refs in self.zoho_events.items()
         }
-        if self.course_ids and "moodle/grades" in self.assets:
-            ops[_step("moodle/grades")] = {"config": {"course_ids": sorted(self.course_ids)}}
+        if self.course_ids and GRADES_ASSET in self.assets:
+            ops[_step(GRADES_ASSET)] = {"config": {"course_ids": sorted(self.course_ids)}}
         return {"ops": ops}
 
     def refs(self) -> list[str]:

@@ -138,9 +138,32 @@ class ZohoTenantConfig:
 
 
 @dataclass(frozen=True)
+class DriftPolicy:
+    """What the reconciliation does with a difference between Zoho and Moodle (``moodle.drift``).
+
+    Attributes:
+        restore: put back what Zoho holds when Moodle lacks or contradicts it (an enrolment
+            removed by hand, a course renamed, an active student's account suspended). Default
+            true; false only reports it.
+        moodle_only: per entity (``users``, ``courses``, ``enrolments``), what to do with what
+            Moodle holds and Zoho does not say, in the words of Moodle's external-database
+            enrolment plugin's "external unenrol action": ``keep`` (the default: report it, change
+            nothing), ``suspend`` (accounts, enrolments), ``hide`` (courses), ``unenrol``
+            (enrolments). Nothing is ever deleted.
+    """
+
+    restore: bool = True
+    moodle_only: Mapping[str, str] = field(default_factory=dict)
+
+    def moodle_only_action(self, entity: str) -> str:
+        return self.moodle_only.get(entity, "keep")
+
+
+@dataclass(frozen=True)
 class MoodleTenantConfig:
     base_url: str
     token_env: str
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
 
 
 @dataclass(frozen=True)
@@ -392,9 +415,43 @@ def _moodle(raw: object, where: str, problems: _Problems) -> MoodleTenantConfig 
         return None
     base_url = problems.check(lambda: _require(raw, "base_url", where, "moodle."))
     token_env = problems.check(lambda: _env_name(raw, "token_env", where, "moodle."))
-    if base_url is None or token_env is None:
+    drift = problems.check(lambda: _drift(raw.get("drift"), where))
+    if base_url is None or token_env is None or drift is None:
         return None
-    return MoodleTenantConfig(base_url=base_url.rstrip("/"), token_env=token_env)
+    return MoodleTenantConfig(base_url=base_url.rstrip("/"), token_env=token_env, drift=drift)
+
+
+def _drift(raw: object, where: str) -> DriftPolicy:
+    """``moodle.drift``: ``{restore: bool, moodle_only: {<entity>: <action>}}`` (see DriftPolicy);
+    the entities and their actions are those of the Moodle entity table."""
+    from sync_pipelines.moodle.entities import ENTITIES
+
+    if raw is None:
+        return DriftPolicy()
+    if not isinstance(raw, Mapping):
+        raise TenantConfigError(f"{where}: moodle.drift must be a mapping (restore, moodle_only)")
+    unknown = set(raw) - {"restore", "moodle_only"}
+    if unknown:
+        raise TenantConfigError(
+            f"{where}: moodle.drift has unknown keys {sorted(unknown)}: expected restore, moodle_only"
+        )
+    restore = raw.get("restore", True)
+    if not isinstance(restore, bool):
+        raise TenantConfigError(f"{where}: moodle.drift.restore must be true or false, got {restore!r}")
+    only = raw.get("moodle_only") or {}
+    if not isinstance(only, Mapping):
+        raise TenantConfigError(f"{where}: moodle.drift.moodle_only must map an entity to an action")
+    allowed = {e.name: e.moodle_only for e in ENTITIES if e.reports_moodle_only}
+    for name, action in only.items():
+        if name not in allowed:
+            raise TenantConfigError(
+                f"{where}: moodle.drift.moodle_only.{name}: expected one of {', '.join(allowed)}"
+            )
+        if action not in allowed[name]:
+            raise TenantConfigError(
+                f"{where}: moodle.drift.moodle_only.{name} is {action!r}: expected one of {', '.join(allowed[name])}"
+            )
+    return DriftPolicy(restore=restore, moodle_only=dict(only))
 
 
 def _webhook_secrets(

@@ -13,8 +13,11 @@ EXPECTED_UPSTREAM = {
     "zoho/payments": {"zoho/students", "zoho/registrations"},
     "zoho/grades": {"zoho/students", "zoho/classes"},
     "moodle/users": {"zoho/students", "zoho/teachers"},
-    "moodle/courses": {"zoho/classes", "zoho/programmes"},
-    "moodle/enrolments": {"zoho/enrolments", "zoho/classes", "moodle/users", "moodle/courses"},
+    "moodle/categories": {"zoho/programmes"},
+    "moodle/courses": {"zoho/classes", "moodle/categories"},
+    # a withdrawn student's enrolments are removed: students feed the enrolments too
+    "moodle/enrolments": {"zoho/enrolments", "zoho/classes", "zoho/students", "moodle/users", "moodle/courses"},
+    "moodle/drift": {"moodle/users", "moodle/categories", "moodle/courses", "moodle/enrolments"},
     "moodle/grades": {"moodle/enrolments"},
     "zoho/grade_writeback": {"moodle/grades"},
     "zoho/sync_bookkeeping": {"moodle/users", "moodle/courses", "moodle/enrolments"},

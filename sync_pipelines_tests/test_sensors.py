@@ -176,6 +176,7 @@ def test_many_files_become_one_run_per_tenant_carrying_event_references_not_reco
         "zoho/sync_bookkeeping",
         "zoho/enrolments",
         "moodle/enrolments",
+        "moodle/drift",
     }
     ref = lambda p: f"school_a/zoho/{p.name}"  # noqa: E731
     assert a.run_config["ops"] == {

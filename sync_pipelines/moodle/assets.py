@@ -1,22 +1,41 @@
-"""Moodle assets (users, courses, enrolments, grades) and the write-backs to Zoho."""
+"""Moodle assets, generated from the entity table, the grade read, and the write-backs to Zoho.
 
+One asset per Moodle entity of :data:`sync_pipelines.moodle.entities.ENTITIES` (``moodle/users``,
+``moodle/categories``, ``moodle/courses``, ``moodle/enrolments``), each the one reconciliation
+(:func:`~sync_pipelines.moodle.reconcile.reconcile`) of that entity; ``moodle/drift``, the report
+of every difference the last reconciliations found; ``moodle/grades``; and the two write-backs.
+"""
+
+import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
 
-from sync_pipelines.moodle import provision
+from sync_pipelines import writeback
+from sync_pipelines.metadata import md_table
+from sync_pipelines.moodle import preflight
 from sync_pipelines.moodle.client import MoodleClient, MoodleError
-from sync_pipelines.moodle.provision import PushReport
+from sync_pipelines.moodle.entities import (
+    BOOKKEEPING_ASSET,
+    DRIFT_ASSET,
+    ENTITIES,
+    GRADE_WRITEBACK_ASSET,
+    GRADES_ASSET,
+    EntitySpec,
+)
+from sync_pipelines.moodle.grades import collect_grades
+from sync_pipelines.moodle.reconcile import PushReport, reconcile
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.tenants import TenantConfigError, tenant_partitions
-from sync_pipelines.warehouse import Warehouse
+from sync_pipelines.warehouse import Push, Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
-from sync_pipelines.zoho.assets import md_table
 from sync_pipelines.zoho.client import ZohoError
 from sync_pipelines.zoho.resource import ZohoCRMResource
 
+logger = logging.getLogger(__name__)
 OWNERS = ["team:data-platform"]
 
 
@@ -34,16 +53,18 @@ class GradesConfig(dg.Config):
     """Moodle course ids to read (a grading event names one); empty reads every synced course."""
 
 
-def _key(*path: str) -> dg.AssetKey:
-    return dg.AssetKey(list(path))
+def _key(path: str) -> dg.AssetKey:
+    return dg.AssetKey(path.split("/"))
 
 
 def push_metadata(report: PushReport, calls: int | None = None) -> dict[str, object]:
-    """What a data team sees on a push step: counts, what was (or would be) written, failures."""
+    """What a data team sees on a push step: counts, what was (or would be) written, failures, drift."""
     meta: dict[str, object] = {"dry_run": report.dry_run, **report.counts()}
     meta["writes"] = dg.MetadataValue.md(md_table(report.plan))
     meta["failures"] = dg.MetadataValue.md(md_table(report.failures))
     meta["waiting"] = dg.MetadataValue.md(md_table(report.skipped))
+    if len(report.drift):
+        meta["drift_found"] = dg.MetadataValue.md(md_table(report.drift))
     if calls is not None:
         meta["api_calls"] = calls
     return meta
@@ -53,118 +74,166 @@ def push_metadata(report: PushReport, calls: int | None = None) -> dict[str, obj
 SITE_INFO_MAX_AGE = timedelta(hours=24)
 
 
-def remember_site(client: MoodleClient, store: Warehouse, tenant_id: str) -> None:
-    """Record which Moodle user the pipeline's token acts as (``core_webservice_get_site_info``),
-    once a day: the webhook sensor drops the events that user causes, the echoes of the
-    pipeline's own writes, before they cost a run."""
+def remember_site(client: MoodleClient, store: Warehouse, tenant_id: str) -> int | None:
+    """The Moodle user the pipeline's token acts as (``core_webservice_get_site_info``), read
+    once a day and kept in ``moodle_site``: the webhook sensor drops the events that user causes
+    (the echoes of the pipeline's own writes), and the reconciliation leaves that user out."""
     checked = store.moodle.site_checked_at(tenant_id)
-    if checked is not None and datetime.now(UTC) - checked < SITE_INFO_MAX_AGE:
+    if checked is None or datetime.now(UTC) - checked >= SITE_INFO_MAX_AGE:
+        info = client.site_info()
+        if isinstance(info.get("userid"), int):
+            store.moodle.save_site(tenant_id, info["userid"], info.get("release"))
+    return store.moodle.service_users().get(tenant_id)
+
+
+#: Preflight checks whose failure stops every write: an account Moodle does not show by idnumber or
+#: e-mail would be created twice or linked to another record's. A grade item the role cannot see is
+#: reported (the asset check fails) but stops nothing: a hidden activity looks the same.
+BLOCKING_CHECKS = frozenset({preflight.CHECK_FUNCTIONS, preflight.CHECK_IDNUMBER, preflight.CHECK_EMAIL})
+
+
+class PreflightFailed(Exception):
+    """The token's role lacks what the sync needs: nothing was written."""
+
+
+def run_preflight(client: MoodleClient, store: Warehouse, tenant_id: str) -> list[preflight.Finding]:
+    """The capability preflight (:mod:`sync_pipelines.moodle.preflight`) on the users and courses
+    the pipeline manages; recorded in ``moodle_site``."""
+    users = store.moodle.id_map(tenant_id, "user")
+    courses = store.moodle.id_map(tenant_id, "course")
+    findings = preflight.preflight(
+        client,
+        known_users=[(int(m), str(z)) for z, m in users["moodle_id"].head(preflight.MAX_USERS).items()],
+        course_ids=[int(m) for m in courses["moodle_id"].head(preflight.MAX_COURSES)],
+    )
+    store.moodle.save_preflight(tenant_id, [asdict(f) for f in findings], all(f.ok for f in findings))
+    return findings
+
+
+def before_first_write(client: MoodleClient, store: Warehouse, tenant_id: str) -> None:
+    """Run the preflight unless it passed in the last day; stop before any write when a blocking
+    check fails (:data:`BLOCKING_CHECKS`), naming the capability or function to add."""
+    passed_at, _ = store.moodle.preflight(tenant_id)
+    if passed_at is not None and datetime.now(UTC) - passed_at < SITE_INFO_MAX_AGE:
         return
-    info = client.site_info()
-    if isinstance(info.get("userid"), int):
-        store.moodle.save_site(tenant_id, info["userid"], info.get("release"))
+    failed = [f for f in run_preflight(client, store, tenant_id) if not f.ok]
+    for f in failed:
+        logger.warning("tenant %s: preflight %s: %s", tenant_id, f.check, f.message)
+    blocking = [f for f in failed if f.check in BLOCKING_CHECKS]
+    if blocking:
+        raise PreflightFailed(
+            f"tenant {tenant_id}: the Moodle token's role cannot do what the sync needs; nothing was written: "
+            + " | ".join(f.message for f in blocking)
+        )
 
 
-def _guard(step: Callable[[], dg.MaterializeResult]) -> dg.MaterializeResult:
+def _guard(
+    step: Callable[[], dg.MaterializeResult],
+    store: Warehouse | None = None,
+    tenant_id: str | None = None,
+    entity: str = "run",
+    run_id: str | None = None,
+) -> dg.MaterializeResult:
     try:
         return step()
-    except (MoodleError, ZohoError, TenantConfigError) as exc:
-        # The message names the tenant, the service's error code and message, never a secret.
+    except (MoodleError, ZohoError, TenantConfigError, PreflightFailed) as exc:
+        # An error that stops the step is recorded where every write's outcome is, not only in the
+        # run's log; the message names the tenant, the service's error code and message, never a secret.
+        if store is not None and tenant_id is not None:
+            target = "zoho" if isinstance(exc, ZohoError) else "moodle"
+            store.moodle.log(
+                tenant_id,
+                [
+                    Push(
+                        target,
+                        entity,
+                        "*",
+                        "run",
+                        False,
+                        errorcode=getattr(exc, "errorcode", None)
+                        or getattr(exc, "code", None)
+                        or type(exc).__name__,
+                        message=str(exc),
+                    )
+                ],
+                run_id,
+            )
         raise dg.Failure(description=str(exc), metadata={"error_type": type(exc).__name__}) from exc
 
 
 _COMMON = {"partitions_def": tenant_partitions, "owners": OWNERS}
 
 
+def _entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
+    deps = [*(f"zoho/{m}" for m in spec.sources), *(f"moodle/{e}" for e in spec.after)]
+
+    @dg.asset(
+        key=_key(spec.asset),
+        deps=[_key(d) for d in deps],
+        group_name="moodle",
+        kinds={"moodle"},
+        description=spec.description,
+        **_COMMON,
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: PushConfig,
+        moodle: MoodleResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        store, tenant, run_id = warehouse.get(), context.partition_key, context.run.run_id
+
+        def step() -> dg.MaterializeResult:
+            client = moodle.client(tenant)
+            service_user = remember_site(client, store, tenant)
+            before_first_write(client, store, tenant)
+            report = reconcile(
+                spec,
+                client,
+                store,
+                tenant,
+                policy=moodle.drift_policy(tenant),
+                dry_run=config.dry_run,
+                run_id=run_id,
+                service_user_id=service_user,
+            )
+            return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
+
+        return _guard(step, store, tenant, spec.entity, run_id)
+
+    return _asset
+
+
+entity_assets = [_entity_asset(spec) for spec in ENTITIES]
+
+
 @dg.asset(
-    key=_key("moodle", "users"),
-    deps=[_key("zoho", "students"), _key("zoho", "teachers")],
+    key=_key(DRIFT_ASSET),
+    deps=[_key(spec.asset) for spec in ENTITIES],
     group_name="moodle",
-    kinds={"moodle"},
-    description="One Moodle account per Zoho student and teacher (idnumber = Zoho id), created, linked, "
-    "updated or suspended; the map is the `moodle_id_map` table (entity `user`).",
+    kinds={"moodle", "pandas"},
+    description="Every difference between Zoho and Moodle the last reconciliation of each entity found: its "
+    "side (zoho: Moodle lacks or contradicts it; moodle: only Moodle holds it), what differs, and the action "
+    "taken under the school's moodle.drift policy. Table `moodle_drift`.",
     **_COMMON,
 )
-def moodle_users(
-    context: dg.AssetExecutionContext,
-    config: PushConfig,
-    moodle: MoodleResource,
-    warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
-    def step() -> dg.MaterializeResult:
-        client = moodle.client(context.partition_key)
-        remember_site(client, warehouse.get(), context.partition_key)
-        report = provision.push_users(
-            client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
-        )
-        return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
-
-    return _guard(step)
+def moodle_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    drift = warehouse.get().moodle.drift(context.partition_key)
+    meta: dict[str, object] = {
+        "dagster/row_count": len(drift),
+        "unhealed": int((~drift["healed"].astype(bool)).sum()) if len(drift) else 0,
+    }
+    if len(drift):
+        counts = drift.groupby(["entity", "side", "kind"]).size()
+        meta.update({f"{e}_{side}_{kind}": int(n) for (e, side, kind), n in counts.items()})
+    shown = drift[["entity", "side", "kind", "key", "moodle_id", "detail", "action"]] if len(drift) else drift
+    meta["differences"] = dg.MetadataValue.md(md_table(shown))
+    return dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(
-    key=_key("moodle", "courses"),
-    deps=[_key("zoho", "classes"), _key("zoho", "programmes")],
-    group_name="moodle",
-    kinds={"moodle"},
-    description="One Moodle course per Zoho class (shortname = Class_Short_Name, idnumber = Zoho id), in one "
-    "course category per programme; the map is `moodle_id_map` (entities `course`, `category`).",
-    **_COMMON,
-)
-def moodle_courses(
-    context: dg.AssetExecutionContext,
-    config: PushConfig,
-    moodle: MoodleResource,
-    warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
-    def step() -> dg.MaterializeResult:
-        client, store, tenant = moodle.client(context.partition_key), warehouse.get(), context.partition_key
-        cats = provision.push_categories(
-            client, store, tenant, dry_run=config.dry_run, run_id=context.run.run_id
-        )
-        report = provision.push_courses(
-            client, store, tenant, dry_run=config.dry_run, run_id=context.run.run_id
-        )
-        meta = push_metadata(report, client.stats.calls)
-        meta.update({f"categories_{k}": v for k, v in cats.counts().items()})
-        return dg.MaterializeResult(metadata=meta)
-
-    return _guard(step)
-
-
-@dg.asset(
-    key=_key("moodle", "enrolments"),
-    deps=[
-        _key("zoho", "enrolments"),
-        _key("zoho", "classes"),
-        _key("moodle", "users"),
-        _key("moodle", "courses"),
-    ],
-    group_name="moodle",
-    kinds={"moodle"},
-    description="One Moodle manual enrolment per Zoho enrolment (student role) and per class teacher "
-    "(editing-teacher role); deleted enrolments and withdrawn students are unenrolled.",
-    **_COMMON,
-)
-def moodle_enrolments(
-    context: dg.AssetExecutionContext,
-    config: PushConfig,
-    moodle: MoodleResource,
-    warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
-    def step() -> dg.MaterializeResult:
-        client = moodle.client(context.partition_key)
-        report = provision.push_enrolments(
-            client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
-        )
-        return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
-
-    return _guard(step)
-
-
-@dg.asset(
-    key=_key("moodle", "grades"),
-    deps=[_key("moodle", "enrolments")],
+    key=_key(GRADES_ASSET),
+    deps=[_key("moodle/enrolments")],
     group_name="moodle",
     kinds={"moodle", "pandas"},
     description="One row per graded Moodle item of a synced student in a synced course, with its BTEC grade "
@@ -179,9 +248,7 @@ def moodle_grades(
 ) -> dg.MaterializeResult:
     def step() -> dg.MaterializeResult:
         client = moodle.client(context.partition_key)
-        grades = provision.collect_grades(
-            client, warehouse.get(), context.partition_key, course_ids=config.course_ids
-        )
+        grades = collect_grades(client, warehouse.get(), context.partition_key, course_ids=config.course_ids)
         counts = grades["btec_grade"].value_counts().to_dict() if len(grades) else {}
         return dg.MaterializeResult(
             metadata={
@@ -191,12 +258,12 @@ def moodle_grades(
             }
         )
 
-    return _guard(step)
+    return _guard(step, warehouse.get(), context.partition_key, "grade", context.run.run_id)
 
 
 @dg.asset(
-    key=_key("zoho", "grade_writeback"),
-    deps=[_key("moodle", "grades")],
+    key=_key(GRADE_WRITEBACK_ASSET),
+    deps=[_key(GRADES_ASSET)],
     group_name="writeback",
     kinds={"zoho"},
     description="BTEC grades upserted into Zoho BTEC_Grades (duplicate check on Moodle_Grade_Composite_Key, "
@@ -208,17 +275,17 @@ def grade_writeback(
 ) -> dg.MaterializeResult:
     def step() -> dg.MaterializeResult:
         client = zoho.client(context.partition_key)
-        report = provision.write_back_grades(
+        report = writeback.write_back_grades(
             client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
         )
         return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
 
-    return _guard(step)
+    return _guard(step, warehouse.get(), context.partition_key, "grade", context.run.run_id)
 
 
 @dg.asset(
-    key=_key("zoho", "sync_bookkeeping"),
-    deps=[_key("moodle", "users"), _key("moodle", "courses"), _key("moodle", "enrolments")],
+    key=_key(BOOKKEEPING_ASSET),
+    deps=[_key(spec.asset) for spec in ENTITIES if spec.bookkeeping],
     group_name="writeback",
     kinds={"zoho"},
     description="Moodle ids and sync flags written onto the Zoho records (Student_Moodle_ID, Teacher_Moodle_ID, "
@@ -230,21 +297,19 @@ def sync_bookkeeping(
 ) -> dg.MaterializeResult:
     def step() -> dg.MaterializeResult:
         client = zoho.client(context.partition_key)
-        report = provision.write_back_bookkeeping(
+        report = writeback.write_back_bookkeeping(
             client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
         )
         return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
 
-    return _guard(step)
+    return _guard(step, warehouse.get(), context.partition_key, "bookkeeping", context.run.run_id)
 
 
-moodle_assets = [moodle_users, moodle_courses, moodle_enrolments, moodle_grades]
+moodle_assets = [*entity_assets, moodle_drift, moodle_grades]
 writeback_assets = [grade_writeback, sync_bookkeeping]
 #: Step names of every asset with a ``dry_run`` switch (for the dry-run job's config).
 PUSH_STEPS = [
-    "moodle__users",
-    "moodle__courses",
-    "moodle__enrolments",
-    "zoho__grade_writeback",
-    "zoho__sync_bookkeeping",
+    *(spec.asset.replace("/", "__") for spec in ENTITIES),
+    GRADE_WRITEBACK_ASSET.replace("/", "__"),
+    BOOKKEEPING_ASSET.replace("/", "__"),
 ]

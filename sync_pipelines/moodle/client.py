@@ -741,6 +741,19 @@ class MoodleClient:
                 users.setdefault(user.get("id"), user)
         return list(users.values())
 
+    def search_users(self, key: str, value: str) -> list[dict]:
+        """``core_user_get_users`` with one criterion: ``email``, ``firstname`` and ``lastname``
+        match with SQL ``LIKE`` (``%`` is the wildcard), other keys exactly.
+
+        Returns:
+            The users found (Moodle answers at most what the token may see).
+        """
+        answer = self.call("core_user_get_users", {"criteria": [{"key": key, "value": value}]})
+        body = self._expect(dict, "core_user_get_users", answer)
+        for warning in body.get("warnings") or []:
+            logger.debug("tenant %s: get_users warning: %s", self.tenant_id, warning)
+        return self._expect(list, "core_user_get_users", body.get("users", []))
+
     def create_users(self, users: Sequence[Mapping]) -> list[ItemResult]:
         """``core_user_create_users``; a bad user is isolated, every other one is created.
 

@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipelines.moodle.client import MoodleClient
-from sync_pipelines.tenants import TenantConfigError, read_tenants
+from sync_pipelines.tenants import DriftPolicy, TenantConfigError, read_tenants
 
 
 class MoodleResource(dg.ConfigurableResource):
@@ -34,3 +34,8 @@ class MoodleResource(dg.ConfigurableResource):
             timeout=(5.0, self.timeout_seconds),
             max_retries=self.max_retries,
         )
+
+    def drift_policy(self, tenant_id: str) -> DriftPolicy:
+        """The school's ``moodle.drift`` setting: what to heal and what only to report."""
+        tenant = read_tenants(self.tenants_file).get(tenant_id)
+        return tenant.moodle.drift if tenant.moodle is not None else DriftPolicy()

@@ -60,6 +60,11 @@ page (optionally after applying them: the answer was lost), :meth:`MoodleSimulat
 with a Moodle exception body; a seeded :class:`~sync_pipelines.sandbox.faults.FaultPlan` (``faults=``,
 :meth:`MoodleSimulator.set_faults`) injects 5xx pages, dropped connections, slow answers and lost answers
 at a rate. Every request is logged in :attr:`MoodleSimulator.requests`.
+
+A token's role can lack capabilities (``missing_capabilities=``,
+:meth:`MoodleSimulator.set_missing_capabilities`): ``mod/<module>:view``, ``moodle/user:viewalldetails``,
+``moodle/site:viewuseridentity`` and ``moodle/site:viewfullnames`` then leave things out of the answers,
+silently, as a real Moodle 4.5 does (recorded from Moodle 4.5: fixtures/moodle45/preflight_probe.json).
 """
 
 import copy
@@ -134,6 +139,8 @@ _INTERNAL_AUTHS = frozenset({"manual", "email", "nologin"})
 _INSTALLED_THEMES = frozenset({"boost", "classic"})
 _INSTALLED_LANGS = frozenset({"en"})
 _MSG_INVALID_PARAM = "Invalid parameter value detected"
+#: Where the simulated site's code lives (PHP errors name their files).
+_DIRROOT = "/var/www/moodle"
 _MSG_CODING = "Coding error detected, it must be fixed by a programmer: "
 _EMAIL_RE = re.compile(
     r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -184,13 +191,17 @@ class MoodleException(Exception):
     """A Moodle exception, answered as ``{"exception","errorcode","message"[,"debuginfo"]}``.
 
     Args:
-        exception: PHP class name, e.g. ``moodle_exception``.
-        errorcode: Moodle's error code.
+        exception: PHP class name, e.g. ``core\\exception\\moodle_exception``.
+        errorcode: Moodle's error code; ``None`` for a PHP ``Error`` (``TypeError``...), which has
+            none: the answer then has no ``errorcode`` key (fixtures/moodle45/
+            enrol_manual_enrol_users.json, "an unknown user").
         message: the (English) message.
         debuginfo: extra detail Moodle only shows in debug mode.
     """
 
-    def __init__(self, exception: str, errorcode: str, message: str, debuginfo: str | None = None) -> None:
+    def __init__(
+        self, exception: str, errorcode: str | None, message: str, debuginfo: str | None = None
+    ) -> None:
         super().__init__(f"{exception} {errorcode}: {message}")
         self.exception = exception
         self.errorcode = errorcode
@@ -199,18 +210,25 @@ class MoodleException(Exception):
 
     def body(self, *, debug: bool) -> dict[str, Any]:
         """The JSON error body (``debuginfo`` only in debug mode, and only when there is one)."""
-        out: dict[str, Any] = {
-            "exception": self.exception,
-            "errorcode": self.errorcode,
-            "message": self.message,
-        }
+        out: dict[str, Any] = {"exception": self.exception}
+        if self.errorcode is not None:
+            out["errorcode"] = self.errorcode
+        out["message"] = self.message
         if debug and self.debuginfo is not None:
             out["debuginfo"] = self.debuginfo
         return out
 
 
+# Moodle 4.5 answers its core exceptions with their namespaced class names (the old names are
+# aliases of core\exception\*); dml_* and webservice_access_exception keep theirs. Seen in every
+# error case of fixtures/moodle45/*.json (e.g. core_user_create_users.json, "a taken username").
+EXC_MOODLE = "core\\exception\\moodle_exception"
+EXC_INVALID_PARAMETER = "core\\exception\\invalid_parameter_exception"
+EXC_CODING = "core\\exception\\coding_exception"
+
+
 def _invalid(debuginfo: str) -> MoodleException:
-    return MoodleException("invalid_parameter_exception", "invalidparameter", _MSG_INVALID_PARAM, debuginfo)
+    return MoodleException(EXC_INVALID_PARAMETER, "invalidparameter", _MSG_INVALID_PARAM, debuginfo)
 
 
 def _missing_record(table: str, where: str, values: Iterable[Any]) -> MoodleException:
@@ -224,11 +242,11 @@ def _missing_record(table: str, where: str, values: Iterable[Any]) -> MoodleExce
 
 
 def _coding(message: str, debuginfo: str | None = None) -> MoodleException:
-    return MoodleException("coding_exception", "codingerror", _MSG_CODING + message, debuginfo)
+    return MoodleException(EXC_CODING, "codingerror", _MSG_CODING + message, debuginfo)
 
 
 def _moodle(errorcode: str, message: str, debuginfo: str | None = None) -> MoodleException:
-    return MoodleException("moodle_exception", errorcode, message, debuginfo)
+    return MoodleException(EXC_MOODLE, errorcode, message, debuginfo)
 
 
 # --- PHP value helpers --------------------------------------------------------------------------------
@@ -509,9 +527,22 @@ def _plain(value: Any) -> Any:
 # --- output ---------------------------------------------------------------------------------------------
 
 
+def _php_numbers(value: Any) -> Any:
+    """Whole floats as ints, as ``json_encode()`` without ``JSON_PRESERVE_ZERO_FRACTION`` writes them:
+    a PARAM_FLOAT ``100.0`` arrives as ``100`` (fixtures/moodle45/gradereport_user_get_grade_items.json:
+    ``grademax`` 100, ``grademin`` 0, ``weightraw`` 1), ``87.5`` as ``87.5``."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 1e15 else value
+    if isinstance(value, dict):
+        return {k: _php_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_php_numbers(v) for v in value]
+    return value
+
+
 def _json(value: Any) -> bytes:
-    """``json_encode()``: compact, ASCII with \\u escapes, and ``/`` escaped as ``\\/``."""
-    return json.dumps(value, separators=(",", ":")).replace("/", "\\/").encode("ascii")
+    """``json_encode()``: compact, ASCII with \\u escapes, ``/`` escaped as ``\\/``, whole floats as ints."""
+    return json.dumps(_php_numbers(value), separators=(",", ":")).replace("/", "\\/").encode("ascii")
 
 
 def _escape(text: str) -> str:
@@ -538,7 +569,8 @@ def _xml_response(value: Any) -> bytes:
 def _xml_error(exc: MoodleException, *, debug: bool) -> bytes:
     text = '<?xml version="1.0" encoding="UTF-8" ?>\n'
     text += f'<EXCEPTION class="{_escape(exc.exception)}">\n'
-    text += f"<ERRORCODE>{_escape(exc.errorcode)}</ERRORCODE>\n"
+    if exc.errorcode is not None:
+        text += f"<ERRORCODE>{_escape(exc.errorcode)}</ERRORCODE>\n"
     text += f"<MESSAGE>{_escape(exc.message)}</MESSAGE>\n"
     if debug and exc.debuginfo is not None:
         text += f"<DEBUGINFO>{_escape(exc.debuginfo)}</DEBUGINFO>\n"
@@ -699,9 +731,18 @@ _PARAMETERS: dict[str, _Single] = {
     "core_user_create_users": _Single({"users": _Multiple(_CREATE_USER)}),
     "core_user_update_users": _Single({"users": _Multiple(_UPDATE_USER)}),
     "core_user_get_users_by_field": _Single({"field": _Value("alpha"), "values": _Multiple(_Value("raw"))}),
+    "core_user_get_users": _Single(
+        {"criteria": _Multiple(_Single({"key": _Value("alpha"), "value": _Value("raw")}))}
+    ),
     "core_course_create_courses": _Single({"courses": _Multiple(_CREATE_COURSE)}),
     "core_course_update_courses": _Single({"courses": _Multiple(_UPDATE_COURSE)}),
     "core_course_get_courses_by_field": _Single({"field": _dflt("alpha", ""), "value": _dflt("raw", "")}),
+    "core_course_get_contents": _Single(
+        {
+            "courseid": _Value("int"),
+            "options": _Multiple(_Single({"name": _Value("alpha"), "value": _Value("raw")}), _DEFAULT, []),
+        }
+    ),
     "core_course_get_categories": _Single(
         {
             "criteria": _Multiple(_Single({"key": _Value("alpha"), "value": _Value("raw")}), _DEFAULT, []),
@@ -758,6 +799,7 @@ _PARAMETERS: dict[str, _Single] = {
     "gradereport_user_get_grade_items": _Single(
         {"courseid": _Value("int"), "userid": _dflt("int", 0), "groupid": _dflt("int", 0)}
     ),
+    "core_grades_get_gradeitems": _Single({"courseid": _Value("int")}),
     "core_grades_update_grades": _Single(
         {
             "source": _Value("text"),
@@ -855,6 +897,8 @@ class MoodleSimulator(LoopbackServer):
             and an upper case letter, a non-alphanumeric character).
         faults: a seeded :class:`~sync_pipelines.sandbox.faults.FaultPlan` deciding which REST calls
             fail and how (shared with a Zoho simulator if given to both); ``None`` injects nothing.
+        missing_capabilities: capabilities the tokens' role lacks (see
+            :meth:`set_missing_capabilities`); empty = the site administrator's view.
     """
 
     thread_name = "moodle-simulator"
@@ -872,6 +916,7 @@ class MoodleSimulator(LoopbackServer):
         clock: Callable[[], datetime] | None = None,
         password_policy: bool = True,
         faults: FaultPlan | None = None,
+        missing_capabilities: Iterable[str] = (),
     ) -> None:
         if max_input_vars < 1:
             raise ValueError("max_input_vars must be >= 1")
@@ -881,6 +926,7 @@ class MoodleSimulator(LoopbackServer):
         self.site_name = site_name
         self.password_policy = password_policy
         self.faults = faults
+        self.missing_capabilities: frozenset[str] = frozenset(missing_capabilities)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._http_failures: list[_HttpFailure] = []
@@ -1042,7 +1088,8 @@ class MoodleSimulator(LoopbackServer):
     def fail_function(self, function: str, errorcode: str, message: str, *, count: int = 1) -> None:
         """Answer the next ``count`` calls of ``function`` with a Moodle exception body (HTTP 200).
 
-        The body is ``{"exception":"moodle_exception","errorcode":errorcode,"message":message}``;
+        The body is ``{"exception":"core\\exception\\moodle_exception","errorcode":errorcode,
+        "message":message}``;
         nothing is applied. ``count=0`` cancels what is pending for that function.
         """
         with self._lock:
@@ -1055,6 +1102,39 @@ class MoodleSimulator(LoopbackServer):
         """Inject faults from ``faults`` from the next request on (``None`` stops injecting)."""
         with self._lock:
             self.faults = faults
+
+    def set_missing_capabilities(self, capabilities: Iterable[str]) -> None:
+        """Play a token whose role lacks ``capabilities`` (empty: the site administrator again).
+
+        What each one changes, as a real Moodle 4.5 answers a role without it (recorded from Moodle
+        4.5: fixtures/moodle45/preflight_probe.json); none of them raises an error:
+
+        * ``mod/<module>:view`` (``mod/assign:view``, ``mod/quiz:view``...):
+          ``gradereport_user_get_grade_items`` leaves out that module's grade items (the course total
+          keeps its grade and ``grademax``) and ``core_course_get_contents`` the activities
+          themselves; ``core_grades_get_gradeitems`` still lists their grade items.
+        * ``moodle/user:viewalldetails``: user details (``core_user_get_users_by_field``,
+          ``core_enrol_get_enrolled_users``) lose ``username``, ``idnumber``, ``auth``, ``confirmed``,
+          ``lang``, ``theme``, ``mailformat``, ``department``, ``institution``, so lookups by
+          ``idnumber`` and ``username`` answer ``[]``; by ``id`` and ``email`` they still answer.
+        * ``moodle/site:viewuseridentity``: outside a course, details lose ``email`` (unless the
+          user's ``maildisplay`` is 1), so lookups by ``email`` answer ``[]``; enrolled users keep it
+          (``moodle/course:useremail``).
+        * ``moodle/site:viewfullnames``: details of other users lose ``firstname`` and ``lastname``.
+        """
+        with self._lock:
+            self.missing_capabilities = frozenset(capabilities)
+
+    def _lacks(self, capability: str) -> bool:
+        return capability in self.missing_capabilities
+
+    def _can_view_module(self, module: str | None) -> bool:
+        """Whether the role sees activities of ``module`` (``cm_info::uservisible``: ``mod/<module>:view``).
+
+        Without it Moodle 4.5 leaves the activity out of the grade report and of
+        ``core_course_get_contents`` alike (recorded from Moodle 4.5: fixtures/moodle45/preflight_probe.json).
+        """
+        return not module or not self._lacks(f"mod/{module}:view")
 
     def reset_log(self) -> None:
         """Forget the request log."""
@@ -1085,7 +1165,7 @@ class MoodleSimulator(LoopbackServer):
         state.categories[MISC_CATEGORY_ID] = {
             "id": MISC_CATEGORY_ID,
             "name": "Miscellaneous",
-            "idnumber": "",
+            "idnumber": None,  # NULL on the install's category (core_course_get_categories.json)
             "description": "",
             "descriptionformat": 1,
             "parent": 0,
@@ -1108,7 +1188,9 @@ class MoodleSimulator(LoopbackServer):
                 "summary": "",
             },
         )
-        state.courses[SITE_COURSE_ID].update({"sortorder": 1, "enablecompletion": 0, "newsitems": 3})
+        state.courses[SITE_COURSE_ID].update(
+            {"sortorder": 1, "enablecompletion": 0, "newsitems": 3, "showcompletionconditions": None}
+        )
         return state
 
     def _new_user_record(self, user_id: int, fields: dict) -> dict:
@@ -1138,9 +1220,10 @@ class MoodleSimulator(LoopbackServer):
             "timezone": "99",
             "firstaccess": 0,
             "lastaccess": 0,
-            "description": "",
+            "description": None,
             "descriptionformat": 1,
             "mailformat": 1,
+            "trackforums": 0,
             "maildisplay": 2,
             "firstnamephonetic": None,
             "lastnamephonetic": None,
@@ -1189,7 +1272,10 @@ class MoodleSimulator(LoopbackServer):
             "enablecompletion": fields.get("enablecompletion", 1),
             "completionnotify": fields.get("completionnotify", 0),
             "cacherev": now,
-            "showactivitydates": 1,
+            "numsections": fields.get("numsections", 0),  # create_course(): sections 0..numsections
+            # A course made over web services: no activity dates shown, completion conditions shown
+            # (core_course_get_courses_by_field.json, "by idnumber").
+            "showactivitydates": 0,
             "showcompletionconditions": 1,
             "customfields": {c["shortname"]: c["value"] for c in fields.get("customfields") or []},
         }
@@ -1231,7 +1317,9 @@ class MoodleSimulator(LoopbackServer):
     def _recompute_course_max(self, course_id: int) -> None:
         items = self._mod_items(course_id)
         self._course_item(course_id)["grademax"] = (
-            float(sum(i["grademax"] for i in items)) if items else 100.0
+            # Natural: the sum of the items, 0 without any (gradereport_user_get_grade_items.json,
+            # "a course without graded activities": the total's grademax 0, range "0&ndash;0").
+            float(sum(i["grademax"] for i in items)) if items else 0.0
         )
 
     def _store_grade(self, item: dict, user_id: int, grade: float | None, feedback: str | None) -> None:
@@ -1278,9 +1366,8 @@ class MoodleSimulator(LoopbackServer):
         if len(re.findall(r"[A-Z]", password)) < 1:
             errors.append("Passwords must have at least 1 upper case letter(s).")
         if len(re.findall(r"[^a-zA-Z0-9]", password)) < 1:
-            errors.append(
-                "Passwords must have at least 1 non-alphanumeric character(s) such as as *, -, or #."
-            )
+            # core_user_create_users.json, "a password the policy refuses"
+            errors.append("The password must have at least 1 special character(s) such as *, -, or #.")
         return "".join(f"<div>{e}</div>" for e in errors)
 
     @staticmethod
@@ -1333,7 +1420,7 @@ class MoodleSimulator(LoopbackServer):
                     )
                 except Exception as exc:  # a simulator bug must still answer like the site does
                     logger.exception("Moodle simulator failed on %s", function)
-                    error = MoodleException("moodle_exception", "generalexceptionmessage", str(exc))
+                    error = MoodleException(EXC_MOODLE, "generalexceptionmessage", str(exc))
                     errorcode = error.errorcode
                     payload = (
                         _json(error.body(debug=self.debug))
@@ -1452,6 +1539,7 @@ class MoodleSimulator(LoopbackServer):
             "release": RELEASE,
             "version": VERSION,
             "mobilecssurl": "",
+            # A 4.5 site's defaults (core_webservice_get_site_info.json, "the pipeline's token").
             "advancedfeatures": [
                 {"name": "usecomments", "value": 1},
                 {"name": "usetags", "value": 1},
@@ -1460,12 +1548,18 @@ class MoodleSimulator(LoopbackServer):
                 {"name": "enableblogs", "value": 1},
                 {"name": "enablecompletion", "value": 1},
                 {"name": "enablebadges", "value": 1},
+                {"name": "messagingallusers", "value": 0},
+                {"name": "enablecustomreports", "value": 1},
+                {"name": "enableglobalsearch", "value": 0},
                 {"name": "mnet_dispatcher_mode", "value": 0},
+                {"name": "enablecompetencies", "value": 1},
             ],
             "usercanmanageownfiles": True,
             "userquota": 104857600,
             "usermaxuploadfilesize": 104857600,
             "userhomepage": 1,
+            # The key of the user's private files/RSS URLs (get_user_key('core_files', ...)).
+            "userprivateaccesskey": hashlib.md5(f"core_files:{token}".encode()).hexdigest(),
             "siteid": SITE_COURSE_ID,
             "sitecalendartype": "gregorian",
             "usercalendartype": "gregorian",
@@ -1545,7 +1639,8 @@ class MoodleSimulator(LoopbackServer):
             if not _valid_email(user["email"]):
                 raise _moodle("useremailinvalid", "Invalid email address", "Invalid email address")
             if self._email_taken(user["email"], other_than=user["id"]):
-                raise _moodle("useremailduplicate", "Duplicate email address", "Duplicate email address")
+                # core_user_update_users.json, "an absent user and a taken email"
+                raise _moodle("useremailduplicate", "Duplicate address", "Duplicate address")
         changes = {
             k: v
             for k, v in user.items()
@@ -1593,6 +1688,56 @@ class MoodleSimulator(LoopbackServer):
                 out.append(details)
         return out
 
+    def _ws_core_user_get_users(self, *, token: str, criteria: list[dict]) -> dict:
+        """``core_user_external::get_users()`` (fixtures/moodle45/core_user_get_users.json): criteria
+        ANDed; ``email``, ``firstname``, ``lastname`` by case-insensitive LIKE (``%``, ``_``);
+        an unknown key is a warning and is ignored; a user is returned only if every criterion's
+        field is in its details."""
+        ptypes = {
+            "id": "int",
+            "idnumber": "raw",
+            "username": "username",
+            "email": "raw_trimmed",
+            "auth": "auth",
+        }
+        ptypes |= {"firstname": "notags", "lastname": "notags"}
+        conditions: list[tuple[str, Any]] = []
+        warnings: list[dict] = []
+        used: set[str] = set()
+        for crit in criteria:
+            key = crit["key"]
+            if key in used:
+                raise _moodle("keyalreadyset", "error/keyalreadyset", f"The key {key} can only be sent once")
+            used.add(key)
+            if key not in ptypes:
+                warnings.append(
+                    {
+                        "item": key,
+                        "warningcode": "invalidfieldparameter",
+                        "message": f"The search key '{key}' is not supported, look at the web service documentation",
+                    }
+                )
+                continue
+            conditions.append((key, _clean_param(crit["value"], ptypes[key])))
+
+        def matches(user: dict) -> bool:
+            for key, wanted in conditions:
+                if key in ("email", "firstname", "lastname"):
+                    if not _sql_like(str(user[key]), str(wanted)):
+                        return False
+                elif user[key] != wanted:
+                    return False
+            return True
+
+        found = []
+        for _, user in sorted(self._state.users.items()):
+            if user["deleted"] or not matches(user):
+                continue
+            details = self._user_details(user)
+            if all(details.get(key) for key, _ in conditions):
+                found.append(details)
+        return {"users": found, "warnings": warnings}
+
     def _user_details(
         self, user: dict, course: dict | None = None, userfields: list[str] | None = None
     ) -> dict:
@@ -1625,6 +1770,8 @@ class MoodleSimulator(LoopbackServer):
             out["firstaccess"] = user["firstaccess"]
         if want("lastaccess"):
             out["lastaccess"] = user["lastaccess"]
+        if course is not None and want("lastcourseaccess"):  # core_enrol_get_enrolled_users.json
+            out["lastcourseaccess"] = 0
         if course is None:
             if want("auth"):
                 out["auth"] = user["auth"]
@@ -1632,10 +1779,12 @@ class MoodleSimulator(LoopbackServer):
                 out["suspended"] = bool(user["suspended"])
             if want("confirmed"):
                 out["confirmed"] = bool(user["confirmed"])
-            for name in ("lang", "theme", "timezone", "mailformat"):
-                if want(name):
+            for name in ("lang", "theme", "timezone", "mailformat", "trackforums"):
+                if want(name):  # trackforums: core_user_get_users_by_field.json, every user
                     out[name] = user[name]
-        if want("description"):
+        # isset($user->description): NULL for an account made without one, so no key at all
+        # (core_user_get_users_by_field.json, users made by core_user_create_users).
+        if want("description") and user["description"] is not None:
             out["description"] = user["description"]
             out["descriptionformat"] = user["descriptionformat"]
         if want("city") and user["city"]:
@@ -1654,12 +1803,14 @@ class MoodleSimulator(LoopbackServer):
         if want("customfields") and custom:
             out["customfields"] = custom
         if course is not None:
-            if want("groups"):
-                out["groups"] = []
+            # "groups" only for a member of some group (groups_get_all_groups()); the simulated
+            # site has no groups, so never (core_enrol_get_enrolled_users.json).
             if want("roles"):
                 ue = self._state.enrolments.get((course["id"], user["id"]))
+                # sortorder is the role assignment's (role_assignments.sortorder, 0), not the
+                # role's (core_enrol_get_enrolled_users.json: student and editingteacher both 0).
                 out["roles"] = [
-                    {"roleid": r, "name": "", "shortname": _ROLES[r][0], "sortorder": _ROLES[r][1]}
+                    {"roleid": r, "name": "", "shortname": _ROLES[r][0], "sortorder": 0}
                     for r in sorted(ue["roles"] if ue else [], key=lambda r: _ROLES[r][1])
                 ]
             if want("enrolledcourses"):
@@ -1672,7 +1823,28 @@ class MoodleSimulator(LoopbackServer):
                     out["enrolledcourses"] = [
                         {"id": c["id"], "fullname": c["fullname"], "shortname": c["shortname"]} for c in mine
                     ]
-        return out
+        return self._as_role_sees(out, user, course)
+
+    def _as_role_sees(self, details: dict, user: dict, course: dict | None) -> dict:
+        """``details`` as a role without :attr:`missing_capabilities` sees them: fields left out, no error.
+
+        Recorded from Moodle 4.5: fixtures/moodle45/preflight_probe.json (``user_get_user_details()``;
+        see :meth:`set_missing_capabilities`).
+        """
+        if not self.missing_capabilities:
+            return details
+        hidden: set[str] = set()
+        if self._lacks("moodle/user:viewalldetails"):
+            hidden |= {"username", "idnumber", "auth", "confirmed", "lang", "theme", "mailformat"}
+            hidden |= {"trackforums", "department", "institution"}
+        if self._lacks("moodle/site:viewfullnames"):
+            hidden |= {"firstname", "lastname"}
+        # In a course the e-mail follows moodle/course:useremail; elsewhere the identity fields
+        # (showuseridentity = email), unless the user shows it to everyone (maildisplay 1).
+        email_cap = "moodle/course:useremail" if course is not None else "moodle/site:viewuseridentity"
+        if self._lacks(email_cap) and user.get("maildisplay") != 1:
+            hidden.add("email")
+        return {key: value for key, value in details.items() if key not in hidden}
 
     # --- web service functions: courses and categories ----------------------------------------------
 
@@ -1778,17 +1950,16 @@ class MoodleSimulator(LoopbackServer):
             found = []
             for part in _clean_param(value, "sequence").split(","):
                 cid = _php_int(part)
-                if cid in courses:
-                    found.append(courses[cid])
-                else:
-                    warnings.append(
-                        {
-                            "item": "course",
-                            "itemid": cid,
-                            "warningcode": "1",
-                            "message": "No access rights in course context",
-                        }
+                if cid not in courses:
+                    # util::validate_courses(..., keepfails: true) sets a property on the missing
+                    # course, which PHP 8 refuses: an Error without errorcode, not a warning
+                    # (core_course_get_courses_by_field.json, "by ids, one of them absent").
+                    # (A course the token cannot enter is warning "1", "No access rights in course
+                    # context"; every token of the simulator enters every course.)
+                    raise MoodleException(
+                        "Error", None, 'Attempt to assign property "contextvalidated" on null'
                     )
+                found.append(courses[cid])
             found = sorted({c["id"]: c for c in found}.values(), key=lambda c: c["id"])
         elif field in ("shortname", "idnumber"):
             wanted_text = _strip_tags(value) if field == "shortname" else value
@@ -1797,15 +1968,98 @@ class MoodleSimulator(LoopbackServer):
             raise _invalid("Invalid field name")
         return {"courses": [self._course_details(c) for c in found], "warnings": warnings}
 
+    def _ws_core_course_get_contents(self, *, token: str, courseid: int, options: list[dict]) -> list[dict]:
+        """``core_course_get_contents`` (fixtures/moodle45/core_course_get_contents.json): sections
+        0..numsections (a course made over web services has section 0 only), the Announcements forum
+        of a topics/weeks course with ``newsitems`` (made by the forum's course_created observer),
+        then the graded activities the role can see, all in section 0. ``options`` are accepted and
+        ignored."""
+        course = self._find_course(courseid)
+        if "section_ids" not in course:
+            course["section_ids"] = [self._next("course_section") for _ in range(course["numsections"] + 1)]
+        if course["newsitems"] and course["format"] in ("topics", "weeks") and "newsforum" not in course:
+            course["newsforum"] = {"cmid": self._next("cm"), "instance": self._next("instance:forum")}
+        modules = []
+        if "newsforum" in course and self._can_view_module("forum"):
+            forum = course["newsforum"]
+            modules.append(self._module(forum["cmid"], "forum", forum["instance"], "Announcements"))
+        for item in self._mod_items(courseid):
+            if item["itemnumber"] == 0 and self._can_view_module(item["itemmodule"]):
+                modules.append(
+                    self._module(item["cmid"], item["itemmodule"], item["iteminstance"], item["itemname"])
+                )
+        return [
+            {
+                "id": section_id,
+                "name": "General" if number == 0 else "New section",
+                "visible": 1,
+                "summary": "",
+                "summaryformat": 1,
+                "section": number,
+                "hiddenbynumsections": 0,
+                "uservisible": True,
+                "component": None,
+                "itemid": None,
+                "modules": modules if number == 0 else [],
+            }
+            for number, section_id in enumerate(course["section_ids"])
+        ]
+
+    def _module(self, cmid: int, modname: str, instance: int, name: str) -> dict:
+        """A course module as ``core_course_get_contents`` lists it (core_course_get_contents.json)."""
+        purpose, plural = _MODULE_KINDS.get(modname, ("other", modname.capitalize() + "s"))
+        module: dict[str, Any] = {
+            "id": cmid,
+            "url": f"{self.base_url}/mod/{modname}/view.php?id={cmid}",
+            "name": name,
+            "instance": instance,
+            "contextid": 100 + cmid,
+            "visible": 1,
+            "uservisible": True,
+            "visibleoncoursepage": 1,
+            "modicon": f"{self.base_url}/theme/image.php/boost/{modname}/1/monologo?filtericon=1",
+            "modname": modname,
+            "purpose": purpose,
+            "branded": False,
+            "modplural": plural,
+            "availability": None,
+            "indent": 0,
+            "onclick": "",
+            "afterlink": None,
+        }
+        if modname == "forum":  # the forum is the one module with an activity badge (unread posts)
+            module["activitybadge"] = []
+        module.update(
+            {
+                "customdata": '{"trackingtype":"1"}' if modname == "forum" else '""',
+                "noviewlink": False,
+                "completion": 0,
+                "downloadcontent": 1,
+                "dates": [],
+                "groupmode": 0,
+            }
+        )
+        return module
+
     def _course_details(self, course: dict) -> dict:
         category = self._state.categories.get(course["category"])
         fmt = course["format"]
-        options = (
-            []
-            if fmt == "site"
-            else [{"name": "hiddensections", "value": 1}, {"name": "coursedisplay", "value": 0}]
-        )
-        return {
+        # topics/weeks answer three options, "indentation" as a string; the site course (format
+        # "site") none, and then no "courseformatoptions" key at all
+        # (core_course_get_courses_by_field.json, "every course").
+        options = [
+            {"name": "hiddensections", "value": 1},
+            {"name": "coursedisplay", "value": 0},
+            {"name": "indentation", "value": "1"},
+        ]
+        # Course contacts ($CFG->coursecontact: editing teachers) with an active enrolment
+        # (core_course_get_courses_by_field.json, "the course with grades, by id").
+        contacts = [
+            {"id": uid, "fullname": self._fullname(self._state.users[uid])}
+            for (cid, uid), ue in sorted(self._state.enrolments.items(), key=lambda kv: kv[0][1])
+            if cid == course["id"] and ROLE_EDITINGTEACHER in ue["roles"] and ue["status"] == 0
+        ]
+        details = {
             "id": course["id"],
             "fullname": course["fullname"],
             "displayname": course["fullname"],
@@ -1819,13 +2073,12 @@ class MoodleSimulator(LoopbackServer):
             "summaryfiles": [],
             "overviewfiles": [],
             "showactivitydates": bool(course["showactivitydates"]),
-            "showcompletionconditions": bool(course["showcompletionconditions"]),
-            "contacts": [],
+            # NULL on the site course (core_course_get_courses_by_field.json, "every course")
+            "showcompletionconditions": None
+            if course["showcompletionconditions"] is None
+            else bool(course["showcompletionconditions"]),
+            "contacts": contacts,
             "enrollmentmethods": [] if fmt == "site" else ["manual"],
-            "customfields": [
-                {"name": k, "shortname": k, "type": "text", "valueraw": v, "value": v}
-                for k, v in course["customfields"].items()
-            ],
             "idnumber": course["idnumber"],
             "format": fmt,
             "showgrades": course["showgrades"],
@@ -1849,12 +2102,27 @@ class MoodleSimulator(LoopbackServer):
             "timemodified": course["timemodified"],
             "requested": course["requested"],
             "cacherev": course["cacherev"],
+            # The filters a 4.5 site has on by default (core_course_get_courses_by_field.json).
             "filters": [
                 {"filter": name, "localstate": 0, "inheritedstate": 1}
-                for name in ("activitynames", "mathjaxloader", "mediaplugin")
+                for name in (
+                    "displayh5p",
+                    "activitynames",
+                    "mathjaxloader",
+                    "emoticon",
+                    "urltolink",
+                    "mediaplugin",
+                )
             ],
-            "courseformatoptions": options,
         }
+        if course["customfields"]:  # only on a site with course custom fields: none by default
+            details["customfields"] = [
+                {"name": k, "shortname": k, "type": "text", "valueraw": v, "value": v}
+                for k, v in course["customfields"].items()
+            ]
+        if fmt != "site":
+            details["courseformatoptions"] = options
+        return details
 
     def _ws_core_course_get_categories(
         self, *, token: str, criteria: list[dict], addsubcategories: bool
@@ -1902,7 +2170,8 @@ class MoodleSimulator(LoopbackServer):
         for category in categories:
             parent = category["parent"]
             if parent and parent not in self._state.categories:
-                raise _moodle("unknowcategory", "Unknown category")
+                # core_course_create_categories.json, "an unknown parent"
+                raise _moodle("unknowcategory", "Category not known!")
             if category["name"] in ("", "0"):  # PHP's empty()
                 raise _moodle("categorynamerequired", "The category name is required")
             if category.get("idnumber") and any(
@@ -1968,10 +2237,16 @@ class MoodleSimulator(LoopbackServer):
             elif (ue["timestart"], ue["timeend"], ue["status"]) != (timestart, timeend, status):
                 ue.update({"timestart": timestart, "timeend": timeend, "status": status, "timemodified": now})
             user = self._state.users.get(user_id)
-            if (
-                user is None or user["deleted"]
-            ):  # role_assign() checks the user after the enrolment is written
-                raise _coding("User ID does not exist or is deleted!", f"userid:{user_id}")
+            if user is None or user["deleted"]:
+                # The enrolment is written, then the welcome message (on by default for manual
+                # enrolments) passes the missing user to core_user::get_name_placeholders(): a PHP
+                # TypeError, no errorcode (enrol_manual_enrol_users.json, "an unknown user").
+                raise MoodleException(
+                    "TypeError",
+                    None,
+                    "core\\user::get_name_placeholders(): Argument #1 ($user) must be of type stdClass, bool given, "
+                    f"called in {_DIRROOT}/lib/enrollib.php on line 3677",
+                )
             if role_id not in ue["roles"]:
                 ue["roles"].append(role_id)
         return None
@@ -2097,6 +2372,10 @@ class MoodleSimulator(LoopbackServer):
         graded_max = sum(i["grademax"] for i, _ in graded)
         out = []
         for item in mods:
+            if not self._can_view_module(item["itemmodule"]):
+                # Left out, no error; the total keeps its grade and grademax (recorded from Moodle
+                # 4.5: fixtures/moodle45/preflight_probe.json, "without mod/assign:view").
+                continue
             row = rows[item["id"]]
             grade = row["finalgrade"] if row else None
             weight = item["grademax"] / graded_max if grade is not None and graded_max else 0.0
@@ -2112,7 +2391,11 @@ class MoodleSimulator(LoopbackServer):
             )
         total = float(sum(g for _, g in graded)) if graded else None
         total_max = float(graded_max) if graded else total_item["grademax"]
-        out.append(self._grade_item_data(total_item, total, total_max, None, weight=None, status=None))
+        # The total was graded when its last graded item was (gradereport_user_get_grade_items.json:
+        # the course item's gradedategraded is the assignment's).
+        graded_at = max((rows[i["id"]]["timemodified"] for i, _ in graded), default=None)
+        total_row = {"timemodified": graded_at, "finalgrade": total} if graded else None
+        out.append(self._grade_item_data(total_item, total, total_max, total_row, weight=None, status=None))
         return out
 
     def _grade_item_data(
@@ -2151,7 +2434,9 @@ class MoodleSimulator(LoopbackServer):
         data.update(
             {
                 "graderaw": grade,
-                "gradedatesubmitted": row["timecreated"] if row else None,
+                # The learner's submission time: the simulated site has no submissions, and a grade
+                # given without one has none (gradereport_user_get_grade_items.json: null).
+                "gradedatesubmitted": None,
                 "gradedategraded": row["timemodified"] if row and row["finalgrade"] is not None else None,
                 "gradehiddenbydate": False,
                 "gradeneedsupdate": False,
@@ -2174,6 +2459,26 @@ class MoodleSimulator(LoopbackServer):
             }
         )
         return data
+
+    def _ws_core_grades_get_gradeitems(self, *, token: str, courseid: int) -> dict:
+        """Every grade item of the course but the course (and category) totals, whatever the role's
+        ``mod/<module>:view``: ids as strings, ``category`` the course category's name, which for the
+        top category is the course's full name (recorded from Moodle 4.5:
+        fixtures/moodle45/preflight_probe.json, probe "core_grades_get_gradeitems")."""
+        course = self._find_course(courseid)
+        if not any(i["courseid"] == courseid for i in self._state.grade_items.values()):
+            # grade_item::fetch_all() answers false for a course without any grade item, not even
+            # the course total (the grade report creates that one): recorded as "empty_course".
+            raise MoodleException(
+                "TypeError", None, "array_filter(): Argument #1 ($array) must be of type array, bool given"
+            )
+        return {
+            "gradeItems": [
+                {"id": str(item["id"]), "itemname": item["itemname"], "category": course["fullname"]}
+                for item in self._mod_items(courseid)
+            ],
+            "warnings": [],
+        }
 
     def _ws_core_grades_update_grades(
         self,
@@ -2206,6 +2511,30 @@ class MoodleSimulator(LoopbackServer):
                 item, grade["studentid"], grade.get("grade"), feedback=grade.get("str_feedback")
             )
         return 0
+
+
+#: modname -> (purpose, modplural) of the modules the simulated courses hold.
+_MODULE_KINDS: dict[str, tuple[str, str]] = {
+    "assign": ("assessment", "Assignments"),
+    "quiz": ("assessment", "Quizzes"),
+    "forum": ("collaboration", "Forums"),
+}
+
+
+def _sql_like(text: str, pattern: str) -> bool:
+    """``$DB->sql_like($field, $pattern, casesensitive: false)``: ``%`` any run, ``_`` one character,
+    ``\\`` escapes."""
+    regex, chars = "", iter(pattern)
+    for char in chars:
+        if char == "\\":
+            regex += re.escape(next(chars, "\\"))
+        elif char == "%":
+            regex += ".*"
+        elif char == "_":
+            regex += "."
+        else:
+            regex += re.escape(char)
+    return re.fullmatch(regex, text, re.IGNORECASE | re.DOTALL) is not None
 
 
 def _loose_equal(value: str, cleaned: Any) -> bool:

@@ -114,7 +114,46 @@ moodle_site = sa.Table(
     ),
     sa.Column("release", sa.Text()),
     sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column(
+        "preflight_at", sa.DateTime(timezone=True), comment="when the capability preflight last passed"
+    ),
+    sa.Column(
+        "preflight", sa.Text(), comment="the last preflight's findings (JSON: check, ok, capability, message)"
+    ),
     comment="What the pipeline knows of each school's Moodle site; events its own user caused are echoes.",
+)
+
+
+moodle_drift = sa.Table(
+    "moodle_drift",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("entity", sa.String(16), primary_key=True, comment="user, category, course or enrolment"),
+    sa.Column(
+        "side",
+        sa.String(8),
+        primary_key=True,
+        comment="zoho: Moodle lacks or contradicts it; moodle: only Moodle holds it",
+    ),
+    sa.Column(
+        "key",
+        sa.String(96),
+        primary_key=True,
+        comment="the Zoho key, or moodle:<Moodle id> for a Moodle-only object",
+    ),
+    sa.Column("moodle_id", sa.String(64)),
+    sa.Column("kind", sa.String(16), nullable=False, comment="missing, differs or moodle_only"),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column(
+        "action",
+        sa.String(96),
+        nullable=False,
+        comment="restored, reported, suspended, hidden, unenrolled (failed)",
+    ),
+    sa.Column("healed", sa.Boolean(), nullable=False),
+    sa.Column("dagster_run_id", sa.String(64)),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    comment="The differences between Zoho and Moodle the last reconciliation of each entity found, and what it did.",
 )
 
 
@@ -166,6 +205,27 @@ class MoodleStore:
             ).scalar()
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
+    def save_preflight(self, tenant_id: str, findings: Sequence[Mapping], passed: bool) -> None:
+        """Record a preflight's findings; ``preflight_at`` moves only when it passed."""
+        values: dict = {"preflight": json.dumps(list(findings), ensure_ascii=False)}
+        if passed:
+            values["preflight_at"] = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(moodle_site.update().where(moodle_site.c.tenant_id == tenant_id).values(**values))
+
+    def preflight(self, tenant_id: str) -> tuple[datetime | None, list[dict]]:
+        """When the preflight last passed (or ``None``), and the last preflight's findings."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(moodle_site.c.preflight_at, moodle_site.c.preflight).where(
+                    moodle_site.c.tenant_id == tenant_id
+                )
+            ).first()
+        if row is None:
+            return None, []
+        at = row[0].replace(tzinfo=UTC) if row[0] is not None and row[0].tzinfo is None else row[0]
+        return at, json.loads(row[1]) if row[1] else []
+
     def service_users(self) -> dict[str, int]:
         """Tenant → the pipeline's Moodle user id, for every tenant with a recorded site."""
         with self.engine.connect() as conn:
@@ -194,6 +254,105 @@ class MoodleStore:
         with self.engine.begin() as conn:
             self._upsert(conn, moodle_id_map, values, ["tenant_id", "entity", "zoho_id"])
             self._log(conn, tenant_id, pushes, run_id, now)
+
+    def save_reconciliation(
+        self,
+        tenant_id: str,
+        entity: str,
+        *,
+        maps: Sequence[Mapping],
+        removed: Sequence[str],
+        derived: bool,
+        pushes: Sequence[Push],
+        drift: pd.DataFrame,
+        run_id: str | None,
+    ) -> None:
+        """One reconciliation's outcome, in one transaction: the map rows it made or kept (``key``,
+        ``zoho_id``, ``zoho_module``, ``moodle_id``, ``pushed_fingerprint``; for an enrolment the
+        ``moodle_id`` is ``<user>:<course>:<role>``), the map keys it dropped, every write and
+        skip, and the entity's drift (which replaces the last one's)."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            if derived:
+                t = moodle_enrolment_map
+                rows = []
+                for m in maps:
+                    user, course, role = (int(p) for p in str(m["moodle_id"]).split(":"))
+                    rows.append(
+                        {
+                            "tenant_id": tenant_id,
+                            "key": m["key"],
+                            "moodle_user_id": user,
+                            "moodle_course_id": course,
+                            "role_id": role,
+                            "pushed_at": now,
+                        }
+                    )
+                self._upsert(conn, t, rows, ["tenant_id", "key"])
+                if removed:
+                    conn.execute(
+                        t.delete().where(t.c.tenant_id == tenant_id, t.c.key == sa.bindparam("k")),
+                        [{"k": k} for k in removed],
+                    )
+            else:
+                rows = [
+                    {
+                        "tenant_id": tenant_id,
+                        "entity": entity,
+                        "zoho_id": m["zoho_id"],
+                        "zoho_module": m["zoho_module"],
+                        "moodle_id": int(m["moodle_id"]),
+                        "pushed_fingerprint": m["pushed_fingerprint"],
+                        "pushed_at": now,
+                    }
+                    for m in maps
+                ]
+                # A re-created object takes a new Moodle id: the old row goes first (unique index).
+                if rows:
+                    conn.execute(
+                        moodle_id_map.delete().where(
+                            moodle_id_map.c.tenant_id == tenant_id,
+                            moodle_id_map.c.entity == entity,
+                            moodle_id_map.c.zoho_id == sa.bindparam("z"),
+                        ),
+                        [{"z": r["zoho_id"]} for r in rows],
+                    )
+                    conn.execute(moodle_id_map.insert(), rows)
+            conn.execute(
+                moodle_drift.delete().where(
+                    moodle_drift.c.tenant_id == tenant_id, moodle_drift.c.entity == entity
+                )
+            )
+            if len(drift):
+                conn.execute(
+                    moodle_drift.insert(),
+                    [
+                        {
+                            "tenant_id": tenant_id,
+                            "entity": entity,
+                            "side": d["side"],
+                            "key": str(d["key"]),
+                            "moodle_id": None if pd.isna(d["moodle_id"]) else str(d["moodle_id"]),
+                            "kind": d["kind"],
+                            "detail": str(d["detail"]),
+                            "action": str(d["action"])[:96],
+                            "healed": bool(d["healed"]),
+                            "dagster_run_id": run_id,
+                            "seen_at": now,
+                        }
+                        for d in drift.drop_duplicates(["side", "key"]).to_dict("records")
+                    ],
+                )
+            self._log(conn, tenant_id, pushes, run_id, now)
+
+    def drift(self, tenant_id: str, entity: str | None = None) -> pd.DataFrame:
+        """The drift the last reconciliation of each entity found (``moodle_drift``)."""
+        t = moodle_drift
+        q = sa.select(t).where(t.c.tenant_id == tenant_id).order_by(t.c.entity, t.c.side, t.c.key)
+        if entity:
+            q = q.where(t.c.entity == entity)
+        with self.engine.connect() as conn:
+            return pd.read_sql(q, conn)
 
     # --- enrolments ---------------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ from sync_pipelines.webhooks.signing import (
     check_timestamp,
     verify,
 )
+from sync_pipelines.zoho.modules import MODULES
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +76,8 @@ AUTH_FAILED = "authentication failed"
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
-#: Seed path ``/v1/sync/{entity}`` → Zoho module API name (the seed's names, US spelling).
-SYNC_ENTITIES: dict[str, str] = {
-    "students": "BTEC_Students",
-    "teachers": "BTEC_Teachers",
-    "programs": "Products",
-    "units": "BTEC",
-    "classes": "BTEC_Classes",
-    "enrollments": "BTEC_Enrollments",
-    "registrations": "BTEC_Registrations",
-    "payments": "BTEC_Payments",
-    "grades": "BTEC_Grades",
-}
+#: Seed path ``/v1/sync/{entity}`` → Zoho module API name, from the module table.
+SYNC_ENTITIES: dict[str, str] = {m.seed_name: m.api_name for m in MODULES if m.seed_name}
 
 
 class Rejected(Exception):

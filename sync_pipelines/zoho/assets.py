@@ -3,10 +3,10 @@
 from datetime import datetime, timedelta
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from sync_pipelines.diff import ID, Status
+from sync_pipelines.metadata import md_table
 from sync_pipelines.tenants import TenantConfigError, tenant_partitions
 from sync_pipelines.warehouse.org_cache import load_tenant_modules
 from sync_pipelines.warehouse.resource import WarehouseResource
@@ -17,7 +17,6 @@ from sync_pipelines.zoho.modules import MODULES, ModuleSpec, module
 from sync_pipelines.zoho.resource import ZohoCRMResource
 from sync_pipelines.zoho.sync import DELETED_CHECK_MINUTES, ModuleEvent, ModuleSyncReport, sync_module
 
-MD_ROWS = 50  # rows shown per markdown table in the UI; the full log is in sync_results
 #: How old a tenant's cached org metadata may grow before a run reads it again; the nightly
 #: reconciliation reads it again whatever its age (an hour, for its first step).
 ORG_METADATA_MAX_AGE_HOURS = 36.0
@@ -90,25 +89,6 @@ def zoho_ops_config(**config: object) -> dict:
 
 def asset_key(spec: ModuleSpec) -> dg.AssetKey:
     return dg.AssetKey(["zoho", spec.name])
-
-
-def _cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "∅"
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
-    return text if len(text) <= 80 else text[:77] + "…"
-
-
-def md_table(frame: pd.DataFrame, *, limit: int = MD_ROWS) -> str:
-    """A markdown table of the first ``limit`` rows (cells escaped and shortened)."""
-    if frame.empty:
-        return "_none_"
-    head = frame.head(limit)
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in head.itertuples(index=False)]
-    if len(frame) > limit:
-        lines.append(f"\n_{len(frame) - limit} more in the `sync_results` table_")
-    return "\n".join(lines)
 
 
 def report_metadata(report: ModuleSyncReport, row_count: int) -> dict[str, object]:

@@ -117,7 +117,8 @@ class ModuleSpec:
     natural_key: tuple[str, ...] = ()
     dependencies: tuple[Dependency, ...] = ()  # targets: module API names of MODULES, in every spec
     date_order: tuple[str, str] | None = None  # (start, end) columns: end may not precede start
-    moodle_entity: str | None = None
+    #: The seed backend's name of the module on its route ``/v1/sync/{seed_name}`` (US spelling).
+    seed_name: str | None = None
     #: The org's field metadata for this module (API name → ``/settings/fields`` entry), or
     #: ``None`` for the shipped metadata. Not compared: specs are equal when they read and
     #: validate the same fields the same way.
@@ -219,9 +220,9 @@ _S = "BTEC_Students"
 STUDENTS = ModuleSpec(
     api_name=_S,
     name="students",
+    seed_name="students",
     label="one student of the school (a BTEC_Students record)",
     natural_key=("academic_email",),
-    moodle_entity="users",
     fields=(
         _f(_S, "Name", "student_number"),
         _f(_S, "First_Name", required=True),
@@ -256,9 +257,9 @@ _T = "BTEC_Teachers"
 TEACHERS = ModuleSpec(
     api_name=_T,
     name="teachers",
+    seed_name="teachers",
     label="one teacher (a BTEC_Teachers record)",
     natural_key=("academic_email",),
-    moodle_entity="users",
     fields=(
         _f(_T, "Name"),
         _f(_T, "Email"),
@@ -272,9 +273,9 @@ _P = "Products"
 PROGRAMMES = ModuleSpec(
     api_name=_P,
     name="programmes",
+    seed_name="programs",
     label="one programme of study (a record of the standard Products module)",
     natural_key=("product_name",),
-    moodle_entity="course_categories",
     fields=(
         _f(_P, "Product_Name"),
         _f(_P, "Program_ID"),
@@ -294,6 +295,7 @@ _U = "BTEC"
 UNITS = ModuleSpec(
     api_name=_U,
     name="units",
+    seed_name="units",
     label="one BTEC unit (a record of the custom module BTEC)",
     dependencies=(Dependency("program_id", _P, "programme_not_synced_yet"),),
     fields=(
@@ -315,9 +317,9 @@ _C = "BTEC_Classes"
 CLASSES = ModuleSpec(
     api_name=_C,
     name="classes",
+    seed_name="classes",
     label="one class: a unit taught by a teacher in a term (a BTEC_Classes record)",
     natural_key=("class_short_name",),
-    moodle_entity="courses",
     dependencies=(
         Dependency("program_id", _P, "programme_not_synced_yet"),
         Dependency("unit_id", _U, "unit_not_synced_yet"),
@@ -347,9 +349,9 @@ _E = "BTEC_Enrollments"
 ENROLMENTS = ModuleSpec(
     api_name=_E,
     name="enrolments",
+    seed_name="enrollments",
     label="one student enrolled in one class (a BTEC_Enrollments record)",
     natural_key=("student_id", "class_id"),
-    moodle_entity="enrolments",
     dependencies=(
         Dependency("student_id", _S, "student_not_synced_yet"),
         Dependency("class_id", _C, "class_not_synced_yet"),
@@ -374,6 +376,7 @@ _R = "BTEC_Registrations"
 REGISTRATIONS = ModuleSpec(
     api_name=_R,
     name="registrations",
+    seed_name="registrations",
     label="one student's registration on a programme (a BTEC_Registrations record)",
     dependencies=(
         Dependency("student_id", _S, "student_not_synced_yet"),
@@ -403,6 +406,7 @@ _Y = "BTEC_Payments"
 PAYMENTS = ModuleSpec(
     api_name=_Y,
     name="payments",
+    seed_name="payments",
     label="one payment, or instalment, against a registration (a BTEC_Payments record)",
     dependencies=(
         Dependency("student_id", _S, "student_not_synced_yet"),
@@ -426,9 +430,9 @@ _G = "BTEC_Grades"
 GRADES = ModuleSpec(
     api_name=_G,
     name="grades",
+    seed_name="grades",
     label="one BTEC grade of a student in a class (a BTEC_Grades record)",
     natural_key=("moodle_grade_composite_key",),
-    moodle_entity="grades",
     dependencies=(
         Dependency("student_id", _S, "student_not_synced_yet"),
         Dependency("class_id", _C, "class_not_synced_yet"),

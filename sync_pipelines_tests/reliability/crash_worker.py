@@ -12,8 +12,11 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sync_pipelines.moodle import provision
+from sync_pipelines import writeback
 from sync_pipelines.moodle.client import MoodleClient
+from sync_pipelines.moodle.entities import ENTITIES
+from sync_pipelines.moodle.grades import collect_grades
+from sync_pipelines.moodle.reconcile import reconcile
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.warehouse.store import Warehouse as StoreWarehouse
 from sync_pipelines.zoho.client import ZohoClient
@@ -69,7 +72,7 @@ def _install(point: str) -> None:
     elif point == "after_moodle_enrol":
         MoodleClient.enrol = _after(MoodleClient.enrol)  # type: ignore[method-assign]
     elif point == "before_zoho_writeback":
-        provision.write_back_bookkeeping = lambda *a, **k: _die()  # type: ignore[assignment]
+        writeback.write_back_bookkeeping = lambda *a, **k: _die()  # type: ignore[assignment]
     elif point == "after_zoho_upsert":
         ZohoClient.upsert = _after(ZohoClient.upsert)  # type: ignore[method-assign]
 
@@ -87,13 +90,11 @@ def run(cfg: dict) -> None:
     moodle = MoodleClient(tenant_id=tenant, base_url=cfg["moodle_url"], token="t", sleep=lambda _s: None)
     for spec in MODULES:
         sync_module(tenant_id=tenant, spec=spec, client=zoho, warehouse=store, deleted_check_minutes=0)
-    provision.push_users(moodle, store, tenant)
-    provision.push_categories(moodle, store, tenant)
-    provision.push_courses(moodle, store, tenant)
-    provision.push_enrolments(moodle, store, tenant)
-    provision.collect_grades(moodle, store, tenant)
-    provision.write_back_grades(zoho, store, tenant)
-    provision.write_back_bookkeeping(zoho, store, tenant)
+    for spec in ENTITIES:
+        reconcile(spec, moodle, store, tenant)
+    collect_grades(moodle, store, tenant)
+    writeback.write_back_grades(zoho, store, tenant)
+    writeback.write_back_bookkeeping(zoho, store, tenant)
     store.dispose()
 
 

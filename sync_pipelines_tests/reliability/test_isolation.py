@@ -27,6 +27,7 @@ import dagster as dg
 import pytest
 import requests
 
+from sync_pipelines.moodle.entities import ENTITIES
 from sync_pipelines.sensors import evaluate, instance_lookup
 from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.warehouse import Warehouse
@@ -518,7 +519,10 @@ def test_one_schools_wrong_credentials_fail_its_own_run_clearly_and_stop_no_one_
         b_errors, c_errors = _errors_of(outcomes[B]), _errors_of(outcomes[C])
         # b: every Zoho module that waits for no other fails (the rest, and Moodle, never start)
         assert {e.step for e in b_errors} == {f"zoho__{spec.name}" for spec in MODULES if not spec.upstream}
-        assert {e.step for e in c_errors} == {"moodle__users", "moodle__courses"}
+        # c: the Moodle entities that wait for no other Moodle entity fail (the rest never start)
+        assert {e.step for e in c_errors} == {
+            spec.asset.replace("/", "__") for spec in ENTITIES if not spec.after
+        }
         for error in b_errors:
             assert error.cls_name == "Failure"
             assert f"tenant {B!r}" in error.message and "invalid_client" in error.message, error.message

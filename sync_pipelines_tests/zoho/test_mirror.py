@@ -16,7 +16,8 @@ import pytest
 
 from sync_pipelines.diff import Status
 from sync_pipelines.moodle.client import MoodleClient
-from sync_pipelines.moodle.provision import desired_courses, desired_enrolments, desired_users, push_users
+from sync_pipelines.moodle.entities import desired_courses, desired_enrolments, desired_users, entity
+from sync_pipelines.moodle.reconcile import reconcile
 from sync_pipelines.sandbox import MoodleSimulator, ZohoSimulator, generate_school
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.zoho.client import ZohoClient
@@ -152,12 +153,13 @@ def test_a_student_without_academic_email_is_mirrored_and_the_moodle_step_says_w
     assert _findings(_row(warehouse, "enrolments", enrolment)) == []
 
     # The Moodle step decides: no account, and the reason names the field and the value.
-    users = desired_users(warehouse, TENANT).set_index("zoho_id")
+    users = desired_users(warehouse, TENANT).rows.set_index("zoho_id")
     assert "Academic_Email: required (empty)" in users.at[student, "unusable"]
     moodle = MoodleSimulator(tokens={"t": None})
     moodle.start()
     try:
-        report = push_users(
+        report = reconcile(
+            entity("users"),
             MoodleClient(tenant_id=TENANT, base_url=moodle.base_url, token="t"),
             warehouse,
             TENANT,
@@ -168,7 +170,7 @@ def test_a_student_without_academic_email_is_mirrored_and_the_moodle_step_says_w
     skipped = report.skipped.set_index("key")["reason"]
     assert skipped[student].startswith("no Moodle account: Academic_Email: required")
     assert student not in set(report.plan["key"])
-    _, waiting = desired_enrolments(warehouse, TENANT)
+    waiting = desired_enrolments(warehouse, TENANT).waiting
     reason = waiting.set_index("key").at[f"enrolment:{enrolment}", "reason"]
     assert f"waits for BTEC_Students {student}, which has no Moodle account: Academic_Email" in reason
 
@@ -186,7 +188,7 @@ def test_a_lookup_to_a_record_zoho_does_not_hold_is_a_finding_not_a_wait(
         in _last_result(warehouse, "enrolments", enrolment)["reason"]
     )
     assert reports["enrolments"].extra["lookups_missing_in_zoho"] >= 1
-    _, waiting = desired_enrolments(warehouse, TENANT)
+    waiting = desired_enrolments(warehouse, TENANT).waiting
     reason = waiting.set_index("key").at[f"enrolment:{enrolment}", "reason"]
     assert reason == f"waits for BTEC_Students {ghost}, which does not exist in Zoho"
 
@@ -228,7 +230,7 @@ def test_classes_sharing_a_short_name_are_both_mirrored_and_only_the_first_gets_
     assert not [
         f for f in _findings(_row(warehouse, "classes", first["id"])) if f["rule"] == "duplicate_natural_key"
     ]
-    courses = desired_courses(warehouse, TENANT).set_index("zoho_id")
+    courses = desired_courses(warehouse, TENANT).rows.set_index("zoho_id")
     assert f"is already BTEC_Classes {first['id']}'s" in courses.at[twin, "unusable"]
     assert pd.isna(courses.at[first["id"], "unusable"])
     # An incremental run that re-reads only the first class never moves the key to the twin.
@@ -254,9 +256,9 @@ def test_a_bad_personal_email_does_not_stop_a_teachers_account_or_their_class(
     assert {"rule": "invalid_email", "field": "Email", "value": "not-an-email"} in _findings(
         _row(warehouse, "teachers", teacher)
     )
-    users = desired_users(warehouse, TENANT).set_index("zoho_id")
+    users = desired_users(warehouse, TENANT).rows.set_index("zoho_id")
     assert users["unusable"].isna()[teacher]
-    courses = desired_courses(warehouse, TENANT).set_index("zoho_id")
+    courses = desired_courses(warehouse, TENANT).rows.set_index("zoho_id")
     assert courses["unusable"].isna()[klass]
 
 

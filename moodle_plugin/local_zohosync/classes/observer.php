@@ -20,10 +20,11 @@ namespace local_zohosync;
  * Observes the forwarded events and queues their delivery; it never touches the network.
  *
  * Registered in db/events.php with 'internal' => false, so it runs after the change has committed.
- * For an enabled event, on a configured site, it queues one {@see task\send_event} carrying the
- * event's get_data(), an event id (a random UUID, the same on every retry of the delivery, so the
- * receiver can tell a redelivery from a new event) and, for user_graded, the grade item, looked up
- * now while it certainly exists. Then it returns: cron sends the task.
+ * For an enabled event, on a configured site, it stores the payload of one delivery (the event's
+ * get_data(), an event id: a random UUID, the same on every retry of the delivery, so the receiver
+ * can tell a redelivery from a new event; and, for user_graded, the grade item, looked up now while
+ * it certainly exists) in local_zohosync_queue ({@see queue}) and queues one {@see task\send_event}
+ * whose custom data is only the row's id. Then it returns: cron sends the task.
  *
  * @package    local_zohosync
  * @copyright  2026 sync_pipelines contributors
@@ -52,7 +53,17 @@ final class observer {
             if (!$config->is_enabled($key) || !$config->is_complete()) {
                 return;
             }
-            \core\task\manager::queue_adhoc_task(task\send_event::for_payload(self::payload($data)));
+            $task = task\send_event::for_payload(self::payload($data));
+            try {
+                \core\task\manager::queue_adhoc_task($task);
+            } catch (\Throwable $e) {
+                // No task will come for the stored payload: do not keep it.
+                $queueid = task\send_event::queue_id($task->get_custom_data());
+                if ($queueid !== null) {
+                    queue::delete($queueid);
+                }
+                throw $e;
+            }
         } catch (\Throwable $e) {
             // The user's action has already committed: never let the forwarding undo or interrupt it.
             // The message names the event type only: no event data, no settings.

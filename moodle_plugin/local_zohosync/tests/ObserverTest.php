@@ -58,7 +58,7 @@ final class ObserverTest extends ZohosyncTestCase {
         $this->assertSame([], zohosync_stub::$requests, 'the observer must never call the network');
         $this->assertCount(1, zohosync_stub::$queue);
         $this->assertSame('\local_zohosync\task\send_event', zohosync_stub::$queue[0]['classname']);
-        $queued = json_decode(zohosync_stub::$queue[0]['customdata'], true);
+        $queued = $this->queued_payload(0);
         $expected = $data + ['event_id' => '0c6a52f9-3b7e-4f1a-9d44-2c8e5b7a1d03', 'origin' => observer::origin()];
         if ($key === 'user_graded') {
             $expected['grade_item'] = [
@@ -72,8 +72,8 @@ final class ObserverTest extends ZohosyncTestCase {
             ];
         }
         // Same keys, same order, same values and types: the body is built from exactly this.
-        $this->assertSame($expected, $queued['event']);
-        $this->assertSame(['event'], array_keys($queued));
+        $this->assertSame($expected, $queued);
+        $this->assertCount(1, self::queue_rows());
         $this->assertSame([], zohosync_stub::$log);
     }
 
@@ -83,7 +83,7 @@ final class ObserverTest extends ZohosyncTestCase {
 
         observer::queue_delivery(self::event(self::course_total_graded_data()));
 
-        $queued = json_decode(zohosync_stub::$queue[0]['customdata'], true);
+        $queued = $this->queued_payload(0);
         $this->assertSame([
             'id' => '340',
             'itemtype' => 'course',
@@ -92,7 +92,7 @@ final class ObserverTest extends ZohosyncTestCase {
             'itemname' => null,
             'grademax' => '100.00000',
             'is_course_total' => true,
-        ], $queued['event']['grade_item']);
+        ], $queued['grade_item']);
         $this->assertSame(
             [['grade_items', ['id' => '340'], 'id, itemtype, itemmodule, iteminstance, itemname, grademax', IGNORE_MISSING]],
             $DB->calls
@@ -102,26 +102,23 @@ final class ObserverTest extends ZohosyncTestCase {
     public function test_a_grade_item_that_is_gone_is_sent_as_null(): void {
         observer::queue_delivery(self::event(self::user_graded_data()));
 
-        $queued = json_decode(zohosync_stub::$queue[0]['customdata'], true);
-        $this->assertArrayHasKey('grade_item', $queued['event']);
-        $this->assertNull($queued['event']['grade_item']);
+        $queued = $this->queued_payload(0);
+        $this->assertArrayHasKey('grade_item', $queued);
+        $this->assertNull($queued['grade_item']);
     }
 
     public function test_only_user_graded_carries_a_grade_item(): void {
         $this->grade_items(self::assignment_item());
         observer::queue_delivery(self::event(self::user_enrolment_created_data()));
 
-        $queued = json_decode(zohosync_stub::$queue[0]['customdata'], true);
-        $this->assertArrayNotHasKey('grade_item', $queued['event']);
+        $this->assertArrayNotHasKey('grade_item', $this->queued_payload(0));
     }
 
     public function test_each_event_gets_its_own_event_id(): void {
         observer::queue_delivery(self::event(self::user_updated_data()));
         observer::queue_delivery(self::event(self::user_updated_data()));
 
-        $ids = array_map(static function (array $record): string {
-            return json_decode($record['customdata'])->event->event_id;
-        }, zohosync_stub::$queue);
+        $ids = [$this->queued_payload(0)['event_id'], $this->queued_payload(1)['event_id']];
         $this->assertCount(2, array_unique($ids));
         foreach ($ids as $id) {
             $this->assertMatchesRegularExpression('/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/', $id);
@@ -197,8 +194,41 @@ final class ObserverTest extends ZohosyncTestCase {
         observer::queue_delivery(self::event($data));
 
         $this->assertSame([], zohosync_stub::$queue);
+        $this->assertSame([], self::queue_rows(), 'nothing is stored');
         $this->assertSame(
             ['debugging: local_zohosync: could not queue the delivery of a \core\event\user_created event (JsonException)'],
+            zohosync_stub::$log
+        );
+    }
+
+    /**
+     * @dataProvider events
+     * @param string $key
+     * @param array $data
+     */
+    public function test_the_task_carries_only_the_id_of_its_payload(string $key, array $data): void {
+        $this->grade_items(self::assignment_item());
+        observer::queue_delivery(self::event($data));
+
+        [$task] = zohosync_stub::$queue;
+        $this->assertSame('{"queueid":1}', $task['customdata'], 'Moodle prints the custom data in the task log');
+        $this->assertSame(['1'], array_map('strval', array_keys(self::queue_rows())));
+        $row = self::queue_rows()['1'];
+        $this->assertSame(['payload', 'timecreated', 'id'], array_keys(get_object_vars($row)));
+        $this->assertIsInt($row->timecreated);
+    }
+
+    public function test_a_task_that_cannot_be_queued_leaves_no_payload_behind(): void {
+        global $CFG;
+        $CFG->debug = DEBUG_DEVELOPER;
+        zohosync_stub::$queuefails = true;
+
+        observer::queue_delivery(self::event(self::user_updated_data()));
+
+        $this->assertSame([], zohosync_stub::$queue);
+        $this->assertSame([], self::queue_rows());
+        $this->assertSame(
+            ['debugging: local_zohosync: could not queue the delivery of a \core\event\user_updated event (dml_write_exception)'],
             zohosync_stub::$log
         );
     }

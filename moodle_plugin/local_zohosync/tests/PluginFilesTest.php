@@ -181,7 +181,29 @@ final class PluginFilesTest extends ZohosyncTestCase {
             'a plugin that sends personal data elsewhere may not be a null provider');
 
         $collection = provider::get_metadata(new \core_privacy\local\metadata\collection('local_zohosync'));
-        [$item] = $collection->items;
+        [$table, $item] = $collection->items;
+
+        // The queue table, with every field it holds but its id.
+        $this->assertSame('database_table', $table['type']);
+        $this->assertSame('local_zohosync_queue', $table['name']);
+        $this->assertSame('privacy:metadata:local_zohosync_queue', $table['summary']);
+        $xml = simplexml_load_file(self::PLUGIN . '/db/install.xml');
+        $this->assertNotFalse($xml);
+        $tables = [];
+        foreach ($xml->TABLES->TABLE as $declared) {
+            $tables[] = (string) $declared['NAME'];
+        }
+        $this->assertSame(['local_zohosync_queue'], $tables, 'every table of the plugin is declared');
+        $fields = [];
+        foreach ($xml->TABLES->TABLE->FIELDS->FIELD as $field) {
+            $fields[] = (string) $field['NAME'];
+        }
+        $this->assertSame(['id', 'payload', 'timecreated'], $fields);
+        $this->assertSame(['payload', 'timecreated'], array_keys($table['fields']));
+        foreach ($table['fields'] as $field => $stringid) {
+            $this->assertSame("privacy:metadata:local_zohosync_queue:{$field}", $stringid);
+        }
+
         $this->assertSame('external_location', $item['type']);
         $this->assertSame('zohosync_receiver', $item['name']);
         $this->assertSame('privacy:metadata:zohosync_receiver', $item['summary']);
@@ -197,7 +219,7 @@ final class PluginFilesTest extends ZohosyncTestCase {
             $this->assertNotSame('', get_string($stringid, 'local_zohosync'));
         }
 
-        $this->assertSame([], provider::get_contexts_for_userid(57)->get_contextids(), 'nothing is stored in Moodle');
+        $this->assertSame([], provider::get_contexts_for_userid(57)->get_contextids(), 'only transient deliveries are stored');
     }
 
     public function test_php_files_use_no_syntax_newer_than_php_7_4(): void {
@@ -225,6 +247,6 @@ final class PluginFilesTest extends ZohosyncTestCase {
             $this->assertDoesNotMatchRegularExpression('/function __construct\([^)]*\b(public|private|protected)\s/', file_get_contents($path),
                 "{$path}: constructor promotion is PHP 8");
         }
-        $this->assertSame(10, $checked);
+        $this->assertSame(15, $checked);
     }
 }

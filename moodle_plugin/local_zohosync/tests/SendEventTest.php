@@ -299,13 +299,128 @@ final class SendEventTest extends ZohosyncTestCase {
 
     public function test_a_task_without_an_event_is_dropped(): void {
         $task = self::task_at(self::NOW);
-        $task->set_custom_data_as_string('');
-        $task->execute();
-        $task->set_custom_data_as_string('{"event":"not an object"}');
-        $task->execute();
+        foreach (['', '{"event":"not an object"}', '{"queueid":0}', '{"queueid":"x"}', '{"queueid":-3}'] as $customdata) {
+            $task->set_custom_data_as_string($customdata);
+            $task->execute();
+        }
         $this->assertSame([], zohosync_stub::$requests);
-        $this->assertSame(array_fill(0, 2, 'mtrace: local_zohosync: a queued delivery holds no event; dropped.'),
+        $this->assertSame(array_fill(0, 5, 'mtrace: local_zohosync: a queued delivery holds no event; dropped.'),
             zohosync_stub::$log);
+    }
+
+    public function test_a_task_whose_payload_is_gone_is_dropped(): void {
+        $this->queue_graded();
+        zohosync_stub::$tables['local_zohosync_queue'] = [];
+        zohosync_stub::$queue[] = ['classname' => '\\' . send_event::class, 'customdata' => '{"queueid":"41"}'];
+
+        $this->assertSame([null, null], $this->run_queue(self::NOW));
+
+        $this->assertSame([], zohosync_stub::$requests);
+        $this->assertSame([
+            'mtrace: local_zohosync: queued delivery 1 holds no event (its row is gone); dropped.',
+            'mtrace: local_zohosync: queued delivery 41 holds no event (its row is gone); dropped.',
+        ], zohosync_stub::$log);
+    }
+
+    public function test_a_payload_that_is_not_a_json_object_is_dropped_and_deleted(): void {
+        $this->queue_graded();
+        zohosync_stub::$tables['local_zohosync_queue']['1']->payload = '[1,2]';
+
+        $this->assertSame([null], $this->run_queue(self::NOW));
+
+        $this->assertSame([], zohosync_stub::$requests);
+        $this->assertSame([], self::queue_rows());
+        $this->assertSame(['mtrace: local_zohosync: queued delivery 1 holds no event (its row is gone); dropped.'],
+            zohosync_stub::$log);
+    }
+
+    /**
+     * @return array[]
+     */
+    public function final_answers(): array {
+        return ['delivered' => [202], 'refused' => [422], 'redirected' => [302]];
+    }
+
+    /**
+     * @dataProvider final_answers
+     * @param int $status
+     */
+    public function test_the_payload_is_deleted_once_the_delivery_is_done_with(int $status): void {
+        $this->queue_graded();
+        $this->queued_payload(0);
+        zohosync_stub::$responses = [['status' => $status, 'body' => '']];
+
+        $this->assertSame([null], $this->run_queue(self::NOW));
+
+        $this->assertSame([], self::queue_rows());
+    }
+
+    public function test_the_payload_is_kept_while_the_delivery_is_retried(): void {
+        $this->queue_graded();
+        $before = $this->queued_payload(0);
+        zohosync_stub::$responses = [['status' => 503, 'body' => ''], ['status' => 0, 'errno' => 7, 'error' => 'refused'],
+            ['status' => 202, 'body' => '']];
+
+        $this->run_queue(self::NOW);
+        $this->run_queue(self::NOW + 60);
+        $this->assertSame($before, $this->queued_payload(0), 'the same payload, for the same body');
+        $this->assertSame('{"queueid":1}', zohosync_stub::$queue[0]['customdata']);
+
+        $this->assertSame([null], $this->run_queue(self::NOW + 180));
+        $this->assertSame([], self::queue_rows());
+        [$first, $second, $third] = zohosync_stub::$requests;
+        $this->assertSame($first['body'], $second['body']);
+        $this->assertSame($first['body'], $third['body']);
+    }
+
+    public function test_a_payload_dropped_because_the_plugin_is_unconfigured_is_deleted(): void {
+        $this->queue_graded();
+        $this->configure(['receiverurl' => '']);
+
+        $this->run_queue(self::NOW);
+
+        $this->assertSame([], self::queue_rows());
+    }
+
+    public function test_a_delivery_queued_before_the_queue_table_is_sent_as_it_was(): void {
+        // Version 2026112800 put the payload in the custom data; the upgrade moves it, but a task the
+        // upgrade did not see (or that Moodle re-reads) still delivers the same body.
+        $this->queue_graded();
+        $payload = $this->queued_payload(0);
+        zohosync_stub::$queue = [['classname' => '\\' . send_event::class,
+            'customdata' => json_encode(['event' => $payload], JSON_THROW_ON_ERROR)]];
+        zohosync_stub::$tables['local_zohosync_queue'] = [];
+
+        $this->assertSame([null], $this->run_queue(self::NOW));
+
+        $this->assertSame(json_encode($payload), zohosync_stub::$requests[0]['body']);
+        $this->assertSame(['mtrace: local_zohosync: delivered \core\event\user_graded event ' . self::EVENT_ID . ' (HTTP 202).'],
+            zohosync_stub::$log);
+    }
+
+    public function test_the_purge_deletes_only_old_payloads_no_task_refers_to(): void {
+        global $DB;
+        $this->queue_graded();                              // Row 1, its task queued.
+        $orphan = $DB->insert_record('local_zohosync_queue', (object) ['payload' => '{}', 'timecreated' => self::NOW - 90000]);
+        $young = $DB->insert_record('local_zohosync_queue', (object) ['payload' => '{}', 'timecreated' => self::NOW - 600]);
+        zohosync_stub::$tables['local_zohosync_queue']['1']->timecreated = self::NOW - 90000;
+        zohosync_stub::$queue[] = ['classname' => '\\some\\other_task', 'customdata' => '{"queueid":' . $orphan . '}'];
+
+        $this->assertSame(1, \local_zohosync\queue::purge_orphans(self::NOW));
+
+        $this->assertSame(['1', (string) $young], array_map('strval', array_keys(self::queue_rows())));
+    }
+
+    public function test_the_purge_task_logs_a_count_only(): void {
+        global $DB;
+        $DB->insert_record('local_zohosync_queue', (object) ['payload' => '{"relateduserid":57}', 'timecreated' => 1]);
+        $task = new \local_zohosync\task\purge_queue();
+        $this->assertSame('Delete queued Zoho sync events no delivery task refers to', $task->get_name());
+
+        $task->execute();
+
+        $this->assertSame([], self::queue_rows());
+        $this->assertSame(['mtrace: local_zohosync: deleted 1 queued payload(s) no delivery task refers to.'], zohosync_stub::$log);
     }
 
     public function test_log_labels_never_carry_anything_but_a_name_and_an_id(): void {

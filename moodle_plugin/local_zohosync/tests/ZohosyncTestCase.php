@@ -135,6 +135,33 @@ abstract class ZohosyncTestCase extends TestCase {
     }
 
     /**
+     * The payload a queued task refers to, decoded to arrays; the task's custom data must be only
+     * {"queueid": <its row>}.
+     *
+     * @param int $index the task's place in the queue.
+     * @return array
+     */
+    protected function queued_payload(int $index = 0): array {
+        $this->assertArrayHasKey($index, zohosync_stub::$queue);
+        $customdata = zohosync_stub::$queue[$index]['customdata'];
+        $this->assertMatchesRegularExpression('/^\{"queueid":[1-9][0-9]*\}$/', $customdata,
+            'the task carries only the id of its payload');
+        $id = json_decode($customdata)->queueid;
+        $row = zohosync_stub::$tables[\local_zohosync\queue::TABLE][(string) $id] ?? null;
+        $this->assertNotNull($row, "the payload of queued task {$index} is in the queue table");
+        return json_decode($row->payload, true, 512, JSON_THROW_ON_ERROR);
+    }
+
+    /**
+     * The rows of the queue table.
+     *
+     * @return object[] id => row.
+     */
+    protected static function queue_rows(): array {
+        return zohosync_stub::$tables[\local_zohosync\queue::TABLE] ?? [];
+    }
+
+    /**
      * The headers of a captured request as name => value.
      *
      * @param array $request an entry of zohosync_stub::$requests.

@@ -23,14 +23,18 @@ use core_privacy\local\request\contextlist;
 use core_privacy\local\request\userlist;
 
 /**
- * Privacy API: the plugin sends personal data to an external system, and keeps none in Moodle.
+ * Privacy API: the plugin sends personal data to an external system, and keeps it in Moodle only
+ * while a delivery waits.
  *
  * The metadata declares the external location (the school's sync service, which keeps its CRM in
- * step) and every field sent to it. The plugin has no tables, files or preferences: a delivery waits
- * in Moodle's adhoc task queue only until it is sent. So there is nothing in Moodle to export or
- * delete: the request methods find no contexts and no users. Data already sent is held by the sync
- * service and the CRM, under the school's own processes. Core counts a component compliant when it
- * implements both a metadata provider and a request provider, hence the empty request provider.
+ * step) and every field sent to it, and the table local_zohosync_queue, where the body of each
+ * queued delivery waits until it is delivered (normally within a minute), refused, or dropped; it is
+ * then deleted (a payload whose task is gone is deleted by the daily task purge_queue). The plugin
+ * keeps nothing else: no files, no preferences, nothing once a delivery is done with. The request
+ * methods find no contexts and no users: a queued delivery is transient, like the adhoc task that
+ * carried its data before the table existed. Data already sent is held by the sync service and the
+ * CRM, under the school's own processes. Core counts a component compliant when it implements both
+ * a metadata provider and a request provider, hence the request provider.
  *
  * @package    local_zohosync
  * @copyright  2026 sync_pipelines contributors
@@ -42,12 +46,16 @@ class provider implements
         \core_privacy\local\request\plugin\provider {
 
     /**
-     * Describe what is sent to the sync service.
+     * Describe what waits in the queue table and what is sent to the sync service.
      *
      * @param collection $collection
      * @return collection
      */
     public static function get_metadata(collection $collection): collection {
+        $collection->add_database_table('local_zohosync_queue', [
+            'payload' => 'privacy:metadata:local_zohosync_queue:payload',
+            'timecreated' => 'privacy:metadata:local_zohosync_queue:timecreated',
+        ], 'privacy:metadata:local_zohosync_queue');
         $collection->add_external_location_link('zohosync_receiver', [
             'eventname' => 'privacy:metadata:zohosync_receiver:eventname',
             'userid' => 'privacy:metadata:zohosync_receiver:userid',
@@ -72,7 +80,7 @@ class provider implements
     }
 
     /**
-     * Nothing to export: the plugin stores no personal data in Moodle.
+     * Nothing to export: the plugin keeps personal data only in transient queued deliveries.
      *
      * @param approved_contextlist $contextlist
      */
@@ -80,7 +88,7 @@ class provider implements
     }
 
     /**
-     * Nothing to delete: the plugin stores no personal data in Moodle.
+     * Nothing to delete: a queued delivery is deleted once it is done with.
      *
      * @param \context $context
      */
@@ -88,7 +96,7 @@ class provider implements
     }
 
     /**
-     * Nothing to delete: the plugin stores no personal data in Moodle.
+     * Nothing to delete: a queued delivery is deleted once it is done with.
      *
      * @param approved_contextlist $contextlist
      */
@@ -104,7 +112,7 @@ class provider implements
     }
 
     /**
-     * Nothing to delete: the plugin stores no personal data in Moodle.
+     * Nothing to delete: a queued delivery is deleted once it is done with.
      *
      * @param approved_userlist $userlist
      */

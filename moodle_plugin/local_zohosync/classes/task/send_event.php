@@ -17,6 +17,7 @@
 namespace local_zohosync\task;
 
 use local_zohosync\config;
+use local_zohosync\queue;
 use local_zohosync\signer;
 
 /**
@@ -36,6 +37,10 @@ use local_zohosync\signer;
  * data, the URL or the secret. The receiver's answer to a refused delivery, which may quote event
  * data, is shown only as a developer-level debugging message.
  *
+ * The task's custom data, which Moodle's adhoc-task runner prints in the task log, is only the id of
+ * the payload's row in local_zohosync_queue ({"queueid": 12}, see {@see queue}); the row is deleted
+ * once the delivery is done with (delivered, refused or dropped), and kept while it is retried.
+ *
  * @package    local_zohosync
  * @copyright  2026 sync_pipelines contributors
  * @license    http://www.gnu.org/copyleft/gpl.html GNU GPL v3 or later
@@ -54,8 +59,8 @@ class send_event extends \core\task\adhoc_task {
     /**
      * A task delivering a payload built by {@see \local_zohosync\observer::payload()}.
      *
-     * The custom data is what set_custom_data() would store, but a payload that JSON cannot hold
-     * (text that is not UTF-8) is refused here rather than queued as an empty task.
+     * The payload is stored in local_zohosync_queue; the task's custom data is only the row's id. A
+     * payload that JSON cannot hold (text that is not UTF-8) is refused here: nothing is stored.
      *
      * @param array $payload
      * @return self
@@ -63,8 +68,25 @@ class send_event extends \core\task\adhoc_task {
      */
     public static function for_payload(array $payload): self {
         $task = new self();
-        $task->set_custom_data_as_string(json_encode(['event' => $payload], JSON_THROW_ON_ERROR));
+        $task->set_custom_data(['queueid' => queue::store($payload)]);
         return $task;
+    }
+
+    /**
+     * The queue row a task's custom data names.
+     *
+     * @param mixed $data the decoded custom data.
+     * @return int|null null when it names none (e.g. a delivery queued before the queue table existed).
+     */
+    public static function queue_id($data): ?int {
+        if (!is_object($data) || !isset($data->queueid)) {
+            return null;
+        }
+        $id = $data->queueid;
+        if (is_int($id) || (is_string($id) && ctype_digit($id))) {
+            return (int) $id > 0 ? (int) $id : null;
+        }
+        return null;
     }
 
     /**
@@ -90,10 +112,21 @@ class send_event extends \core\task\adhoc_task {
         global $CFG;
 
         $data = $this->get_custom_data();
-        $event = is_object($data) && isset($data->event) && is_object($data->event) ? $data->event : null;
-        if ($event === null) {
-            mtrace('local_zohosync: a queued delivery holds no event; dropped.');
-            return;
+        $queueid = self::queue_id($data);
+        if ($queueid !== null) {
+            $event = queue::load($queueid);
+            if ($event === null) {
+                mtrace("local_zohosync: queued delivery {$queueid} holds no event (its row is gone); dropped.");
+                queue::delete($queueid);
+                return;
+            }
+        } else {
+            // A delivery queued before version 2026120700 that the upgrade did not move carries the event itself.
+            $event = is_object($data) && isset($data->event) && is_object($data->event) ? $data->event : null;
+            if ($event === null) {
+                mtrace('local_zohosync: a queued delivery holds no event; dropped.');
+                return;
+            }
         }
         $label = self::label($event);
 
@@ -102,6 +135,7 @@ class send_event extends \core\task\adhoc_task {
         if ($problems) {
             mtrace("local_zohosync: {$label} not sent, the plugin is not configured (" . implode('; ', $problems) .
                 '); dropped.');
+            self::done($queueid);
             return;
         }
 
@@ -109,6 +143,7 @@ class send_event extends \core\task\adhoc_task {
             $body = json_encode($event, JSON_THROW_ON_ERROR);
         } catch (\JsonException $e) {
             mtrace("local_zohosync: {$label} cannot be encoded as JSON ({$e->getMessage()}); dropped.");
+            self::done($queueid);
             return;
         }
 
@@ -128,10 +163,12 @@ class send_event extends \core\task\adhoc_task {
 
         $outcome = self::classify($status, $errno, $error);
         if ($outcome === self::DELIVERED) {
+            self::done($queueid);
             mtrace("local_zohosync: delivered {$label} (HTTP {$status}).");
             return;
         }
         if ($outcome === self::REFUSED) {
+            self::done($queueid);
             mtrace("local_zohosync: the receiver refused {$label} with HTTP {$status}; it will not be retried. " .
                 self::hint($status));
             debugging('local_zohosync: the receiver answered ' . substr(is_string($answer) ? $answer : '', 0, 500),
@@ -172,6 +209,17 @@ class send_event extends \core\task\adhoc_task {
             return self::RETRY;
         }
         return self::REFUSED;
+    }
+
+    /**
+     * The delivery is done with (delivered, refused or dropped): delete its payload.
+     *
+     * @param int|null $queueid null for a delivery that carried its event in the custom data.
+     */
+    private static function done(?int $queueid): void {
+        if ($queueid !== null) {
+            queue::delete($queueid);
+        }
     }
 
     /**

@@ -76,6 +76,8 @@ namespace {
         public static $uuids = [];
         /** @var array<string, array<int|string, object>> table => id => record ($DB->get_record). */
         public static $tables = [];
+        /** @var bool Whether \core\task\manager::queue_adhoc_task() fails (throws). */
+        public static $queuefails = false;
 
         /**
          * Forget everything.
@@ -89,6 +91,7 @@ namespace {
             self::$responses = [];
             self::$uuids = [];
             self::$tables = [];
+            self::$queuefails = false;
             $CFG = new stdClass();
             $CFG->debug = DEBUG_NORMAL;
             $CFG->libdir = __DIR__ . '/lib';
@@ -106,11 +109,92 @@ namespace {
     }
 
     /**
-     * $DB: get_record() over {@see zohosync_stub::$tables}, answering the named fields in the order named.
+     * $DB: get_record(), insert_record(), delete_records() and the few selects the plugin makes, over
+     * {@see zohosync_stub::$tables} (task_adhoc is {@see zohosync_stub::$queue}).
      */
     final class zohosync_db_stub {
         /** @var array[] Every get_record() call: [table, conditions, fields, strictness]. */
         public $calls = [];
+
+        /** @var int The last id insert_record() handed out (ids are never reused, as in a database sequence). */
+        public $lastid = 0;
+
+        /**
+         * @param string $table
+         * @param object|array $record
+         * @return int the new id.
+         */
+        public function insert_record($table, $record) {
+            $record = (object) (array) $record;
+            foreach (get_object_vars($record) as $field => $value) {
+                if ($value !== null && !is_scalar($value)) {
+                    throw new coding_exception("insert_record: {$table}.{$field} is not a scalar");
+                }
+            }
+            $record->id = ++$this->lastid;
+            zohosync_stub::$tables[$table][(string) $record->id] = $record;
+            return $record->id;
+        }
+
+        /**
+         * @param string $table
+         * @param array $conditions only ['id' => ...] is supported.
+         * @return bool
+         */
+        public function delete_records($table, array $conditions) {
+            if (array_keys($conditions) !== ['id']) {
+                throw new coding_exception('the stub $DB only deletes records by id');
+            }
+            unset(zohosync_stub::$tables[$table][(string) $conditions['id']]);
+            return true;
+        }
+
+        /**
+         * @param string $table
+         * @param string $field only 'id'.
+         * @param array $values
+         * @return bool
+         */
+        public function delete_records_list($table, $field, array $values) {
+            if ($field !== 'id') {
+                throw new coding_exception('the stub $DB only deletes lists of ids');
+            }
+            foreach ($values as $value) {
+                unset(zohosync_stub::$tables[$table][(string) $value]);
+            }
+            return true;
+        }
+
+        /**
+         * The two selects the plugin makes: task_adhoc customdata by classname, and ids older than a time.
+         *
+         * @param string $table
+         * @param string $return
+         * @param string $select
+         * @param array $params
+         * @return array
+         */
+        public function get_fieldset_select($table, $return, $select, array $params = []) {
+            if ($table === 'task_adhoc' && $return === 'customdata' && $select === 'classname = ?') {
+                $out = [];
+                foreach (zohosync_stub::$queue as $task) {
+                    if ($task['classname'] === $params[0]) {
+                        $out[] = $task['customdata'];
+                    }
+                }
+                return $out;
+            }
+            if ($return === 'id' && $select === 'timecreated < ?') {
+                $out = [];
+                foreach (zohosync_stub::$tables[$table] ?? [] as $record) {
+                    if ((int) $record->timecreated < (int) $params[0]) {
+                        $out[] = (string) $record->id;
+                    }
+                }
+                return $out;
+            }
+            throw new coding_exception("the stub \$DB cannot select {$return} from {$table} where {$select}");
+        }
 
         /**
          * @param string $table
@@ -171,6 +255,18 @@ namespace {
             $this->a = $a;
             $this->debuginfo = $debuginfo;
             parent::__construct(get_string($errorcode, $module, $a));
+        }
+    }
+
+    /**
+     * A database write failed.
+     */
+    class dml_write_exception extends moodle_exception {
+        /**
+         * @param string $table
+         */
+        public function __construct($table) {
+            Exception::__construct("Error writing to database ({$table})");
         }
     }
 
@@ -621,6 +717,12 @@ namespace core\task {
     }
 
     /**
+     * A scheduled task.
+     */
+    abstract class scheduled_task extends task_base {
+    }
+
+    /**
      * An adhoc task: custom data is kept as JSON and decoded to objects, as in lib/classes/task/adhoc_task.php.
      */
     abstract class adhoc_task extends task_base {
@@ -666,6 +768,9 @@ namespace core\task {
          * @return int the new task's id.
          */
         public static function queue_adhoc_task(adhoc_task $task, $checkforexisting = false) {
+            if (\zohosync_stub::$queuefails) {
+                throw new \dml_write_exception('task_adhoc');
+            }
             \zohosync_stub::$queue[] = [
                 'classname' => '\\' . get_class($task),
                 'customdata' => $task->get_custom_data_as_string(),

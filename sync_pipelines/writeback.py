@@ -1,0 +1,172 @@
+"""What the pipeline writes back to Zoho from Moodle: BTEC grades into ``BTEC_Grades``, and the
+Moodle ids and sync flags onto the Zoho records (the bookkeeping fields of the Moodle entity
+table, :data:`sync_pipelines.moodle.entities.ENTITIES`).
+
+The one place that joins the two halves: it reads the warehouse (the Moodle side's maps and
+grades) and writes with the Zoho client; ``sync_pipelines.moodle`` and ``sync_pipelines.zoho``
+import nothing of each other's.
+"""
+
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from sync_pipelines.btec import btec_grades
+from sync_pipelines.diff import fingerprint
+from sync_pipelines.moodle.entities import ENTITIES
+from sync_pipelines.moodle.reconcile import PushReport
+from sync_pipelines.warehouse import Push, Warehouse
+from sync_pipelines.zoho.client import UpsertResult, ZohoClient
+from sync_pipelines.zoho.modules import module
+
+
+def write_back_grades(
+    zoho: ZohoClient, store: Warehouse, tenant_id: str, *, dry_run: bool = False, run_id: str | None = None
+) -> PushReport:
+    """Upsert changed BTEC grades into Zoho ``BTEC_Grades``, keyed by ``Moodle_Grade_Composite_Key``."""
+    g = store.moodle.grades(tenant_id)
+    todo = g[
+        (g["fingerprint"] != g["written_fingerprint"])
+        & g["student_zoho_id"].notna()
+        & g["class_zoho_id"].notna()
+    ]
+    unplaced = g[g["student_zoho_id"].isna() | g["class_zoho_id"].isna()]
+    letters = btec_grades(todo["percentage"])["letter"]
+    plan = pd.DataFrame(
+        {
+            "key": todo["composite_key"],
+            "action": "upsert",
+            "detail": todo["item_name"].astype(str) + ": " + letters.astype(str),
+        }
+    )
+    skipped = pd.DataFrame({"key": unplaced["composite_key"], "reason": "not_a_synced_student_or_class"})
+    report = PushReport(
+        "grade", dry_run, plan, skipped=skipped, unchanged=int(len(g) - len(todo) - len(unplaced))
+    )
+    if dry_run or todo.empty:
+        return report
+    records = [
+        {
+            "Moodle_Grade_Composite_Key": k,
+            "Student": {"id": s},
+            "Class": {"id": c},
+            "Grade": letter,
+            "BTEC_Grade_Name": name,
+            "Moodle_Grade_ID": str(item),
+        }
+        for k, s, c, letter, name, item in zip(
+            todo["composite_key"],
+            todo["student_zoho_id"],
+            todo["class_zoho_id"],
+            letters,
+            todo["item_name"],
+            todo["grade_item_id"],
+            strict=True,
+        )
+    ]
+    results = zoho.upsert("BTEC_Grades", records, duplicate_check_fields=["Moodle_Grade_Composite_Key"])
+    report.pushes = [
+        _zoho_push("grade", k, "upsert", r) for k, r in zip(todo["composite_key"], results, strict=True)
+    ]
+    written = [
+        {"composite_key": k, "written_fingerprint": fp, "zoho_grade_id": r.record_id}
+        for k, fp, r in zip(todo["composite_key"], todo["fingerprint"], results, strict=True)
+        if r.ok
+    ]
+    store.moodle.mark_grades_written(tenant_id, written, report.pushes, run_id)
+    return report
+
+
+def _zoho_push(entity: str, key: str, action: str, r: UpsertResult) -> Push:
+    return Push(
+        "zoho",
+        entity,
+        key,
+        action,
+        r.ok,
+        remote_id=r.record_id,
+        errorcode=None if r.ok else r.code,
+        message=None if r.ok else r.message,
+    )
+
+
+# --- sync bookkeeping back to Zoho -----------------------------------------------------------------
+
+#: (Zoho module, Zoho field for the Moodle id, warehouse column mirroring it), from the entity table.
+BOOKKEEPING = tuple(b for e in ENTITIES for b in e.bookkeeping)
+#: Which id map holds each bookkept module's Moodle ids.
+_MAP_OF = {b[0]: e for e in ENTITIES for b in e.bookkeeping}
+
+
+def _moodle_ids(store: Warehouse, tenant_id: str, name: str) -> pd.Series:
+    """Zoho id → the Moodle id to record on it (as text), for one module."""
+    if _MAP_OF[name].derived_identity:
+        held = store.moodle.enrolments(tenant_id)
+        held = held[held.index.str.startswith("enrolment:")]
+        return pd.Series(
+            held["moodle_course_id"].astype(int).astype(str).to_numpy(), index=held.index.str[10:]
+        )
+    ids = store.moodle.id_map(tenant_id, _MAP_OF[name].entity)
+    return ids[ids["zoho_module"] == name]["moodle_id"].astype(int).astype(str)
+
+
+def write_back_bookkeeping(
+    zoho: ZohoClient, store: Warehouse, tenant_id: str, *, dry_run: bool = False, run_id: str | None = None
+) -> PushReport:
+    """Write Moodle ids and sync flags onto the Zoho records, batched, only where they changed.
+
+    A value is written when it differs both from what the warehouse mirror of Zoho holds and
+    from what this step last wrote (the mirror catches up on the next Zoho sync).
+    """
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    report = PushReport("bookkeeping", dry_run, pd.DataFrame(columns=["key", "action", "detail"]))
+    plans = []
+    for name, api_field, column in BOOKKEEPING:
+        spec = module(name)
+        ids = _moodle_ids(store, tenant_id, name)
+        mirror = store.read_table(tenant_id, spec).set_index("zoho_id")
+        desired = pd.DataFrame({api_field: ids})
+        if "synced_to_moodle" in spec.columns:
+            desired["Synced_to_Moodle"] = True
+        desired = desired[desired.index.isin(mirror.index)]
+        same_in_zoho = mirror[column].reindex(desired.index).astype(object) == desired[api_field]
+        if "synced_to_moodle" in spec.columns:
+            same_in_zoho &= mirror["synced_to_moodle"].reindex(desired.index).fillna(False).astype(bool)
+        desired["_fp"] = fingerprint(
+            desired.astype(str).reset_index(), [c for c in desired.columns if c != "_fp"]
+        ).to_numpy()
+        written = store.moodle.writeback_state(tenant_id, name)
+        todo = desired[~same_in_zoho & (desired["_fp"] != written.reindex(desired.index))]
+        report.unchanged += len(desired) - len(todo)
+        plans.append(
+            pd.DataFrame(
+                {
+                    "key": todo.index,
+                    "action": f"update {spec.api_name}",
+                    "detail": api_field + "=" + todo[api_field],
+                }
+            )
+        )
+        if dry_run or todo.empty:
+            continue
+        fields = [c for c in todo.columns if c != "_fp"]
+        records = [
+            {
+                "id": z,
+                **{f: row[f] for f in fields},
+                **({"Last_Sync_Date": now} if "last_sync_date" in spec.columns else {}),
+            }
+            for z, row in todo.iterrows()
+        ]
+        results = zoho.update(spec.api_name, records)
+        pushes = [_zoho_push(name, z, "update", r) for z, r in zip(todo.index, results, strict=True)]
+        report.pushes += pushes
+        store.moodle.save_writeback(
+            tenant_id,
+            name,
+            {z: fp for z, fp, r in zip(todo.index, todo["_fp"], results, strict=True) if r.ok},
+            pushes,
+            run_id,
+        )
+    report.plan = pd.concat(plans, ignore_index=True) if plans else report.plan
+    return report
