@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # The Dagster instance lives in this folder (dagster.yaml: SQLite storage under .local/dagster).
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test lint dev sandbox webhooks reliability clean
+.PHONY: install demo test lint dev sandbox webhooks reliability clean moodle-acceptance
 
 $(STAMP): pyproject.toml setup.py sync_pipelines/_sp1.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -111,3 +111,10 @@ reliability: install
 	rm -rf .local/reliability
 	$(BIN)/pytest -m "reliability or not reliability" sync_pipelines_tests/reliability
 	$(BIN)/python scripts/reliability_report.py
+
+## The Moodle side on a real Moodle site, not run in CI (it needs the site): MOODLE_URL, MOODLE_TOKEN
+## (the pipeline's, from the plugin's cli/setup_pipeline.php), MOODLE_ADMIN_TOKEN (for changes "by
+## hand"), GRADE_COURSE (a course with graded activities). It writes to the site: use a test site.
+MOODLE_URL ?= http://127.0.0.1:8499
+moodle-acceptance: install
+	$(BIN)/python scripts/moodle_acceptance.py --url $(MOODLE_URL) $(if $(GRADE_COURSE),--grade-course $(GRADE_COURSE))

@@ -304,6 +304,8 @@ MOODLE_EVENTS: dict[str, MoodleEventSpec] = {
         MoodleEventSpec(_core("user_updated"), "user_updated"),
         MoodleEventSpec(_core("user_enrolment_created"), "enrollment_created"),
         MoodleEventSpec(_core("user_enrolment_deleted")),
+        MoodleEventSpec(_core("user_enrolment_updated")),  # suspended or dates changed by hand
+        MoodleEventSpec(_core("course_updated")),  # renamed, moved or hidden by hand
     )
 }
 #: Seed route ``/v1/events/moodle/{name}`` → Moodle core event name.

@@ -410,6 +410,10 @@ def desired_courses(store: Warehouse, tenant_id: str) -> Desired:
             "visible": c["deleted_at"].isna().astype(int),
         }
     )
+    # Moodle refuses an end date before the start (enddatebeforestartdate) and the whole course
+    # with it: such a class gets its course without an end date; the mirror keeps the finding.
+    reversed_dates = (rows["enddate"] > 0) & (rows["enddate"] < rows["startdate"])
+    rows["enddate"] = rows["enddate"].where(~reversed_dates, 0)
     rows["active"] = rows["visible"].eq(1)
     return Desired(_finish(rows, COURSE_FIELDS, unusable(c, "classes")), _no_waiting())
 
@@ -608,7 +612,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
         fields=COURSE_FIELDS,
         compared=COURSE_FIELDS,
         find_by=("idnumber", "shortname"),
-        events=(),
+        events=("course_updated",),
         desired=desired_courses,
         read=read_courses,
         writes=Writes(create=_create_courses, update=_update_courses, moodle_only={"hide": _hide_courses}),
@@ -627,7 +631,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
         fields=ENROLMENT_FIELDS,
         compared=ENROLMENT_FIELDS,
         find_by=("ident",),
-        events=("user_enrolment_created", "user_enrolment_deleted"),
+        events=("user_enrolment_created", "user_enrolment_deleted", "user_enrolment_updated"),
         desired=desired_enrolments,
         read=read_enrolments,
         writes=Writes(
