@@ -25,8 +25,8 @@
 defined('MOODLE_INTERNAL') || die();
 
 $plugin->component = 'local_zohosync';
-$plugin->version = 2026120700;
-$plugin->release = '0.2.0';
+$plugin->version = 2026120701;
+$plugin->release = '0.3.0';
 $plugin->requires = 2022112800; // Moodle 4.1.
 $plugin->supported = [401, 405];
 $plugin->maturity = MATURITY_BETA;

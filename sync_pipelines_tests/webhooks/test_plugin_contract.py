@@ -11,6 +11,7 @@ side can change the contract without the other's tests failing.
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from starlette.applications import Starlette
 
+from sync_pipelines.events import MOODLE_EVENTS
 from sync_pipelines.webhooks.app import create_app, moodle_event
 from sync_pipelines.webhooks.drop import pending_files, read_event
 from sync_pipelines.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, sign, verify
@@ -98,6 +100,17 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "timecreated": 1769336300,
         "grade_item": None,
     },
+    "user_enrolment_updated": {
+        "eventname": "\\core\\event\\user_enrolment_updated",
+        "objectid": 901,
+        "relateduserid": 57,
+        "courseid": 12,
+        "userid": 2,
+        "contextinstanceid": 12,
+        "other": {"enrol": "manual"},
+        "timecreated": 1769336500,
+        "grade_item": None,
+    },
     "user_graded": {
         "eventname": "\\core\\event\\user_graded",
         "objectid": 1187,
@@ -131,6 +144,21 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "grademax": 100.0,
             "is_course_total": True,
         },
+    },
+    "course_updated": {
+        "eventname": "\\core\\event\\course_updated",
+        "objectid": 12,
+        "relateduserid": None,
+        "courseid": 12,
+        "userid": 2,
+        "contextinstanceid": 12,
+        "other": {
+            "shortname": "BTEC-IT-L3-26A",
+            "fullname": "BTEC IT Level 3, group A (renamed by hand)",
+            "updatedfields": {"fullname": "BTEC IT Level 3, group A (renamed by hand)", "visible": 0},
+        },
+        "timecreated": 1769336600,
+        "grade_item": None,
     },
     "user_enrolment_created_retried": {
         "eventname": "\\core\\event\\user_enrolment_created",
@@ -232,12 +260,18 @@ def test_the_fixture_covers_every_forwarded_event_and_a_retry() -> None:
         ("user_updated", 1, 202),
         ("user_enrolment_created", 1, 202),
         ("user_enrolment_deleted", 1, 202),
+        ("user_enrolment_updated", 1, 202),
         ("user_graded", 1, 202),
         ("user_graded_course_total", 1, 202),
+        ("course_updated", 1, 202),
         ("user_enrolment_created_retried", 1, 503),
         ("user_enrolment_created_retried", 2, 202),
     ]
     assert set(EXPECTED) == {d["name"] for d in fixture["deliveries"]}
+    # Every event the plugin observes (db/events.php) is one the pipeline takes, and is recorded.
+    observed = re.findall(r"'eventname' => '(.+?)'", (PLUGIN / "db" / "events.php").read_text("utf-8"))
+    recorded = {json.loads(d["body"])["eventname"] for d in fixture["deliveries"]}
+    assert sorted(observed) == sorted(MOODLE_EVENTS) == sorted(recorded)
 
 
 @pytest.mark.parametrize("delivery", deliveries(), ids=delivery_id)

@@ -43,7 +43,18 @@ final class config {
         'user_updated' => '\core\event\user_updated',
         'user_enrolment_created' => '\core\event\user_enrolment_created',
         'user_enrolment_deleted' => '\core\event\user_enrolment_deleted',
+        'user_enrolment_updated' => '\core\event\user_enrolment_updated',
         'user_graded' => '\core\event\user_graded',
+        'course_updated' => '\core\event\course_updated',
+    ];
+
+    /**
+     * @var array<int, string[]> Plugin version => the event keys it added. Moodle applies a setting's
+     * default only while the setting has never been saved, and every site has saved `events` (the
+     * install writes the defaults): the upgrade to that version ticks these, {@see self::tick_new_events()}.
+     */
+    public const EVENTS_ADDED = [
+        2026120701 => ['user_enrolment_updated', 'course_updated'],
     ];
 
     /** @var string The receiver's route for Moodle events, followed by the tenant id. */
@@ -126,6 +137,25 @@ final class config {
         }
         $keys = array_map('trim', explode(',', (string) $value));
         return array_values(array_intersect(array_keys(self::EVENTS), $keys));
+    }
+
+    /**
+     * Tick events a new version forwards in the saved `events` setting (an upgrade step), keeping
+     * every other choice: an event the administrator unticked stays unticked. A setting never saved
+     * already means every event; one with nothing ticked (the administrator wants nothing sent) is
+     * left as it is.
+     *
+     * @param string[] $keys keys of {@see self::EVENTS}.
+     * @return void
+     */
+    public static function tick_new_events(array $keys): void {
+        $value = get_config(self::COMPONENT, 'events');
+        if ($value === false || $value === null || trim((string) $value) === '') {
+            return;
+        }
+        $ticked = array_merge(array_map('trim', explode(',', (string) $value)), $keys);
+        $events = array_values(array_intersect(array_keys(self::EVENTS), $ticked));
+        set_config('events', implode(',', $events), self::COMPONENT);
     }
 
     /**

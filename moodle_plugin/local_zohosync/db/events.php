@@ -50,7 +50,17 @@ $observers = [
         'internal' => false,
     ],
     [
+        'eventname' => '\core\event\user_enrolment_updated',
+        'callback' => '\local_zohosync\observer::queue_delivery',
+        'internal' => false,
+    ],
+    [
         'eventname' => '\core\event\user_graded',
+        'callback' => '\local_zohosync\observer::queue_delivery',
+        'internal' => false,
+    ],
+    [
+        'eventname' => '\core\event\course_updated',
         'callback' => '\local_zohosync\observer::queue_delivery',
         'internal' => false,
     ],

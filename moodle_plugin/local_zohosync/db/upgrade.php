@@ -65,5 +65,13 @@ function xmldb_local_zohosync_upgrade($oldversion) {
         upgrade_plugin_savepoint(true, 2026120700, 'local', 'zohosync');
     }
 
+    if ($oldversion < 2026120701) {
+        // 0.3.0 forwards user_enrolment_updated and course_updated: tick them in the saved setting
+        // (a default reaches only a setting never saved), as every event is ticked on a new site.
+        \local_zohosync\config::tick_new_events(\local_zohosync\config::EVENTS_ADDED[2026120701]);
+
+        upgrade_plugin_savepoint(true, 2026120701, 'local', 'zohosync');
+    }
+
     return true;
 }

@@ -97,8 +97,10 @@ final class ContractTest extends ZohosyncTestCase {
             ['user_updated', self::user_updated_data(), '4a2e1d3b-9f5c-4d7e-8b8a-2c3d4e5f6071'],
             ['user_enrolment_created', self::user_enrolment_created_data(), '5b3f2e4c-a06d-4e8f-9c9b-3d4e5f607182'],
             ['user_enrolment_deleted', self::user_enrolment_deleted_data(), '6c403f5d-b17e-4f90-8dac-4e5f60718293'],
+            ['user_enrolment_updated', self::user_enrolment_updated_data(), '2b7e9c41-6d3a-4f58-a1e2-7c9d0b3e5f14'],
             ['user_graded', self::user_graded_data(), '9f0c6a52-3b7e-4f1a-9d44-2c8e5b7a1d03'],
             ['user_graded_course_total', self::course_total_graded_data(), '7d5140a6-c28f-4a01-9ebd-5f60718293a4'],
+            ['course_updated', self::course_updated_data(), '3c8fad52-7e4b-4a69-b2f3-8d0e1c4f6025'],
         ];
         $deliveries = [];
         foreach ($scenarios as [$name, $data, $uuid]) {

@@ -40,7 +40,9 @@ final class ObserverTest extends ZohosyncTestCase {
             'user_updated' => ['user_updated', self::user_updated_data()],
             'user_enrolment_created' => ['user_enrolment_created', self::user_enrolment_created_data()],
             'user_enrolment_deleted' => ['user_enrolment_deleted', self::user_enrolment_deleted_data()],
+            'user_enrolment_updated' => ['user_enrolment_updated', self::user_enrolment_updated_data()],
             'user_graded' => ['user_graded', self::user_graded_data()],
+            'course_updated' => ['course_updated', self::course_updated_data()],
         ];
     }
 
@@ -110,8 +112,38 @@ final class ObserverTest extends ZohosyncTestCase {
     public function test_only_user_graded_carries_a_grade_item(): void {
         $this->grade_items(self::assignment_item());
         observer::queue_delivery(self::event(self::user_enrolment_created_data()));
+        observer::queue_delivery(self::event(self::user_enrolment_updated_data()));
+        observer::queue_delivery(self::event(self::course_updated_data()));
 
-        $this->assertArrayNotHasKey('grade_item', $this->queued_payload(0));
+        foreach ([0, 1, 2] as $index) {
+            $this->assertArrayNotHasKey('grade_item', $this->queued_payload($index));
+        }
+    }
+
+    public function test_a_course_update_is_sent_without_a_related_user_and_with_its_changed_fields(): void {
+        observer::queue_delivery(self::event(self::course_updated_data()));
+
+        $queued = $this->queued_payload(0);
+        $this->assertArrayHasKey('relateduserid', $queued);
+        $this->assertNull($queued['relateduserid']);
+        $this->assertSame(['12', '12', '12'], [$queued['objectid'], $queued['courseid'], $queued['contextinstanceid']]);
+        $this->assertSame(['shortname', 'fullname', 'updatedfields'], array_keys($queued['other']));
+        $this->assertSame(['fullname' => 'BTEC IT Level 3, group A (renamed by hand)', 'visible' => 0],
+            $queued['other']['updatedfields']);
+    }
+
+    public function test_the_stubs_refuse_event_data_moodle_could_not_raise(): void {
+        // The event data builders are checked against the real classes' init() and validate_data().
+        $data = self::user_enrolment_updated_data();
+        unset($data['other']['enrol']);
+        try {
+            self::event($data);
+            $this->fail('user_enrolment_updated without other.enrol');
+        } catch (coding_exception $e) {
+            $this->assertStringContainsString("'enrol' value must be set", $e->getMessage());
+        }
+        $this->expectException(coding_exception::class);
+        self::event(array_replace(self::course_updated_data(), ['edulevel' => 0]));
     }
 
     public function test_each_event_gets_its_own_event_id(): void {
@@ -131,10 +163,55 @@ final class ObserverTest extends ZohosyncTestCase {
         observer::queue_delivery(self::event(self::user_updated_data()));
         observer::queue_delivery(self::event(self::user_enrolment_created_data()));
         observer::queue_delivery(self::event(self::user_enrolment_deleted_data()));
+        observer::queue_delivery(self::event(self::user_enrolment_updated_data()));
+        observer::queue_delivery(self::event(self::course_updated_data()));
         $this->assertSame([], zohosync_stub::$queue);
 
         observer::queue_delivery(self::event(self::user_created_data()));
         $this->assertCount(1, zohosync_stub::$queue);
+    }
+
+    public function test_the_two_events_of_0_3_0_can_be_unticked_and_ticked_alone(): void {
+        $this->configure(['events' => 'user_enrolment_updated']);
+        observer::queue_delivery(self::event(self::course_updated_data()));
+        observer::queue_delivery(self::event(self::user_enrolment_updated_data()));
+        $this->assertCount(1, zohosync_stub::$queue);
+        $this->assertSame('\core\event\user_enrolment_updated', $this->queued_payload(0)['eventname']);
+
+        zohosync_stub::reset();
+        $this->configure(['events' => 'course_updated']);
+        observer::queue_delivery(self::event(self::user_enrolment_updated_data()));
+        observer::queue_delivery(self::event(self::course_updated_data()));
+        $this->assertCount(1, zohosync_stub::$queue);
+        $this->assertSame('\core\event\course_updated', $this->queued_payload(0)['eventname']);
+    }
+
+    /**
+     * @return array[]
+     */
+    public function saved_event_settings(): array {
+        $five = 'user_created,user_updated,user_enrolment_created,user_enrolment_deleted,user_graded';
+        return [
+            'the five of 0.2.0' => [$five, implode(',', array_keys(\local_zohosync\config::EVENTS))],
+            'some unticked' => ['user_created,user_graded',
+                'user_created,user_enrolment_updated,user_graded,course_updated'],
+            'nothing ticked' => ['', ''],
+            'never saved' => [null, null],
+            'already upgraded' => ['course_updated,user_enrolment_updated', 'user_enrolment_updated,course_updated'],
+        ];
+    }
+
+    /**
+     * @dataProvider saved_event_settings
+     * @param string|null $saved
+     * @param string|null $upgraded
+     */
+    public function test_the_upgrade_to_0_3_0_ticks_the_new_events_and_keeps_every_other_choice(?string $saved,
+            ?string $upgraded): void {
+        $this->configure(['events' => $saved]);
+        \local_zohosync\config::tick_new_events(\local_zohosync\config::EVENTS_ADDED[2026120701]);
+        $value = get_config('local_zohosync', 'events');
+        $this->assertSame($upgraded ?? false, $value);
     }
 
     public function test_with_every_event_unticked_nothing_is_queued(): void {
@@ -151,7 +228,8 @@ final class ObserverTest extends ZohosyncTestCase {
         foreach ($this->events() as [$key, $data]) {
             observer::queue_delivery(self::event($data));
         }
-        $this->assertCount(5, zohosync_stub::$queue);
+        $this->assertCount(count(\local_zohosync\config::EVENTS), zohosync_stub::$queue);
+        $this->assertCount(7, zohosync_stub::$queue);
     }
 
     /**

@@ -47,10 +47,11 @@ final class PluginFilesTest extends ZohosyncTestCase {
         $this->assertContains($plugin->maturity, [MATURITY_ALPHA, MATURITY_BETA, MATURITY_RC, MATURITY_STABLE]);
     }
 
-    public function test_the_five_events_are_observed_after_commit(): void {
+    public function test_the_seven_events_are_observed_after_commit(): void {
         $observers = null;
         require(self::PLUGIN . '/db/events.php');
         $this->assertSame(array_values(config::EVENTS), array_column($observers, 'eventname'));
+        $this->assertCount(7, $observers);
         foreach ($observers as $observer) {
             $this->assertFalse($observer['internal'], "{$observer['eventname']} must be observed after commit");
             $this->assertSame('\local_zohosync\observer::queue_delivery', $observer['callback']);

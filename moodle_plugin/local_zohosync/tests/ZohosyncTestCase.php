@@ -297,6 +297,65 @@ abstract class ZohosyncTestCase extends TestCase {
     }
 
     /**
+     * @return array get_data() of \core\event\user_enrolment_updated: the enrolment of user 57 in course 12
+     * suspended by hand (enrol_plugin::update_user_enrol(); types as a Moodle 4.5 site gave them).
+     */
+    public static function user_enrolment_updated_data(): array {
+        return [
+            'eventname' => '\core\event\user_enrolment_updated',
+            'component' => 'core',
+            'action' => 'updated',
+            'target' => 'user_enrolment',
+            'objecttable' => 'user_enrolments',
+            'objectid' => '901',
+            'crud' => 'u',
+            'edulevel' => 0,
+            'contextid' => 214,
+            'contextlevel' => 50,
+            'contextinstanceid' => '12',
+            'userid' => '2',
+            'courseid' => '12',
+            'relateduserid' => '57',
+            'anonymous' => 0,
+            'other' => ['enrol' => 'manual'],
+            'timecreated' => 1769336500,
+        ];
+    }
+
+    /**
+     * @return array get_data() of \core\event\course_updated: course 12 renamed and hidden by hand
+     * (update_course(); no relateduserid; types as a Moodle 4.5 site gave them).
+     */
+    public static function course_updated_data(): array {
+        return [
+            'eventname' => '\core\event\course_updated',
+            'component' => 'core',
+            'action' => 'updated',
+            'target' => 'course',
+            'objecttable' => 'course',
+            'objectid' => '12',
+            'crud' => 'u',
+            'edulevel' => 1,
+            'contextid' => 214,
+            'contextlevel' => 50,
+            'contextinstanceid' => '12',
+            'userid' => '2',
+            'courseid' => '12',
+            'relateduserid' => null,
+            'anonymous' => 0,
+            'other' => [
+                'shortname' => 'BTEC-IT-L3-26A',
+                'fullname' => 'BTEC IT Level 3, group A (renamed by hand)',
+                'updatedfields' => [
+                    'fullname' => 'BTEC IT Level 3, group A (renamed by hand)',
+                    'visible' => 0,
+                ],
+            ],
+            'timecreated' => 1769336600,
+        ];
+    }
+
+    /**
      * @return array get_data() of \core\event\user_graded for an assignment (the shared fixture's event).
      */
     public static function user_graded_data(): array {

@@ -624,8 +624,19 @@ namespace core\event {
 
     /**
      * An event: get_data() answers the data it was made with.
+     *
+     * As in Moodle, init() sets what the event class fixes (objecttable, crud, edulevel) and
+     * validate_data() refuses data the real class refuses: a test's data that contradicts either is
+     * not data Moodle could raise, and is refused here too.
      */
     abstract class base {
+        /** @var int Moodle's \core\event\base::LEVEL_OTHER. */
+        const LEVEL_OTHER = 0;
+        /** @var int Moodle's \core\event\base::LEVEL_TEACHING. */
+        const LEVEL_TEACHING = 1;
+        /** @var int Moodle's \core\event\base::LEVEL_PARTICIPATING. */
+        const LEVEL_PARTICIPATING = 2;
+
         /** @var array */
         protected $data = [];
 
@@ -637,8 +648,28 @@ namespace core\event {
          */
         public static function from_data(array $data) {
             $event = new static();
-            $event->data = $data + ['eventname' => '\\' . static::class];
+            $event->init();
+            foreach ($event->data as $name => $value) {
+                if (array_key_exists($name, $data) && $data[$name] !== $value) {
+                    throw new \coding_exception(static::class . " has {$name} " . var_export($value, true) .
+                        ', not ' . var_export($data[$name], true));
+                }
+            }
+            $event->data = $data + $event->data + ['eventname' => '\\' . static::class];
+            $event->validate_data();
             return $event;
+        }
+
+        /**
+         * What the event class fixes (the real classes' init()).
+         */
+        protected function init() {
+        }
+
+        /**
+         * Refuse data the real class refuses.
+         */
+        protected function validate_data() {
         }
 
         /**
@@ -673,8 +704,54 @@ namespace core\event {
     class user_enrolment_deleted extends base {
     }
 
+    /**
+     * \core\event\user_enrolment_updated (lib/classes/event/user_enrolment_updated.php): an enrolment
+     * suspended, re-activated or its dates changed; raised by enrol_plugin::update_user_enrol()
+     * (lib/enrollib.php) with objectid = the user_enrolments id, courseid, the course context,
+     * relateduserid = the enrolled user and other = ['enrol' => the enrolment method].
+     */
+    class user_enrolment_updated extends base {
+        /**
+         * As Moodle 4.5's init().
+         */
+        protected function init() {
+            $this->data['objecttable'] = 'user_enrolments';
+            $this->data['crud'] = 'u';
+            $this->data['edulevel'] = self::LEVEL_OTHER;
+        }
+
+        /**
+         * As Moodle 4.5's validate_data().
+         */
+        protected function validate_data() {
+            if (!isset($this->data['other']['enrol'])) {
+                throw new \coding_exception('The \'enrol\' value must be set in other.');
+            }
+            if (!isset($this->data['relateduserid'])) {
+                throw new \coding_exception('The \'relateduserid\' must be set.');
+            }
+        }
+    }
+
     /** \core\event\user_graded. */
     class user_graded extends base {
+    }
+
+    /**
+     * \core\event\course_updated (lib/classes/event/course_updated.php): a course edited, renamed,
+     * moved or hidden; raised by update_course() and move_courses() (course/lib.php) with objectid =
+     * the course id, the course context (so courseid is the course too), no relateduserid, and other =
+     * ['shortname', 'fullname', 'updatedfields' => field => new value].
+     */
+    class course_updated extends base {
+        /**
+         * As Moodle 4.5's init().
+         */
+        protected function init() {
+            $this->data['objecttable'] = 'course';
+            $this->data['crud'] = 'u';
+            $this->data['edulevel'] = self::LEVEL_TEACHING;
+        }
     }
 
     /** An event the plugin does not forward. */
