@@ -99,3 +99,40 @@ def test_dry_run_then_full_sync_through_dagster(
     for secret in (MOODLE_TOKEN, "csecret-value", "crefresh-value"):
         assert secret not in logs
     store.dispose()
+
+
+def test_a_role_that_cannot_see_users_by_idnumber_stops_before_the_first_write_and_says_what_to_add(
+    sims: tuple[ZohoSimulator, MoodleSimulator], warehouse_url: str, tmp_path: Path
+):
+    zoho, moodle = sims
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(tenant_partitions.name, ["school_a"])
+        job = _job(tmp_path, zoho, moodle, warehouse_url, "full_sync")
+        first = job.execute_in_process(instance=instance, partition_key="school_a")
+        assert first.success  # a full role: the preflight passes, accounts are made
+        made = len([u for u in moodle.users() if u.get("idnumber")])
+        store = Warehouse(warehouse_url)
+        with store.engine.begin() as conn:  # the preflight passed today: ask again
+            conn.exec_driver_sql("UPDATE moodle_site SET preflight_at = NULL")
+        moodle.set_missing_capabilities({"moodle/user:viewalldetails"})
+        zoho.insert(
+            "BTEC_Students",
+            {
+                "First_Name": "New",
+                "Last_Name": "Comer",
+                "Academic_Email": "new.comer@school.example",
+                "Status": "Active",
+            },
+        )
+        second = job.execute_in_process(instance=instance, partition_key="school_a", raise_on_error=False)
+    assert not second.success
+    failures = [e for e in second.all_events if e.is_step_failure]
+    assert {e.step_key for e in failures} >= {"moodle__users"}
+    message = next(e for e in failures if e.step_key == "moodle__users").step_failure_data.error.message
+    assert "moodle/user:viewalldetails" in message and "nothing was written" in message
+    assert len([u for u in moodle.users() if u.get("idnumber")]) == made  # no account created
+    runs = store.moodle.push_results("school_a").query("action == 'run'")
+    assert "moodle/user:viewalldetails" in runs["message"].iloc[-1]
+    _, findings = store.moodle.preflight("school_a")
+    assert [f["capability"] for f in findings if not f["ok"]] == ["moodle/user:viewalldetails"]
+    store.dispose()

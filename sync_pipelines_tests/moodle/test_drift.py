@@ -165,3 +165,51 @@ def test_a_drift_setting_that_is_not_understood_is_refused_with_what_is_allowed(
     tenants = read_tenants(path)
     assert "a" in tenants.broken
     assert "moodle.drift" in tenants.broken["a"]
+
+
+def test_a_warehouse_of_the_previous_schema_gets_the_drift_table_and_preflight_columns_in_place(
+    warehouse_url: str,
+):
+    """The schema before this change had no ``moodle_drift`` and no ``moodle_site.preflight*``: a
+    warehouse holding a site row and an id map is upgraded in place, its rows kept."""
+    import sqlalchemy as sa
+
+    from sync_pipelines.warehouse import Warehouse
+    from sync_pipelines.warehouse.migrate import STATE_TABLE
+
+    store = Warehouse(warehouse_url)
+    store.moodle.save_site("t1", 7, "4.5+")
+    store.moodle.save_reconciliation(
+        "t1",
+        "user",
+        maps=[
+            {
+                "key": "z1",
+                "zoho_id": "z1",
+                "zoho_module": "students",
+                "moodle_id": "41",
+                "pushed_fingerprint": "f",
+            }
+        ],
+        removed=[],
+        derived=False,
+        pushes=[],
+        drift=pd.DataFrame(columns=["key", "moodle_id", "side", "kind", "detail", "action", "healed"]),
+        run_id=None,
+    )
+    with store.engine.begin() as conn:  # back to the previous schema
+        conn.exec_driver_sql("DROP TABLE moodle_drift")
+        conn.exec_driver_sql("ALTER TABLE moodle_site DROP COLUMN preflight")
+        conn.exec_driver_sql("ALTER TABLE moodle_site DROP COLUMN preflight_at")
+        conn.exec_driver_sql(f"DELETE FROM {STATE_TABLE}")
+    store.dispose()
+
+    upgraded = Warehouse(warehouse_url)
+    columns = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("moodle_site")}
+    assert {"preflight", "preflight_at", "service_user_id"} <= columns
+    assert upgraded.moodle.service_users() == {"t1": 7}
+    assert upgraded.moodle.id_map("t1", "user").loc["z1", "moodle_id"] == 41
+    upgraded.moodle.save_preflight("t1", [{"check": "service_functions", "ok": True}], True)
+    assert upgraded.moodle.preflight("t1")[0] is not None
+    assert upgraded.moodle.drift("t1").empty
+    upgraded.dispose()
