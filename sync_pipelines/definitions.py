@@ -5,13 +5,14 @@ import os
 import dagster as dg
 
 from sync_pipelines.checks import count_checks, warehouse_checks
-from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets, writeback_assets
+from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.schedules import RECONCILE_CONFIG, schedules
 from sync_pipelines.sensors import dead_letters_asset, moodle_webhook_sensor, zoho_webhook_sensor
 from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
 from sync_pipelines.tenants import TENANTS_FILE_ENV, default_tenants_file, tenants_sensor
 from sync_pipelines.warehouse.resource import WarehouseResource
+from sync_pipelines.writeback import WRITEBACK_STEPS, writeback_assets
 from sync_pipelines.zoho.assets import zoho_assets
 from sync_pipelines.zoho.resource import ZohoCRMResource
 
@@ -38,7 +39,7 @@ full_sync = dg.define_asset_job(
 full_sync_dry_run = dg.define_asset_job(
     name="full_sync_dry_run",
     selection=_SYNC,
-    config={"ops": {step: {"config": {"dry_run": True}} for step in PUSH_STEPS}},
+    config={"ops": {step: {"config": {"dry_run": True}} for step in [*PUSH_STEPS, *WRITEBACK_STEPS]}},
     description="Dry run of full_sync: Moodle and Zoho are read, never written; the writes are listed in metadata.",
 )
 

@@ -9,15 +9,20 @@ import nothing of each other's.
 
 from datetime import UTC, datetime
 
+import dagster as dg
 import pandas as pd
 
 from sync_pipelines.btec import btec_grades
 from sync_pipelines.diff import fingerprint
-from sync_pipelines.moodle.entities import ENTITIES
+from sync_pipelines.moodle.assets import OWNERS, PushConfig, guard, push_metadata
+from sync_pipelines.moodle.entities import BOOKKEEPING_ASSET, ENTITIES, GRADE_WRITEBACK_ASSET, GRADES_ASSET
 from sync_pipelines.moodle.reconcile import PushReport
+from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.warehouse import Push, Warehouse
-from sync_pipelines.zoho.client import UpsertResult, ZohoClient
+from sync_pipelines.warehouse.resource import WarehouseResource
+from sync_pipelines.zoho.client import UpsertResult, ZohoClient, ZohoError
 from sync_pipelines.zoho.modules import module
+from sync_pipelines.zoho.resource import ZohoCRMResource
 
 
 def write_back_grades(
@@ -170,3 +175,77 @@ def write_back_bookkeeping(
         )
     report.plan = pd.concat(plans, ignore_index=True) if plans else report.plan
     return report
+
+
+# --- the assets ------------------------------------------------------------------------------------
+
+_COMMON = {"partitions_def": tenant_partitions, "owners": OWNERS}
+
+
+def _key(path: str) -> dg.AssetKey:
+    return dg.AssetKey(path.split("/"))
+
+
+@dg.asset(
+    key=_key(GRADE_WRITEBACK_ASSET),
+    deps=[_key(GRADES_ASSET)],
+    group_name="writeback",
+    kinds={"zoho"},
+    description="BTEC grades upserted into Zoho BTEC_Grades (duplicate check on Moodle_Grade_Composite_Key, "
+    "Grade = D/M/P/R), only those that changed since they were last written.",
+    **_COMMON,
+)
+def grade_writeback(
+    context: dg.AssetExecutionContext, config: PushConfig, zoho: ZohoCRMResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    def step() -> dg.MaterializeResult:
+        client = zoho.client(context.partition_key)
+        report = write_back_grades(
+            client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
+        )
+        return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
+
+    return guard(
+        step,
+        warehouse.get(),
+        context.partition_key,
+        "grade",
+        context.run.run_id,
+        target="zoho",
+        also=(ZohoError,),
+    )
+
+
+@dg.asset(
+    key=_key(BOOKKEEPING_ASSET),
+    deps=[_key(spec.asset) for spec in ENTITIES if spec.bookkeeping],
+    group_name="writeback",
+    kinds={"zoho"},
+    description="Moodle ids and sync flags written onto the Zoho records (Student_Moodle_ID, Teacher_Moodle_ID, "
+    "Moodle_Class_ID, Moodle_Course_ID, Synced_to_Moodle, Last_Sync_Date), batched, only when changed.",
+    **_COMMON,
+)
+def sync_bookkeeping(
+    context: dg.AssetExecutionContext, config: PushConfig, zoho: ZohoCRMResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    def step() -> dg.MaterializeResult:
+        client = zoho.client(context.partition_key)
+        report = write_back_bookkeeping(
+            client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
+        )
+        return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
+
+    return guard(
+        step,
+        warehouse.get(),
+        context.partition_key,
+        "bookkeeping",
+        context.run.run_id,
+        target="zoho",
+        also=(ZohoError,),
+    )
+
+
+writeback_assets = [grade_writeback, sync_bookkeeping]
+#: Step names of the write-backs (both have a ``dry_run`` switch).
+WRITEBACK_STEPS = [GRADE_WRITEBACK_ASSET.replace("/", "__"), BOOKKEEPING_ASSET.replace("/", "__")]

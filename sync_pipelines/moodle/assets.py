@@ -14,15 +14,12 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
-from sync_pipelines import writeback
 from sync_pipelines.metadata import md_table
 from sync_pipelines.moodle import preflight
 from sync_pipelines.moodle.client import MoodleClient, MoodleError
 from sync_pipelines.moodle.entities import (
-    BOOKKEEPING_ASSET,
     DRIFT_ASSET,
     ENTITIES,
-    GRADE_WRITEBACK_ASSET,
     GRADES_ASSET,
     EntitySpec,
 )
@@ -32,8 +29,6 @@ from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.tenants import TenantConfigError, tenant_partitions
 from sync_pipelines.warehouse import Push, Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
-from sync_pipelines.zoho.client import ZohoError
-from sync_pipelines.zoho.resource import ZohoCRMResource
 
 logger = logging.getLogger(__name__)
 OWNERS = ["team:data-platform"]
@@ -127,20 +122,22 @@ def before_first_write(client: MoodleClient, store: Warehouse, tenant_id: str) -
         )
 
 
-def _guard(
+def guard(
     step: Callable[[], dg.MaterializeResult],
     store: Warehouse | None = None,
     tenant_id: str | None = None,
     entity: str = "run",
     run_id: str | None = None,
+    *,
+    target: str = "moodle",
+    also: tuple[type[Exception], ...] = (),
 ) -> dg.MaterializeResult:
     try:
         return step()
-    except (MoodleError, ZohoError, TenantConfigError, PreflightFailed) as exc:
+    except (MoodleError, TenantConfigError, PreflightFailed, *also) as exc:
         # An error that stops the step is recorded where every write's outcome is, not only in the
         # run's log; the message names the tenant, the service's error code and message, never a secret.
         if store is not None and tenant_id is not None:
-            target = "zoho" if isinstance(exc, ZohoError) else "moodle"
             store.moodle.log(
                 tenant_id,
                 [
@@ -199,7 +196,7 @@ def _entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
             )
             return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
 
-        return _guard(step, store, tenant, spec.entity, run_id)
+        return guard(step, store, tenant, spec.entity, run_id)
 
     return _asset
 
@@ -258,58 +255,9 @@ def moodle_grades(
             }
         )
 
-    return _guard(step, warehouse.get(), context.partition_key, "grade", context.run.run_id)
-
-
-@dg.asset(
-    key=_key(GRADE_WRITEBACK_ASSET),
-    deps=[_key(GRADES_ASSET)],
-    group_name="writeback",
-    kinds={"zoho"},
-    description="BTEC grades upserted into Zoho BTEC_Grades (duplicate check on Moodle_Grade_Composite_Key, "
-    "Grade = D/M/P/R), only those that changed since they were last written.",
-    **_COMMON,
-)
-def grade_writeback(
-    context: dg.AssetExecutionContext, config: PushConfig, zoho: ZohoCRMResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    def step() -> dg.MaterializeResult:
-        client = zoho.client(context.partition_key)
-        report = writeback.write_back_grades(
-            client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
-        )
-        return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
-
-    return _guard(step, warehouse.get(), context.partition_key, "grade", context.run.run_id)
-
-
-@dg.asset(
-    key=_key(BOOKKEEPING_ASSET),
-    deps=[_key(spec.asset) for spec in ENTITIES if spec.bookkeeping],
-    group_name="writeback",
-    kinds={"zoho"},
-    description="Moodle ids and sync flags written onto the Zoho records (Student_Moodle_ID, Teacher_Moodle_ID, "
-    "Moodle_Class_ID, Moodle_Course_ID, Synced_to_Moodle, Last_Sync_Date), batched, only when changed.",
-    **_COMMON,
-)
-def sync_bookkeeping(
-    context: dg.AssetExecutionContext, config: PushConfig, zoho: ZohoCRMResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    def step() -> dg.MaterializeResult:
-        client = zoho.client(context.partition_key)
-        report = writeback.write_back_bookkeeping(
-            client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
-        )
-        return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
-
-    return _guard(step, warehouse.get(), context.partition_key, "bookkeeping", context.run.run_id)
+    return guard(step, warehouse.get(), context.partition_key, "grade", context.run.run_id)
 
 
 moodle_assets = [*entity_assets, moodle_drift, moodle_grades]
-writeback_assets = [grade_writeback, sync_bookkeeping]
-#: Step names of every asset with a ``dry_run`` switch (for the dry-run job's config).
-PUSH_STEPS = [
-    *(spec.asset.replace("/", "__") for spec in ENTITIES),
-    GRADE_WRITEBACK_ASSET.replace("/", "__"),
-    BOOKKEEPING_ASSET.replace("/", "__"),
-]
+#: Step names of the Moodle assets with a ``dry_run`` switch (for the dry-run job's config).
+PUSH_STEPS = [spec.asset.replace("/", "__") for spec in ENTITIES]

@@ -18,8 +18,11 @@ works against a real site. What it reproduces, and where each rule comes from (M
   field, goes unnoticed. A JSON body is ignored, as PHP ignores it.
 * **Errors are HTTP 200** with ``{"exception","errorcode","message"}``, plus ``"debuginfo"`` only when
   the site is in debug mode (``debug=True``; the message itself is not changed, as at
-  ``DEBUG_NORMAL``). Without ``moodlewsrestformat=json`` the answer is XML (``<RESPONSE>`` or
-  ``<EXCEPTION>``). Order of checks: token (``invalidtoken``), function (``invalidrecord`` on table
+  ``DEBUG_NORMAL``). Core exceptions are named by their 4.5 class, ``core\\exception\\moodle_exception``
+  (``dml_missing_record_exception``, ``webservice_access_exception`` are not namespaced); a PHP
+  ``Error``/``TypeError`` answers with no ``errorcode``. Whole floats go out as JSON integers, as
+  ``json_encode()`` writes them (``grademax`` ``100``). Without ``moodlewsrestformat=json`` the answer
+  is XML (``<RESPONSE>`` or ``<EXCEPTION>``). Order of checks: token (``invalidtoken``), function (``invalidrecord`` on table
   ``external_functions``), the token's service (``accessexception``), then the parameters against the
   function's description (``invalidparameter`` with Moodle's nested debuginfo, e.g.
   ``users => Invalid parameter value detected: Missing required key in single structure: email``;
@@ -40,11 +43,13 @@ works against a real site. What it reproduces, and where each rule comes from (M
   empty field returns every course *including the site course*, as Moodle does
   (``$DB->get_records('course')``). Duplicate shortname → ``shortnametaken``; duplicate idnumber →
   ``courseidnumbertaken`` (Moodle's code, not ``idnumbertaken``); unknown category →
-  ``errorcatcontextnotvalid``; duplicate category idnumber → ``categoryidnumbertaken``.
+  ``errorcatcontextnotvalid``; duplicate category idnumber → ``categoryidnumbertaken``; an absent id
+  in ``field=ids`` → a PHP ``Error`` (a 4.5 bug). ``core_course_get_contents`` lists the sections and
+  the modules (Announcements forum, graded activities).
 * **Enrolments.** Roles 5 (student) and 3 (editing teacher), also 1 (manager) and 4 (teacher), can be
   assigned in a course. Enrolling an enrolled user again is no error: it updates the enrolment's
   ``timestart``/``timeend``/status (a missing ``suspend`` means active) and *adds* the role. An unknown
-  user fails in ``role_assign()`` with a ``coding_exception``; an unknown course with
+  user fails in the welcome message with a PHP ``TypeError``; an unknown course with
   ``invalidparameter`` ("Context does not exist"); a role that cannot be assigned with
   ``wsusercannotassign``. Unenrolling removes the enrolment and its roles (``roleid`` is ignored).
 * **Grades.** Every course has a course-total grade item (``itemtype`` ``course``, ``itemname`` null)

@@ -37,8 +37,7 @@ from sync_pipelines.warehouse.sql import (
     in_values,
     upsert_statement,
 )
-from sync_pipelines.zoho.canonical import FINDINGS, MODIFIED
-from sync_pipelines.zoho.modules import ModuleSpec
+from sync_pipelines.zoho.modules import FINDINGS, MODIFIED, ModuleSpec
 
 logger = logging.getLogger(__name__)
 

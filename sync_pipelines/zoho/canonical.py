@@ -43,13 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sync_pipelines.zoho.modules import FieldSpec, ModuleSpec
-
-ID = "zoho_id"
-MODIFIED = "zoho_modified_time"
-INVALID_REASON = "invalid_reason"
-#: JSON list of the rules a record breaks: ``[{"rule", "field", "value"}]``; missing when valid.
-FINDINGS = "findings"
+from sync_pipelines.zoho.modules import FINDINGS, ID, INVALID_REASON, MODIFIED, FieldSpec, ModuleSpec
 
 # C0 and C1 control characters (tab, newline and carriage return stay) and lone surrogates.
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"

@@ -58,6 +58,14 @@ _ZOHO_KINDS: dict[str, Kind] = {
 }
 
 
+#: The columns every module table has besides its fields (the warehouse's and the diff's names).
+ID = "zoho_id"
+MODIFIED = "zoho_modified_time"
+INVALID_REASON = "invalid_reason"
+#: JSON list of the rules a record breaks: ``[{"rule", "field", "value"}]``; missing when valid.
+FINDINGS = "findings"
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """One Zoho field as the sync sees it.
