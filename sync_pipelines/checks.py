@@ -101,59 +101,55 @@ def grades_in_range(
     )
 
 
-def _drift_healed() -> dg.AssetChecksDefinition:
+def _drift_check(
+    name: str, side: str, severity: dg.AssetCheckSeverity, columns: list[str], description: str
+) -> dg.AssetChecksDefinition:
+    """A check on the drift report: passes when it lists no difference of ``side`` (``zoho``: left
+    unhealed; ``moodle``: held only in Moodle)."""
+
     @dg.asset_check(
         asset=dg.AssetKey(DRIFT_ASSET.split("/")),
-        name="drift_healed",
+        name=name,
         partitions_def=tenant_partitions,
-        description="No difference between Zoho and Moodle that the school's moodle.drift policy heals is left "
-        "unhealed: what Zoho holds and Moodle lacks or contradicts was restored (ERROR when not: a write failed, "
-        "or Moodle answered none of the mapped objects, or the policy only reports it).",
+        description=description,
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         d = warehouse.get().moodle.drift(context.partition_key)
-        left = d[(d["side"] == "zoho") & ~d["healed"].astype(bool)] if len(d) else d
+        left = d[d["side"] == side] if len(d) else d
+        if side == "zoho" and len(left):
+            left = left[~left["healed"].astype(bool)]
+        counts = left.groupby("entity").size().to_dict() if len(left) else {}
         return dg.AssetCheckResult(
             passed=left.empty,
-            severity=ERROR,
+            severity=severity,
             metadata={
-                "unhealed": len(left),
-                "sample": dg.MetadataValue.md(
-                    md_table(left[["entity", "key", "kind", "detail", "action"]] if len(left) else left)
-                ),
+                "differences": len(left),
+                **{f"{side}_{e}": int(n) for e, n in counts.items()},
+                "sample": dg.MetadataValue.md(md_table(left[columns] if len(left) else left)),
             },
         )
 
     return _check
 
 
-def _moodle_only() -> dg.AssetChecksDefinition:
-    names = ", ".join(e.name for e in ENTITIES if e.reports_moodle_only)
-
-    @dg.asset_check(
-        asset=dg.AssetKey(DRIFT_ASSET.split("/")),
-        name="nothing_only_in_moodle",
-        partitions_def=tenant_partitions,
-        description=f"Moodle holds no {names} that Zoho does not say (made by hand). WARN: the policy's action "
-        "for them (keep, suspend, hide, unenrol) was taken; nothing is deleted.",
-    )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        d = warehouse.get().moodle.drift(context.partition_key)
-        only = d[d["side"] == "moodle"] if len(d) else d
-        counts = only.groupby("entity").size().to_dict() if len(only) else {}
-        return dg.AssetCheckResult(
-            passed=only.empty,
-            severity=WARN,
-            metadata={
-                "moodle_only": len(only),
-                **{f"moodle_only_{e}": int(n) for e, n in counts.items()},
-                "sample": dg.MetadataValue.md(
-                    md_table(only[["entity", "moodle_id", "detail", "action"]] if len(only) else only)
-                ),
-            },
-        )
-
-    return _check
+_drift_healed = _drift_check(
+    "drift_healed",
+    "zoho",
+    ERROR,
+    ["entity", "key", "kind", "detail", "action"],
+    "No difference between Zoho and Moodle that the school's moodle.drift policy heals is left unhealed: what "
+    "Zoho holds and Moodle lacks or contradicts was restored (ERROR when not: a write failed, Moodle answered "
+    "none of the mapped objects, or the policy only reports it).",
+)
+_moodle_only = _drift_check(
+    "nothing_only_in_moodle",
+    "moodle",
+    WARN,
+    ["entity", "moodle_id", "detail", "action"],
+    f"Moodle holds no {', '.join(e.name for e in ENTITIES if e.reports_moodle_only)} that Zoho does not say "
+    "(made by hand). WARN: the policy's action for them (keep, suspend, hide, unenrol) was taken; nothing is "
+    "deleted.",
+)
 
 
 @dg.asset_check(
@@ -241,8 +237,8 @@ warehouse_checks: list[dg.AssetChecksDefinition] = [
     enrolments_point_at_live_students_and_classes,
     # Accounts are found by e-mail: two records sharing one would take each other's account.
     *(_unique_emails(m) for e in ENTITIES if "email" in e.find_by for m in e.sources),
-    _drift_healed(),
-    _moodle_only(),
+    _drift_healed,
+    _moodle_only,
     moodle_role_sees_what_it_needs,
     grades_in_range,
     *(_freshness(spec) for spec in MODULES),

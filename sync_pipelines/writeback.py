@@ -7,6 +7,7 @@ grades) and writes with the Zoho client; ``sync_pipelines.moodle`` and ``sync_pi
 import nothing of each other's.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -186,66 +187,55 @@ def _key(path: str) -> dg.AssetKey:
     return dg.AssetKey(path.split("/"))
 
 
-@dg.asset(
-    key=_key(GRADE_WRITEBACK_ASSET),
-    deps=[_key(GRADES_ASSET)],
-    group_name="writeback",
-    kinds={"zoho"},
-    description="BTEC grades upserted into Zoho BTEC_Grades (duplicate check on Moodle_Grade_Composite_Key, "
+def _writeback_asset(
+    key: str,
+    deps: list[str],
+    entity: str,
+    write: Callable[..., PushReport],
+    description: str,
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=_key(key),
+        deps=[_key(d) for d in deps],
+        group_name="writeback",
+        kinds={"zoho"},
+        description=description,
+        **_COMMON,
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: PushConfig,
+        zoho: ZohoCRMResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        store, tenant, run_id = warehouse.get(), context.partition_key, context.run.run_id
+
+        def step() -> dg.MaterializeResult:
+            client = zoho.client(tenant)
+            report = write(client, store, tenant, dry_run=config.dry_run, run_id=run_id)
+            return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
+
+        return guard(step, store, tenant, entity, run_id, target="zoho", also=(ZohoError,))
+
+    return _asset
+
+
+grade_writeback = _writeback_asset(
+    GRADE_WRITEBACK_ASSET,
+    [GRADES_ASSET],
+    "grade",
+    write_back_grades,
+    "BTEC grades upserted into Zoho BTEC_Grades (duplicate check on Moodle_Grade_Composite_Key, "
     "Grade = D/M/P/R), only those that changed since they were last written.",
-    **_COMMON,
 )
-def grade_writeback(
-    context: dg.AssetExecutionContext, config: PushConfig, zoho: ZohoCRMResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    def step() -> dg.MaterializeResult:
-        client = zoho.client(context.partition_key)
-        report = write_back_grades(
-            client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
-        )
-        return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
-
-    return guard(
-        step,
-        warehouse.get(),
-        context.partition_key,
-        "grade",
-        context.run.run_id,
-        target="zoho",
-        also=(ZohoError,),
-    )
-
-
-@dg.asset(
-    key=_key(BOOKKEEPING_ASSET),
-    deps=[_key(spec.asset) for spec in ENTITIES if spec.bookkeeping],
-    group_name="writeback",
-    kinds={"zoho"},
-    description="Moodle ids and sync flags written onto the Zoho records (Student_Moodle_ID, Teacher_Moodle_ID, "
+sync_bookkeeping = _writeback_asset(
+    BOOKKEEPING_ASSET,
+    [spec.asset for spec in ENTITIES if spec.bookkeeping],
+    "bookkeeping",
+    write_back_bookkeeping,
+    "Moodle ids and sync flags written onto the Zoho records (Student_Moodle_ID, Teacher_Moodle_ID, "
     "Moodle_Class_ID, Moodle_Course_ID, Synced_to_Moodle, Last_Sync_Date), batched, only when changed.",
-    **_COMMON,
 )
-def sync_bookkeeping(
-    context: dg.AssetExecutionContext, config: PushConfig, zoho: ZohoCRMResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    def step() -> dg.MaterializeResult:
-        client = zoho.client(context.partition_key)
-        report = write_back_bookkeeping(
-            client, warehouse.get(), context.partition_key, dry_run=config.dry_run, run_id=context.run.run_id
-        )
-        return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
-
-    return guard(
-        step,
-        warehouse.get(),
-        context.partition_key,
-        "bookkeeping",
-        context.run.run_id,
-        target="zoho",
-        also=(ZohoError,),
-    )
-
-
 writeback_assets = [grade_writeback, sync_bookkeeping]
 #: Step names of the write-backs (both have a ``dry_run`` switch).
 WRITEBACK_STEPS = [GRADE_WRITEBACK_ASSET.replace("/", "__"), BOOKKEEPING_ASSET.replace("/", "__")]
