@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from sync_pipelines.checks import count_checks, warehouse_checks
+from sync_pipelines.checks import nightly_checks, warehouse_checks
 from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.schedules import RECONCILE_CONFIG, schedules
@@ -25,8 +25,8 @@ zoho_full_sync = dg.define_asset_job(
     description="Sync every Zoho CRM module of one school into the warehouse.",
 )
 
-#: Everything but the checks that cost Zoho API calls (they run with the nightly reconciliation).
-_SYNC = dg.AssetSelection.all() - dg.AssetSelection.checks(*count_checks)
+#: Everything but the checks that cost API calls (they run with the nightly reconciliation).
+_SYNC = dg.AssetSelection.all() - dg.AssetSelection.checks(*nightly_checks)
 
 #: The main job: Zoho → warehouse → Moodle → grades and bookkeeping back to Zoho, for one school.
 full_sync = dg.define_asset_job(
@@ -87,7 +87,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         # Sync steps wait on HTTP, not CPU, and a subprocess per step costs about 2 s of start-up; in
         # one process they also share the tenant's OAuth token (Zoho throttles token refreshes).
         executor=dg.in_process_executor,
-        asset_checks=[*warehouse_checks, *count_checks],
+        asset_checks=[*warehouse_checks, *nightly_checks],
         jobs=[full_sync, full_sync_dry_run, zoho_full_sync, reconcile],
         sensors=[tenants_sensor, zoho_webhook_sensor, moodle_webhook_sensor],
         schedules=schedules,

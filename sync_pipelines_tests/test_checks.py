@@ -20,7 +20,9 @@ TENANT = "school_a"
 
 
 @pytest.fixture
-def defs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dg.Definitions, ZohoSimulator]]:
+def defs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[dg.Definitions, ZohoSimulator, MoodleSimulator]]:
     for name, value in {"C_ID": "cid", "C_SECRET": "cs", "C_REFRESH": "cr", "C_MOODLE": "mt"}.items():
         monkeypatch.setenv(name, value)
     with (
@@ -52,7 +54,7 @@ def defs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dg.D
             "moodle": MoodleResource(tenants_file=str(tenants)),
             "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'w.db'}"),
         }
-        yield build_definitions(resources), zoho
+        yield build_definitions(resources), zoho, moodle
 
 
 def _zoho_orphans(zoho: ZohoSimulator) -> list[str]:
@@ -71,8 +73,10 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluat
     return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
 
 
-def test_checks_pass_after_a_clean_sync_and_flag_what_breaks(defs: tuple[dg.Definitions, ZohoSimulator]):
-    definitions, zoho = defs
+def test_checks_pass_after_a_clean_sync_and_flag_what_breaks(
+    defs: tuple[dg.Definitions, ZohoSimulator, MoodleSimulator],
+):
+    definitions, zoho, _ = defs
     sync = definitions.resolve_job_def("full_sync")
     reconcile = definitions.resolve_job_def("reconcile")
     with dg.instance_for_test() as instance:
@@ -91,6 +95,7 @@ def test_checks_pass_after_a_clean_sync_and_flag_what_breaks(defs: tuple[dg.Defi
         nightly = _checks(reconcile.execute_in_process(instance=instance, partition_key=TENANT))
         counted = {k: e for k, e in nightly.items() if k.endswith("warehouse_matches_zoho")}
         assert len(counted) == 9 and all(e.passed for e in counted.values())
+        assert nightly["moodle/users:moodle_role_sees_what_it_needs"].passed
         assert [k for k, e in nightly.items() if not e.passed] == [orphan_check]
         before = len(orphans)
 
@@ -120,3 +125,33 @@ def zoho_count_matches_after_an_unsynced_insert(definitions: dg.Definitions, zoh
     assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["zoho_count"].value == held["live"] + held["pending"] + 1
     return True
+
+
+def test_the_drift_checks_warn_on_what_only_moodle_holds_and_fail_on_what_was_not_restored(
+    defs: tuple[dg.Definitions, ZohoSimulator, MoodleSimulator],
+):
+    definitions, _, moodle = defs
+    sync = definitions.resolve_job_def("full_sync")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(tenant_partitions.name, [TENANT])
+        assert sync.execute_in_process(instance=instance, partition_key=TENANT).success
+        client = definitions.resources["moodle"].client(TENANT)
+        assert client.create_courses([{"fullname": "Staff room", "shortname": "STAFF", "categoryid": 1}])[
+            0
+        ].ok
+        store = definitions.resources["warehouse"].get()
+        held = store.moodle.enrolments(TENANT)
+        user, course = int(held["moodle_user_id"].iloc[0]), int(held["moodle_course_id"].iloc[0])
+        assert client.unenrol([{"userid": user, "courseid": course}])[0].ok
+        moodle.fail_function(
+            "enrol_manual_enrol_users", "invalidparameter", "Invalid parameter value detected", count=50
+        )
+        checks = _checks(
+            sync.execute_in_process(instance=instance, partition_key=TENANT, raise_on_error=False)
+        )
+    only = checks["moodle/drift:nothing_only_in_moodle"]
+    assert not only.passed and only.severity == dg.AssetCheckSeverity.WARN
+    assert only.metadata["moodle_course"].value == 1
+    healed = checks["moodle/drift:drift_healed"]
+    assert not healed.passed and healed.severity == dg.AssetCheckSeverity.ERROR
+    assert healed.metadata["zoho_enrolment"].value >= 1
