@@ -33,6 +33,13 @@ hold its secrets; the secrets themselves never appear in the file, in logs or in
           token_env: DEMO_MOODLE_TOKEN
           # The HMAC key the local_zohosync plugin signs its deliveries with.
           webhook_secret_env: DEMO_MOODLE_WEBHOOK_SECRET
+        # Only for an org that names its grading otherwise (every key optional; see GradingConfig).
+        grading:
+          subform: Learning_Outcomes_Assessm   # BTEC_Grades' criteria subform (its API name)
+          subform_fields: {code: Criterion_Code, title: Criterion, achieved: Achieved, feedback: Feedback}
+          grades: {D: D, M: M, P: P, R: R, RR: RR}  # our letter: the org's Grade picklist value
+          statuses: {marked: Marking completed, forward: [In review, Ready for release, Released]}
+          attempts: {last: 2, missed_on_last: RR}   # a Pass criterion missed on attempt 2 → RR
 
 A top-level ``webhook_secret_env`` (one secret for both webhook routes) is still read, for each
 route whose own key is absent, with a warning: the Zoho secret travels as a bearer token and is
@@ -52,14 +59,24 @@ own values.
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dagster as dg
 import yaml
 
+from sync_pipelines.btec import (
+    LAST_ATTEMPT_LETTERS,
+    LETTERS,
+    GradeValues,
+    Outcome,
+    StatusValues,
+    SubformFields,
+    criteria_grade,
+    next_status,
+)
 from sync_pipelines.zoho.modules import MODULES, MODULES_BY_API_NAME, MODULES_BY_NAME
 
 #: A tenant id; ``\Z``, not ``$``, which would let ``TENANT_ID.match`` accept a trailing newline.
@@ -167,6 +184,95 @@ class MoodleTenantConfig:
 
 
 @dataclass(frozen=True)
+class AttemptPolicy:
+    """How many attempts a unit allows (``grading.attempts``).
+
+    Attributes:
+        last: the last attempt allowed (2: one resubmission), or ``None`` for no limit.
+        missed_on_last: the letter a Pass criterion still missed on the last attempt gives:
+            ``RR`` (the default), ``R`` or ``F``.
+    """
+
+    last: int | None = 2
+    missed_on_last: str = "RR"
+
+
+#: Our name of the grades module's criteria subform field (its API name in the shipped org).
+GRADES_SUBFORM_FIELD = "Learning_Outcomes_Assessm"
+
+
+@dataclass(frozen=True)
+class GradingConfig:
+    """How one school's org names what criteria grading reads and writes (``grading:``).
+
+    Every part is optional; the defaults are the shipped org's names.
+
+    Attributes:
+        subform: the API name of ``BTEC_Grades``' criteria subform, or ``None`` if the org has
+            none (then only the grade is written). One setting with
+            ``zoho.fields.grades.Learning_Outcomes_Assessm``: giving one sets the other, giving
+            both differently is an error.
+        subform_fields: the field API names of one row of that subform (the field metadata does not
+            list a subform's own fields, so these are the school's to say).
+        grades: the ``Grade`` picklist value of each letter (D, M, P, R, RR, F).
+        statuses: the ``Grade_Status`` values of the status rule (marked, forward, before).
+        attempts: the attempt limit and what missing a Pass criterion on the last attempt gives.
+    """
+
+    subform: str | None = GRADES_SUBFORM_FIELD
+    subform_fields: SubformFields = field(default_factory=SubformFields)
+    grades: GradeValues = field(default_factory=GradeValues)
+    statuses: StatusValues = field(default_factory=StatusValues)
+    attempts: AttemptPolicy = field(default_factory=AttemptPolicy)
+
+    def grade(self, achieved: Mapping[str, bool | None], codes: Sequence[str], *, attempt: int) -> Outcome:
+        """:func:`sync_pipelines.btec.criteria_grade` with this school's values and attempt limit."""
+        return criteria_grade(
+            achieved,
+            codes,
+            attempt=attempt,
+            last_attempt=self.attempts.last,
+            values=self.grades,
+            missed_on_last=self.attempts.missed_on_last,
+        )
+
+    def next_status(self, current_zoho_status: str | None, marked: bool) -> str | None:
+        """:func:`sync_pipelines.btec.next_status` with this school's status values."""
+        return next_status(current_zoho_status, marked, self.statuses)
+
+    @property
+    def letters_used(self) -> tuple[str, ...]:
+        """The letters this school's grading can write: D, M, P, R and, with an attempt limit, the
+        last-attempt letter."""
+        used = ["D", "M", "P", "R"]
+        if self.attempts.last is not None and self.attempts.missed_on_last not in used:
+            used.append(self.attempts.missed_on_last)
+        return tuple(used)
+
+    def org_problems(self, grade_picklist: Iterable[str], status_picklist: Iterable[str]) -> tuple[str, ...]:
+        """What this config names that the org's picklists lack: one sentence each, empty when
+        it fits. The picklists are ``BTEC_Grades.Grade`` and ``Grade_Status`` as the org's field
+        metadata lists them (the values as text). The tenants file is read without the org, so
+        this is for the org check to call once the metadata is in."""
+        grades, statuses = set(grade_picklist), set(status_picklist)
+        problems = [
+            f"grading.grades.{letter}: {self.grades.value(letter)!r} is not a value of the Grade picklist"
+            for letter in self.letters_used
+            if self.grades.value(letter) not in grades
+        ]
+        named = [("marked", self.statuses.marked)]
+        named += [("forward", v) for v in self.statuses.forward] + [
+            ("before", v) for v in self.statuses.before
+        ]
+        problems += [
+            f"grading.statuses.{key}: {value!r} is not a value of the Grade_Status picklist"
+            for key, value in named
+            if value not in statuses
+        ]
+        return tuple(problems)
+
+
+@dataclass(frozen=True)
 class Tenant:
     """One school.
 
@@ -181,6 +287,7 @@ class Tenant:
             HMAC key): ``zoho.webhook_secret_env``, else the legacy key, else ``None``.
         moodle_webhook_secret_env: the variable holding the HMAC key Moodle signs with:
             ``moodle.webhook_secret_env``, else the legacy key, else ``None``.
+        grading: how its org names criteria grading (``grading:``; the shipped names by default).
     """
 
     id: str
@@ -190,6 +297,7 @@ class Tenant:
     webhook_secret_env: str | None = None
     zoho_webhook_secret_env: str | None = None
     moodle_webhook_secret_env: str | None = None
+    grading: GradingConfig = field(default_factory=GradingConfig)
 
     def __post_init__(self) -> None:
         # A Tenant built by hand with only the legacy key behaves as one read from a file.
@@ -489,6 +597,156 @@ def _webhook_secrets(
     return legacy, zoho or legacy, moodle or legacy
 
 
+#: A Zoho API name: letters, digits and "_", starting with a letter.
+_ZOHO_API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_GRADING_KEYS = ("subform", "subform_fields", "grades", "statuses", "attempts")
+
+
+def _section(raw: object, at: str, keys: Sequence[str]) -> Mapping[str, Any]:
+    """A mapping of the ``grading`` section with only ``keys`` (missing or null: empty)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise TenantConfigError(f"{at} must be a mapping ({', '.join(keys)})")
+    unknown = [k for k in raw if k not in keys]
+    if unknown:
+        shown = ", ".join(repr(k) for k in unknown)
+        raise TenantConfigError(f"{at} has unknown keys {shown}: expected {', '.join(keys)}")
+    return raw
+
+
+def _zoho_name(value: object, at: str) -> str:
+    if not isinstance(value, str) or not _ZOHO_API_NAME.fullmatch(value.strip()):
+        raise TenantConfigError(
+            f"{at} must be a Zoho API name (letters, digits and '_', starting with a letter), got {value!r}"
+        )
+    return value.strip()
+
+
+def _picklist_value(value: object, at: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TenantConfigError(f"{at} must be a picklist value (a non-empty string), got {value!r}")
+    return value.strip()
+
+
+def _picklist_values(value: object, at: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TenantConfigError(f"{at} must be a list of picklist values, got {value!r}")
+    values = tuple(_picklist_value(v, f"{at}[{i}]") for i, v in enumerate(value))
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise TenantConfigError(f"{at} lists {', '.join(map(repr, twice))} twice")
+    return values
+
+
+def _grading(raw: object, where: str, mapping: OrgMapping | None) -> tuple[GradingConfig, OrgMapping | None]:
+    """``grading``: see :class:`GradingConfig`. Returns the config and ``mapping`` with the
+    subform's name in it (``grading.subform`` and ``zoho.fields.grades.Learning_Outcomes_Assessm``
+    are one setting), or ``None`` when there is no mapping to check it against (a broken zoho)."""
+    at = f"{where}: grading"
+    section = _section(raw, at, _GRADING_KEYS)
+    subform, mapping = _grading_subform(section, at, mapping)
+    attempts = _grading_attempts(section.get("attempts"), f"{at}.attempts")
+    config = GradingConfig(
+        subform=subform,
+        subform_fields=_grading_row_fields(section.get("subform_fields"), f"{at}.subform_fields"),
+        grades=_grading_grades(section.get("grades"), f"{at}.grades"),
+        statuses=_grading_statuses(section.get("statuses"), f"{at}.statuses"),
+        attempts=attempts,
+    )
+    letter_of: dict[str, str] = {}
+    for letter in config.letters_used:
+        value = config.grades.value(letter)
+        if value in letter_of:
+            hint = ""
+            if "RR" in (letter, letter_of[value]):
+                hint = " (to write R on the last attempt, set grading.attempts.missed_on_last: R)"
+            raise TenantConfigError(f"{at}.grades: {letter_of[value]} and {letter} are both {value!r}{hint}")
+        letter_of[value] = letter
+    return config, mapping
+
+
+def _grading_subform(
+    section: Mapping[str, Any], at: str, mapping: OrgMapping | None
+) -> tuple[str | None, OrgMapping | None]:
+    """The subform's API name, and the mapping that reads it under that name."""
+    at = f"{at}.subform"
+    mapped = mapping is not None and mapping.is_field_mapped("grades", GRADES_SUBFORM_FIELD)
+    in_mapping = mapping.field_api_name("grades", GRADES_SUBFORM_FIELD) if mapping else GRADES_SUBFORM_FIELD
+    if "subform" not in section:
+        return in_mapping, mapping
+    subform = None if section["subform"] is None else _zoho_name(section["subform"], at)
+    if mapped and subform != in_mapping:
+        raise TenantConfigError(
+            f"{at} is {subform!r} but zoho.fields.grades.{GRADES_SUBFORM_FIELD} is {in_mapping!r}: "
+            "they name the same subform; give it once"
+        )
+    if mapping is None or mapped or subform == GRADES_SUBFORM_FIELD:
+        return subform, mapping
+    # Another name (or null: the org has no such subform) is the grades module's mapping too.
+    for spec_field in MODULES_BY_NAME["grades"].fields:
+        theirs = mapping.field_api_name("grades", spec_field.api_name)
+        if subform is not None and spec_field.api_name != GRADES_SUBFORM_FIELD and theirs == subform:
+            raise TenantConfigError(
+                f"{at} is {subform!r}, the org's name of BTEC_Grades.{spec_field.api_name} too"
+            )
+    fields = sorted([*mapping.fields, ("grades", GRADES_SUBFORM_FIELD, subform)], key=lambda t: t[:2])
+    return subform, OrgMapping(modules=mapping.modules, fields=tuple(fields))
+
+
+def _grading_row_fields(raw: object, at: str) -> SubformFields:
+    roles = ("code", "title", "achieved", "feedback")
+    given = _section(raw, at, roles)
+    row_fields = SubformFields(**{k: _zoho_name(v, f"{at}.{k}") for k, v in given.items()})
+    role_of: dict[str, str] = {}
+    for role in roles:
+        name = getattr(row_fields, role)
+        if name in role_of:
+            raise TenantConfigError(f"{at}: {role_of[name]} and {role} are both {name!r}")
+        role_of[name] = role
+    return row_fields
+
+
+def _grading_grades(raw: object, at: str) -> GradeValues:
+    given = _section(raw, at, LETTERS)
+    return GradeValues(**{k: _picklist_value(v, f"{at}.{k}") for k, v in given.items()})
+
+
+def _grading_statuses(raw: object, at: str) -> StatusValues:
+    given = _section(raw, at, ("marked", "forward", "before"))
+    statuses = StatusValues(
+        **{
+            key: _picklist_value(value, f"{at}.{key}")
+            if key == "marked"
+            else _picklist_values(value, f"{at}.{key}")
+            for key, value in given.items()
+        }
+    )
+    if statuses.marked in (*statuses.forward, *statuses.before):
+        raise TenantConfigError(f"{at}: marked {statuses.marked!r} must not be listed in forward or before")
+    both = [v for v in statuses.forward if v in statuses.before]
+    if both:
+        raise TenantConfigError(f"{at}: {', '.join(map(repr, both))} in both forward and before")
+    return statuses
+
+
+def _grading_attempts(raw: object, at: str) -> AttemptPolicy:
+    given = _section(raw, at, ("last", "missed_on_last"))
+    last = given.get("last", AttemptPolicy.last)
+    if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
+        raise TenantConfigError(
+            f"{at}.last must be a whole number, 1 or more (the last attempt allowed), or null for no "
+            f"limit, got {last!r}"
+        )
+    missed = given.get("missed_on_last", AttemptPolicy.missed_on_last)
+    if missed not in LAST_ATTEMPT_LETTERS:
+        raise TenantConfigError(
+            f"{at}.missed_on_last must be one of {', '.join(LAST_ATTEMPT_LETTERS)} (a letter: its "
+            f"picklist value is under grading.grades), got {missed!r}"
+        )
+    return AttemptPolicy(last=last, missed_on_last=missed)
+
+
 def _our_module(key: object, where: str) -> str:
     """Our module name for a mapping key: a module name (``students``) or API name."""
     spec = (MODULES_BY_NAME.get(key) or MODULES_BY_API_NAME.get(key)) if isinstance(key, str) else None
@@ -585,6 +843,12 @@ def _entry(raw: object, index: int, source: str) -> _Entry:
     zoho = _zoho(raw.get("zoho"), where, problems)
     moodle = _moodle(raw.get("moodle"), where, problems)
     legacy, zoho_secret, moodle_secret = _webhook_secrets(raw, where, problems, warnings)
+    parsed = problems.check(lambda: _grading(raw.get("grading"), where, zoho.mapping if zoho else None))
+    grading = GradingConfig()
+    if parsed is not None:
+        grading, mapping = parsed
+        if zoho is not None and mapping is not None:
+            zoho = replace(zoho, mapping=mapping)
     if problems.messages or tid is None or zoho is None:
         # Every message starts with `where`: say it once.
         details = "; ".join(m.removeprefix(f"{where}: ") for m in problems.messages)
@@ -598,6 +862,7 @@ def _entry(raw: object, index: int, source: str) -> _Entry:
         webhook_secret_env=legacy,
         zoho_webhook_secret_env=zoho_secret,
         moodle_webhook_secret_env=moodle_secret,
+        grading=grading,
     )
     return _Entry(key, label, tenant, None, tuple(warnings))
 

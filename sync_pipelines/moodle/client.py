@@ -513,7 +513,8 @@ class MoodleClient:
 
     @staticmethod
     def _classify(errorcode: str, exception: str, message: str) -> type[MoodleError]:
-        if errorcode in AUTH_ERRORCODES or exception in AUTH_EXCEPTIONS:
+        # Moodle 4.5 names most exceptions with their namespace (core\exception\...): compare the class.
+        if errorcode in AUTH_ERRORCODES or exception.rsplit("\\", 1)[-1] in AUTH_EXCEPTIONS:
             return MoodleAuthError
         if errorcode == "invalidrecord" and "external_functions" in message:
             # The function does not exist on this site: no record of ours can change that.
@@ -908,6 +909,310 @@ class MoodleClient:
             )
         return value
 
+    # --- assignments and advanced grading (rubrics) -----------------------------------------------
+    #
+    # Measured on a real Moodle 4.5 (sync_pipelines_tests/fixtures/moodle45/grading/, made by
+    # scripts/record_moodle45_grading.py). Capabilities the service account needs, each measured by
+    # taking it away: moodle/grade:managegradingforms (saving definitions, reading instances:
+    # nopermissions); moodle/course:view + mod/assign:view (reading definitions: without them NO
+    # error, the module left out with a warning); those two + mod/assign:grade (saving a grade:
+    # requireloginerror / nopermissions); those two + mod/assign:grade or mod/assign:viewgrades
+    # (reading grades: without them NO error, no grades and a warning). moodle/course:managegrades
+    # does not replace mod/assign:grade. None of these writes is a transaction.
+
+    def grading_definitions(
+        self, cmids: Sequence[int], *, areaname: str = "submissions", active_only: bool = False
+    ) -> list[dict]:
+        """``core_grading_get_definitions``: each course module's grading area and its definitions.
+
+        An area is answered even before any definition exists (``activemethod`` null, ``definitions``
+        ``[]``): its ``contextid`` is what :meth:`save_grading_definition` needs. A rubric definition
+        carries ``rubric.rubric_criteria``, by ``sortorder``, each with its ``levels`` by score; the
+        criterion and level ``id`` are what an update must send back (see
+        :meth:`save_grading_definition`) and what :meth:`save_assign_grade` fills.
+
+        Traps: ``active_only=True`` on an area without an active method yet is an error
+        (``invalid_method_name``), so the default lists every method's definition. A module the
+        account cannot enter or see (no ``moodle/course:view`` or ``mod/assign:view``) is left out of
+        the answer with a warning, not an error: a cmid missing from the result means no access. A
+        cmid that does not exist fails the whole call (``invalidcoursemodule``).
+
+        Args:
+            cmids: course module ids (``cmid`` of :meth:`assignments`).
+            areaname: the grading area; ``submissions`` for assignments.
+            active_only: only the active method's definition.
+
+        Returns:
+            The ``areas``: ``{"cmid", "contextid", "component", "areaname", "activemethod",
+            "definitions"}`` each.
+        """
+        answer = self.call(
+            "core_grading_get_definitions",
+            {"cmids": list(cmids), "areaname": areaname, "activeonly": active_only},
+        )
+        body = self._expect(dict, "core_grading_get_definitions", answer)
+        for warning in body.get("warnings") or []:
+            logger.warning("tenant %s: core_grading_get_definitions warning: %s", self.tenant_id, warning)
+        return self._expect(list, "core_grading_get_definitions", body.get("areas", []))
+
+    def save_grading_definition(
+        self,
+        *,
+        cmid: int,
+        contextid: int,
+        name: str,
+        criteria: Sequence[Mapping[str, Any]],
+        usercreated: int,
+        description: str = "",
+        status: int = 20,
+        method: str = "rubric",
+        component: str = "mod_assign",
+        areaname: str = "submissions",
+    ) -> None:
+        """``core_grading_save_definitions`` of one definition (a rubric) and makes it the area's
+        active method. Moodle answers ``null``.
+
+        ``criteria`` are Moodle's ``rubric_criteria``: ``{"id"?, "sortorder", "description",
+        "descriptionformat"?, "levels": [{"id"?, "score", "definition", "definitionformat"?}]}``.
+
+        Traps (measured):
+
+        * **Send the ids to update.** Criteria and levels sent with the ids of
+          :meth:`grading_definitions` are updated in place. Sent without ids, they are created anew
+          and every criterion of the definition not sent is deleted with its levels: learners
+          already graded keep fillings that point at criteria and levels that no longer exist
+          (:meth:`gradingform_instances` still answers them), and a regrade that sends the old ids is
+          accepted as an empty form: the grade becomes -1 (no grade) silently.
+        * Criteria without ids get temporary ids numbered by position and number of levels, and
+          two of them with different numbers of levels can get the same one: Moodle then keeps only
+          the later, silently. Such a list is refused here (``ValueError``) before anything is sent.
+        * The definition needs ``timecreated``, ``usercreated``, ``timemodified`` and
+          ``usermodified`` or the call is ``invalidparameter``; Moodle sets the times and
+          ``usermodified`` itself but stores ``usercreated`` as sent (this method sends the same
+          value for both users).
+        * Every save resets the rubric's display options (``showremarksstudent``...) to Moodle's
+          defaults; a definition whose ``status`` is not 20 (ready) is not used for grading.
+        * A criterion sent with an id that is not the definition's (a stale one) is not created.
+        * Not a transaction, and a write: a retried call whose first answer was lost saves again
+          (harmless with ids; without ids it re-creates the criteria once more).
+
+        Args:
+            cmid: the course module (required by the function, though the context decides).
+            contextid: the module's context (``contextid`` of :meth:`grading_definitions`).
+            name: the definition's name.
+            criteria: the rubric's criteria, in order.
+            usercreated: the id stored as the definition's creator (the service account's
+                ``userid`` from :meth:`site_info`).
+            description: the definition's description (HTML).
+            status: 20 ready (used for grading), 10 draft.
+            method: ``rubric`` (a marking guide, ``guide``, takes ``guide_criteria`` instead).
+            component: the area's component.
+            areaname: the area.
+
+        Raises:
+            ValueError: criteria without ids whose temporary ids would collide.
+        """
+        collisions = rubric_newid_collisions(criteria)
+        if collisions:
+            raise ValueError(
+                "criteria without ids at positions "
+                f"{', '.join(str(c) for c in collisions)} would replace earlier ones in Moodle "
+                "(their numbers of levels differ); send them with ids or in separate saves"
+            )
+        now = int(time.time())
+        definition = {
+            "method": method,
+            "name": name,
+            "description": description,
+            "descriptionformat": 1,
+            "status": status,
+            "timecreated": now,
+            "usercreated": usercreated,
+            "timemodified": now,
+            "usermodified": usercreated,
+            method: {f"{method}_criteria": list(criteria)},
+        }
+        area = {
+            "cmid": cmid,
+            "contextid": contextid,
+            "component": component,
+            "areaname": areaname,
+            "activemethod": method,
+            "definitions": [definition],
+        }
+        self.call("core_grading_save_definitions", {"areas": [area]})
+
+    def gradingform_instances(self, definitionid: int, since: int = 0) -> list[dict]:
+        """``core_grading_get_gradingform_instances``: the active fillings of a definition.
+
+        One instance per graded attempt, earlier attempts included (a resubmission has two);
+        ``itemid`` is the ``id`` of the attempt's grade in :meth:`assign_grades` (not the user),
+        ``raterid`` the grader, ``rawgrade`` null; ``rubric.criteria`` holds ``{"id",
+        "criterionid", "levelid", "remark", "remarkformat"}`` per criterion filled (an incomplete
+        filling has fewer). Fillings are answered as stored, so after a re-save of the definition
+        without ids they name criteria and levels that no longer exist: check them against
+        :meth:`grading_definitions`. Instances a teacher's rubric edit marked "needs update" are
+        left out until the learner is regraded.
+
+        Args:
+            definitionid: the definition's id.
+            since: only instances with ``timemodified >= since`` (Unix time).
+
+        Returns:
+            The instances, in id order.
+        """
+        answer = self.call(
+            "core_grading_get_gradingform_instances", {"definitionid": definitionid, "since": since}
+        )
+        body = self._expect(dict, "core_grading_get_gradingform_instances", answer)
+        for warning in body.get("warnings") or []:
+            logger.warning("tenant %s: gradingform instances warning: %s", self.tenant_id, warning)
+        return self._expect(list, "core_grading_get_gradingform_instances", body.get("instances", []))
+
+    def assignments(self, course_ids: Sequence[int]) -> list[dict]:
+        """``mod_assign_get_assignments`` with ``includenotenrolledcourses=1``: the assignments of
+        the courses (``id`` the assignment id, ``cmid``, ``course``, ``grade``,
+        ``attemptreopenmethod``, ``maxattempts``, ``configs``...).
+
+        Without ``includenotenrolledcourses`` Moodle answers no course at all for an account that
+        is not enrolled in it (the pipeline's account is enrolled nowhere), with a warning only. A
+        course the account cannot enter, or that does not exist, is a warning too; warnings are
+        logged.
+
+        Args:
+            course_ids: Moodle course ids (at least one: an empty list means "my courses").
+
+        Returns:
+            The assignments of all the courses, course by course.
+        """
+        if not course_ids:
+            raise ValueError("course_ids must not be empty")
+        answer = self.call(
+            "mod_assign_get_assignments", {"courseids": list(course_ids), "includenotenrolledcourses": True}
+        )
+        body = self._expect(dict, "mod_assign_get_assignments", answer)
+        for warning in body.get("warnings") or []:
+            logger.warning("tenant %s: mod_assign_get_assignments warning: %s", self.tenant_id, warning)
+        out: list[dict] = []
+        for course in self._expect(list, "mod_assign_get_assignments", body.get("courses", [])):
+            course = self._expect(dict, "mod_assign_get_assignments", course)
+            out += self._expect(list, "mod_assign_get_assignments", course.get("assignments", []))
+        return out
+
+    def assign_grades(self, assignment_ids: Sequence[int], since: int = 0) -> list[dict]:
+        """``mod_assign_get_grades``: ``[{"assignmentid", "grades": [{"id", "userid",
+        "attemptnumber", "timecreated", "timemodified", "grader", "grade"}]}]``.
+
+        ``grade`` is a string with 5 decimals; ``"-1.00000"`` means no grade (a plain grade sent
+        to a rubric assignment, or a filling Moodle took as empty). Only each learner's latest
+        attempt is answered: right after a reopen (``addattempt``) the learner has no grade for the
+        new attempt and is left out entirely until it is graded. On a rubric assignment the grade
+        is the share of rubric points, not a BTEC grade; the filling is in
+        :meth:`gradingform_instances` (``itemid`` = this ``id``). An assignment without grades is
+        a warning ``3``, one the account cannot read (no ``mod/assign:grade`` or
+        ``mod/assign:viewgrades``) a warning ``1`` and no error: warnings ``1`` are logged.
+
+        Args:
+            assignment_ids: assignment ids (``id`` of :meth:`assignments`, not the cmid).
+            since: only grades with ``timemodified >= since`` (Unix time).
+        """
+        answer = self.call("mod_assign_get_grades", {"assignmentids": list(assignment_ids), "since": since})
+        body = self._expect(dict, "mod_assign_get_grades", answer)
+        for warning in body.get("warnings") or []:
+            if isinstance(warning, dict) and str(warning.get("warningcode")) == "3":
+                continue  # no grades found: normal
+            logger.warning("tenant %s: mod_assign_get_grades warning: %s", self.tenant_id, warning)
+        return self._expect(list, "mod_assign_get_grades", body.get("assignments", []))
+
+    def save_assign_grade(
+        self,
+        assignment_id: int,
+        user_id: int,
+        *,
+        rubric: Mapping[int, int | Mapping[str, Any]] | None = None,
+        grade: float = 0.0,
+        comment: str = "",
+        comment_format: int = 1,
+        attemptnumber: int = -1,
+        addattempt: bool = False,
+        workflowstate: str = "",
+        applytoall: bool = False,
+    ) -> None:
+        """``mod_assign_save_grade``: grade one learner, with a rubric filling or a plain grade, and
+        the feedback comment. Moodle answers ``null``.
+
+        Traps (measured):
+
+        * With a rubric, Moodle computes the grade: the share of rubric points (4 of 5 criteria at
+          1 point -> 80 of 100), which the gradebook gets; ``grade`` is ignored. A plain ``grade``
+          on a rubric assignment (``rubric=None``) is dropped: the grade becomes -1 (no grade),
+          even for a learner graded before, whose filling is kept.
+        * An incomplete filling (some criteria left out) is accepted, no error, and scores the
+          criteria sent. A filling that names none of the definition's criteria (stale ids after
+          a re-save without ids) is taken as empty: grade -1, silently.
+        * ``plugindata.assignfeedbackcomments_editor`` is always sent (``comment``): without it,
+          for a learner who already has a comment, Moodle fails with ``dmlwriteexception`` AFTER
+          saving the rubric filling (the grade is not updated). The comment sent replaces the
+          stored one ("" clears it).
+        * ``addattempt=True`` (assignment reopened manually) opens a new attempt: until it is
+          graded, :meth:`assign_grades` leaves the learner out; grade it with ``attemptnumber`` =
+          the previous attempt + 1 (or -1, the latest). Each save makes a new grading instance.
+        * No check of ``user_id``: an unknown user gets a grade row. Not a transaction, and a
+          write: a retried save whose first answer was lost saves again (the same values).
+
+        Args:
+            assignment_id: the assignment's id (not the cmid).
+            user_id: the learner.
+            rubric: criterion id -> level id, or -> ``{"levelid", "remark"}``; ``None`` for a
+                plain grade.
+            grade: the plain grade (ignored with a rubric).
+            comment: the feedback comment (HTML by default).
+            comment_format: its format (1 HTML).
+            attemptnumber: the attempt (0-based), -1 for the latest.
+            addattempt: allow another attempt (attempts reopened manually).
+            workflowstate: the marking-workflow state ("" without marking workflow).
+            applytoall: apply to the whole group (team submissions).
+        """
+        params: dict[str, Any] = {
+            "assignmentid": assignment_id,
+            "userid": user_id,
+            "grade": grade,
+            "attemptnumber": attemptnumber,
+            "addattempt": addattempt,
+            "workflowstate": workflowstate,
+            "applytoall": applytoall,
+            "plugindata": {"assignfeedbackcomments_editor": {"text": comment, "format": comment_format}},
+        }
+        if rubric is not None:
+            criteria = []
+            for criterion_id, chosen in rubric.items():
+                filling = dict(chosen) if isinstance(chosen, Mapping) else {"levelid": chosen}
+                filling = {"criterionid": criterion_id, "remark": "", "remarkformat": 1} | filling
+                criteria.append({"criterionid": criterion_id, "fillings": [filling]})
+            params["advancedgradingdata"] = {"rubric": {"criteria": criteria}}
+        self.call("mod_assign_save_grade", params)
+
+
+def rubric_newid_collisions(criteria: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Positions (0-based) of criteria that Moodle would silently drop: saved without an ``id``, a
+    criterion gets the temporary id ``NEWID<n>``, ``n`` = its position (from 1) plus its number of
+    levels (``core_grading_external::set_new_ids()``), and a later criterion with the same one
+    replaces it.
+
+    Returns:
+        The positions of the criteria replaced by a later one; ``[]`` when none is.
+    """
+    seen: dict[int, int] = {}
+    lost: list[int] = []
+    for position, criterion in enumerate(criteria):
+        if criterion.get("id") is not None:
+            continue
+        newid = position + 1 + len(criterion.get("levels") or [])
+        if newid in seen:
+            lost.append(seen[newid])
+        seen[newid] = position
+    return sorted(lost)
+
 
 def _failed(index: int, error: MoodleError) -> ItemResult:
     message = error.message
@@ -926,4 +1231,5 @@ __all__ = [
     "MoodleStats",
     "MoodleUnavailable",
     "php_form",
+    "rubric_newid_collisions",
 ]

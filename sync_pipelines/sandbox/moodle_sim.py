@@ -59,6 +59,13 @@ works against a real site. What it reproduces, and where each rule comes from (M
   an active enrolment, sorted by last then first name; values come typed as Moodle sends them
   (``graderaw`` float or null, ``gradeformatted`` ``"87.50"``, ``percentageformatted`` ``"87.50 %"``,
   ``"-"`` when ungraded).
+* **Assignments and advanced grading** (recorded from Moodle 4.5: fixtures/moodle45/grading/):
+  :meth:`MoodleSimulator.add_assignment` makes an assignment; ``core_grading_get_definitions``,
+  ``core_grading_save_definitions`` (rubrics), ``core_grading_get_gradingform_instances``,
+  ``mod_assign_get_assignments``, ``mod_assign_get_grades`` and ``mod_assign_save_grade`` answer as
+  the real site did, traps included (criteria saved without ids are re-created and orphan the
+  fillings; a plain grade on a rubric assignment is stored as -1; the gradebook gets the share of
+  rubric points): see "assignments and advanced grading" in the class.
 
 Failures can be injected: :meth:`MoodleSimulator.fail_next` answers the next calls with an HTTP 5xx
 page (optionally after applying them: the answer was lost), :meth:`MoodleSimulator.fail_function`
@@ -81,6 +88,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from dataclasses import field as _field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler
@@ -354,6 +362,10 @@ def _clean_param(value: str, ptype: str) -> Any:
         if low in ("off", "no", "false"):
             return False
         return value not in ("", "0")
+    if ptype == "area":  # PARAM_AREA: is_valid_plugin_name() or nothing
+        return value if _PLUGIN_NAME_RE.match(value) else ""
+    if ptype == "capability":  # PARAM_CAPABILITY: an existing capability's name (its form, here)
+        return value if _CAPABILITY_RE.match(value) else ""
     raise ValueError(f"unsupported PARAM type {ptype!r}")
 
 
@@ -834,6 +846,276 @@ _PARAMETERS: dict[str, _Single] = {
         }
     ),
 }
+# --- advanced grading and assignments: descriptions (recorded: fixtures/moodle45/grading/) ------------
+
+#: Grading methods installed, in Moodle's order (``core_component::get_plugin_list('gradingform')``).
+_GRADING_METHODS = ("guide", "rubric")
+#: ``gradingform_controller::DEFINITION_STATUS_*``: only a READY definition grades.
+GRADING_STATUS_DRAFT = 10
+GRADING_STATUS_READY = 20
+#: ``gradingform_instance::INSTANCE_STATUS_*``.
+_INSTANCE_INCOMPLETE, _INSTANCE_ACTIVE, _INSTANCE_NEEDUPDATE, _INSTANCE_ARCHIVE = 0, 1, 2, 3
+#: ``gradingform_rubric_controller::get_default_options()``: what every web-service save stores (the
+#: function has no way to send options, so a re-save resets them).
+_RUBRIC_DEFAULT_OPTIONS = {
+    "sortlevelsasc": 1,
+    "lockzeropoints": 1,
+    "alwaysshowdefinition": 1,
+    "showdescriptionteacher": 1,
+    "showdescriptionstudent": 1,
+    "showscoreteacher": 1,
+    "showscorestudent": 1,
+    "enableremarks": 1,
+    "showremarksstudent": 1,
+}
+_CAPABILITY_RE = re.compile(r"^[a-z][a-z0-9_]*/[a-z0-9_]+:[a-z0-9_]+$")
+#: An assignment's settings and their defaults (the recording's assignments, made by
+#: fixtures/moodle45/grading/make_site.php), in ``mod_assign_get_assignments``' order.
+_ASSIGN_SETTINGS: dict[str, Any] = {
+    "nosubmissions": 0,
+    "submissiondrafts": 0,
+    "sendnotifications": 0,
+    "sendlatenotifications": 0,
+    "sendstudentnotifications": 0,
+    "duedate": 0,
+    "allowsubmissionsfromdate": 0,
+    "completionsubmit": 0,
+    "cutoffdate": 0,
+    "gradingduedate": 0,
+    "teamsubmission": 0,
+    "requireallteammemberssubmit": 0,
+    "teamsubmissiongroupingid": 0,
+    "blindmarking": 0,
+    "hidegrader": 0,
+    "revealidentities": 0,
+    "attemptreopenmethod": "manual",
+    "maxattempts": -1,
+    "markingworkflow": 0,
+    "markingallocation": 0,
+    "markinganonymous": 0,
+    "requiresubmissionstatement": 0,
+    "preventsubmissionnotingroup": 0,
+    "timelimit": 0,
+    "submissionattachments": 0,
+}
+
+_RUBRIC_LEVEL = _Single(
+    {"id": _opt("int"), "score": _opt("float"), "definition": _opt("raw"), "definitionformat": _opt("int")}
+)
+_RUBRIC_CRITERION = _Single(
+    {
+        "id": _opt("int"),
+        "sortorder": _opt("int"),
+        "description": _opt("raw"),
+        "descriptionformat": _opt("int"),
+        "levels": _Multiple(_RUBRIC_LEVEL, _OPTIONAL),
+    }
+)
+_GUIDE_CRITERION = _Single(
+    {
+        "id": _opt("int"),
+        "sortorder": _opt("int"),
+        "description": _opt("raw"),
+        "descriptionformat": _opt("int"),
+        "shortname": _Value("text"),
+        "descriptionmarkers": _opt("raw"),
+        "descriptionmarkersformat": _opt("int"),
+        "maxscore": _Value("float"),
+    }
+)
+_GUIDE_COMMENT = _Single(
+    {
+        "id": _opt("int"),
+        "sortorder": _opt("int"),
+        "description": _opt("raw"),
+        "descriptionformat": _opt("int"),
+    }
+)
+#: ``core_grading_external::definition()``: the four time/user fields are required (Moodle then
+#: ignores timecreated, timemodified and usermodified, and stores usercreated as sent).
+_GRADING_DEFINITION = _Single(
+    {
+        "id": _opt("int"),
+        "method": _Value("text"),
+        "name": _Value("text"),
+        "description": _opt("raw"),
+        "descriptionformat": _opt("int"),
+        "status": _Value("int"),
+        "copiedfromid": _opt("int"),
+        "timecreated": _Value("int"),
+        "usercreated": _Value("int"),
+        "timemodified": _Value("int"),
+        "usermodified": _Value("int"),
+        "timecopied": _opt("int"),
+        "guide": _Single(
+            {
+                "guide_criteria": _Multiple(_GUIDE_CRITERION, _OPTIONAL),
+                "guide_comments": _Multiple(_GUIDE_COMMENT, _OPTIONAL),
+            },
+            _OPTIONAL,
+        ),
+        "rubric": _Single({"rubric_criteria": _Multiple(_RUBRIC_CRITERION, _OPTIONAL)}, _OPTIONAL),
+    }
+)
+_GRADING_AREA = _Single(
+    {
+        "cmid": _Value("int"),
+        "contextid": _Value("int"),
+        "component": _Value("text"),
+        "areaname": _Value("text"),
+        "activemethod": _opt("text"),
+        "definitions": _Multiple(_GRADING_DEFINITION),
+    }
+)
+
+
+def _filling(**extra: Any) -> _Single:
+    """A filling of ``mod_assign_save_grade``'s advancedgradingdata (the instance filling without ``id``)."""
+    keys = {
+        "criterionid": _Value("int"),
+        "levelid": _opt("int"),
+        "remark": _opt("raw"),
+        "remarkformat": _opt("int"),
+    }
+    return _Single(keys | extra)
+
+
+#: wsfunction -> its parameters, for the functions of this section (merged into _PARAMETERS).
+_GRADING_PARAMETERS: dict[str, _Single] = {
+    "core_grading_get_definitions": _Single(
+        {"cmids": _Multiple(_Value("int")), "areaname": _Value("area"), "activeonly": _dflt("bool", False)}
+    ),
+    "core_grading_save_definitions": _Single({"areas": _Multiple(_GRADING_AREA)}),
+    "core_grading_get_gradingform_instances": _Single(
+        {"definitionid": _Value("int"), "since": _dflt("int", 0)}
+    ),
+    "mod_assign_get_assignments": _Single(
+        {
+            "courseids": _Multiple(_Value("int"), _DEFAULT, []),
+            "capabilities": _Multiple(_Value("capability"), _DEFAULT, []),
+            "includenotenrolledcourses": _dflt("bool", False),
+        }
+    ),
+    "mod_assign_get_grades": _Single({"assignmentids": _Multiple(_Value("int")), "since": _dflt("int", 0)}),
+    "mod_assign_save_grade": _Single(
+        {
+            "assignmentid": _Value("int"),
+            "userid": _Value("int"),
+            "grade": _Value("float"),
+            "attemptnumber": _Value("int"),
+            "addattempt": _Value("bool"),
+            "workflowstate": _Value("alpha"),
+            "applytoall": _Value("bool"),
+            "plugindata": _Single(
+                {
+                    "assignfeedbackcomments_editor": _Single(
+                        {"text": _Value("raw"), "format": _Value("int")}, _OPTIONAL
+                    ),
+                    "files_filemanager": _opt("int"),
+                },
+                _DEFAULT,
+                {},
+            ),
+            "advancedgradingdata": _Single(
+                {
+                    method: _Single(
+                        {
+                            "criteria": _Multiple(
+                                _Single(
+                                    {
+                                        "criterionid": _Value("int"),
+                                        "fillings": _Multiple(
+                                            _filling(score=_Value("float"))
+                                            if method == "guide"
+                                            else _filling(),
+                                            _OPTIONAL,
+                                        ),
+                                    }
+                                )
+                            )
+                        },
+                        _OPTIONAL,
+                    )
+                    for method in _GRADING_METHODS
+                },
+                _DEFAULT,
+                {},
+            ),
+        }
+    ),
+}
+_PARAMETERS.update(_GRADING_PARAMETERS)
+
+
+def _grading_state() -> dict[str, dict]:
+    """The simulated site's assignment and advanced-grading tables, each ``id -> row``."""
+    names = ("assignments", "areas", "definitions", "criteria", "levels", "instances", "fillings")
+    return {name: {} for name in (*names, "submissions", "assign_grades", "comments")}
+
+
+def _ws_text(text: Any, textformat: Any) -> tuple[str, int]:
+    """``core_external\\util::format_text()`` of a stored text: ``""`` with the stored format when the
+    text is empty or null (an empty remark answers ``remarkformat`` 0, a null instance feedback
+    ``feedbackformat`` 0), else the text as HTML, format 1 (grading/core_grading_get_gradingform_instances.json).
+    The simulated texts are plain one-liners, which Moodle's formatting leaves as they are."""
+    if text is None or text == "":
+        return "", 0 if textformat is None else int(textformat)
+    return str(text), 1
+
+
+def _set_new_ids(item: dict, start: int) -> dict:
+    """``core_grading_external::set_new_ids()``: an item without ``id`` gets ``NEWID<n>``, where ``n``
+    starts at ``start`` and grows by one per sub-item (a criterion's levels) before the item's own."""
+    result: dict[str, Any] = {}
+    number = start
+    for key, value in item.items():
+        if isinstance(value, list):
+            subs: dict[Any, dict] = {}
+            for sub in value:
+                processed = _set_new_ids(sub, number)
+                subs[processed["id"]] = processed
+                number += 1
+            result[key] = subs
+        else:
+            result[key] = value
+    if "id" not in item:
+        result["id"] = f"NEWID{number}"
+    return result
+
+
+def _rubric_new_ids(criteria: list[dict]) -> dict[Any, dict]:
+    """The criteria keyed as ``create_definition_object()`` keys them: an id, or ``NEWID<n>`` (the n-th
+    criterion numbers its levels from n). Criteria without ids whose numbers of levels differ can get
+    the same ``NEWID`` and the later one silently replaces the earlier one in the earlier's place, as a
+    PHP array does (grading/core_grading_get_definitions.json, "after the collision")."""
+    items: dict[Any, dict] = {}
+    for number, criterion in enumerate(criteria, start=1):
+        processed = _set_new_ids(criterion, number)
+        items[processed["id"]] = processed
+    return items
+
+
+def _is_newid(key: Any) -> bool:
+    return isinstance(key, str) and re.fullmatch(r"NEWID\d+", key) is not None
+
+
+def _decimal5(value: float) -> float:
+    """A value as a ``decimal(10,5)`` column stores it (``assign_grades.grade``, ``grade_grades.rawgrade``):
+    2 of 3 criteria -> 66.66667 (grading/mod_assign_get_grades.json)."""
+    return float(Decimal(repr(float(value))).quantize(Decimal("0.00001"), rounding=ROUND_HALF_UP))
+
+
+def _php_text_equal(stored: str | None, sent: str | None) -> bool:
+    """PHP 8's ``$stored == $sent`` for two texts, null being ``""``: numeric strings compare as numbers."""
+    a, b = stored or "", sent or ""
+    if _FLOAT_RE.match(a) and _FLOAT_RE.match(b) and a.strip() and b.strip():
+        try:
+            return float(a) == float(b)
+        except ValueError:
+            pass
+    return a == b
+
+
 #: Functions whose changes are rolled back when the call fails (Moodle's delegated transactions), and
 #: the parts of the state each one writes (only those are copied before the call). Id counters are not
 #: rolled back: like database sequences, a failed batch still consumes the ids it inserted with.
@@ -858,6 +1140,8 @@ WRITE_FUNCTIONS: frozenset[str] = frozenset(
         "enrol_manual_enrol_users",
         "enrol_manual_unenrol_users",
         "core_grades_update_grades",
+        "core_grading_save_definitions",
+        "mod_assign_save_grade",
     }
 )
 
@@ -879,6 +1163,8 @@ class _State:
     grade_items: dict[int, dict]
     grades: dict[tuple[int, int], dict]
     counters: dict[str, int]
+    #: assignments and advanced grading (see "assignments and advanced grading" in MoodleSimulator)
+    grading: dict[str, dict] = _field(default_factory=_grading_state)
 
 
 class MoodleSimulator(LoopbackServer):
@@ -2440,9 +2726,16 @@ class MoodleSimulator(LoopbackServer):
             {
                 "graderaw": grade,
                 # The learner's submission time: the simulated site has no submissions, and a grade
-                # given without one has none (gradereport_user_get_grade_items.json: null).
-                "gradedatesubmitted": None,
-                "gradedategraded": row["timemodified"] if row and row["finalgrade"] is not None else None,
+                # given without one has none (gradereport_user_get_grade_items.json: null); an
+                # assignment's reopened attempt sets it (grading/gradereport_user_get_grade_items.json).
+                "gradedatesubmitted": (row or {}).get("datesubmitted"),
+                "gradedategraded": (
+                    # An assignment's grade keeps its date graded when it has no value (a rubric
+                    # assignment graded plainly: grading/gradereport_user_get_grade_items.json).
+                    (row["timemodified"] if row["finalgrade"] is not None else row.get("dategraded"))
+                    if row
+                    else None
+                ),
                 "gradehiddenbydate": False,
                 "gradeneedsupdate": False,
                 "gradeishidden": False,
@@ -2460,7 +2753,7 @@ class MoodleSimulator(LoopbackServer):
                     else _format_float((grade - grademin) / (grademax - grademin) * 100) + " %"
                 ),
                 "feedback": (row or {}).get("feedback") or "",
-                "feedbackformat": 0,
+                "feedbackformat": (row or {}).get("feedbackformat", 0),
             }
         )
         return data
@@ -2516,6 +2809,938 @@ class MoodleSimulator(LoopbackServer):
                 item, grade["studentid"], grade.get("grade"), feedback=grade.get("str_feedback")
             )
         return 0
+
+    # --- assignments and advanced grading (recorded from Moodle 4.5: fixtures/moodle45/grading/) ---
+    #
+    # What the recording showed, and the simulator reproduces (each traced to Moodle's code:
+    # lib/classes/grading_external.php, grade/grading/form/{lib,rubric/lib}.php, mod/assign/{locallib,
+    # externallib}.php, mod/assign/feedback/comments/locallib.php):
+    # * core_grading_save_definitions answers null; the definition needs timecreated, usercreated,
+    #   timemodified, usermodified (invalidparameter without), stores usercreated as sent and sets the
+    #   others itself; the rubric's display options are reset to the defaults on every save.
+    # * Criteria and levels sent with their ids are updated in place; sent without ids they are new
+    #   (NEWID<n>) and the criteria not sent are deleted with their levels: the fillings of graded
+    #   learners then point at criteria and levels that no longer exist, and the instances call still
+    #   answers them. Criteria without ids and with different numbers of levels can share a NEWID: one
+    #   is lost, silently.
+    # * Every mod_assign_save_grade makes a new grading instance (a copy of the current one, fillings
+    #   included) and archives the previous one; itemid is the assign_grades id of the attempt.
+    # * The grade is the share of rubric points (4 of 5 -> 80 of 100); an incomplete filling is
+    #   accepted (2 of 5 -> 40); a filling that names none of the definition's criteria (no
+    #   advancedgradingdata: a plain grade; stale criterion ids) is an empty form: grade -1, which the
+    #   gradebook shows as no grade, but the feedback and the date graded are kept.
+    # * Without plugindata's assignfeedbackcomments_editor, a learner who has a feedback comment makes
+    #   the comments plugin write NULL: dml_write_exception, after the rubric filling was saved.
+    # * addattempt=1 on an assignment reopened manually makes a new latest attempt with no grade:
+    #   mod_assign_get_grades then leaves the learner out until that attempt is graded; the
+    #   gradebook keeps the earlier attempt's grade.
+
+    def add_assignment(
+        self,
+        course_id: int,
+        name: str,
+        *,
+        grade: int = 100,
+        intro: str = "",
+        introformat: int = 1,
+        onlinetext: bool = True,
+        feedback_comments: bool = True,
+        **settings: Any,
+    ) -> dict[str, int]:
+        """Add an assignment to a course, as a teacher makes one (no web service of the pipeline can).
+
+        It is a graded activity: a course module, a grade item (``itemmodule`` ``assign``, ``grademax``
+        ``grade``) in the gradebook, an entry of ``core_course_get_contents`` and of
+        ``mod_assign_get_assignments``, and a grading area ``submissions`` for
+        ``core_grading_save_definitions``.
+
+        Args:
+            course_id: the course.
+            name: the assignment's name (and its grade item's).
+            grade: the maximum grade (points).
+            intro: the description.
+            introformat: its format.
+            onlinetext: online-text submissions enabled.
+            feedback_comments: feedback comments enabled (``plugindata.assignfeedbackcomments_editor``).
+            **settings: any other setting of ``mod_assign_get_assignments`` (``attemptreopenmethod``:
+                ``manual`` (default), ``automatic``, ``untilpass``, ``none``; ``maxattempts``: -1 =
+                unlimited (default)...). Defaults are those of the recording's assignments.
+
+        Returns:
+            ``{"cmid", "assignmentid", "contextid", "gradeitemid"}``.
+
+        Raises:
+            KeyError: no such course.
+            ValueError: an unknown setting.
+        """
+        unknown = sorted(set(settings) - set(_ASSIGN_SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown assignment settings: {unknown}")
+        with self._lock:
+            item_id = self.add_grade_item(course_id, name, grademax=float(grade), itemmodule="assign")
+            item = self._state.grade_items[item_id]
+            record = {
+                "id": item["iteminstance"],
+                "cmid": item["cmid"],
+                "course": int(course_id),
+                "name": name,
+                "grade": int(grade),
+                "timemodified": self._ts(),
+                "intro": intro,
+                "introformat": introformat,
+                "onlinetext": bool(onlinetext),
+                "feedback_comments": bool(feedback_comments),
+                "gradeitemid": item_id,
+                **_ASSIGN_SETTINGS,
+                **settings,
+            }
+            self._state.grading["assignments"][record["id"]] = record
+            return {
+                "cmid": record["cmid"],
+                "assignmentid": record["id"],
+                "contextid": self._module_contextid(record["cmid"]),
+                "gradeitemid": item_id,
+            }
+
+    def mark_for_regrade(self, definition_id: int) -> int:
+        """Mark a definition's active fillings "needs update", as a teacher's save in the rubric
+        editor that forces a regrade does (no web service can): ``core_grading_get_gradingform_instances``
+        then leaves them out until each learner is regraded (measured on Moodle 4.5:
+        /work/shared/moodle45/README.md, "Advanced grading").
+
+        Returns:
+            How many instances were marked.
+
+        Raises:
+            KeyError: no such definition.
+        """
+        with self._lock:
+            if definition_id not in self._state.grading["definitions"]:
+                raise KeyError(f"no grading definition {definition_id}")
+            marked = 0
+            for instance in self._state.grading["instances"].values():
+                if instance["definitionid"] == definition_id and instance["status"] == _INSTANCE_ACTIVE:
+                    instance["status"] = _INSTANCE_NEEDUPDATE
+                    marked += 1
+            return marked
+
+    @staticmethod
+    def _module_contextid(cmid: int) -> int:
+        """The module's context id (as ``core_course_get_contents`` reports it)."""
+        return 100 + cmid
+
+    def _course_module(self, cmid: int) -> dict | None:
+        """``{"cmid", "modname", "instance", "course", "contextid"}`` of a graded activity, or None."""
+        for item in self._state.grade_items.values():
+            if item["itemtype"] == "mod" and item["cmid"] == cmid and item["itemnumber"] == 0:
+                return {
+                    "cmid": cmid,
+                    "modname": item["itemmodule"],
+                    "instance": item["iteminstance"],
+                    "course": item["courseid"],
+                    "contextid": self._module_contextid(cmid),
+                }
+        return None
+
+    def _module_by_context(self, contextid: int) -> dict:
+        cm = self._course_module(contextid - 100)
+        if cm is None:
+            raise _missing_record("context", "id = ?", [contextid])
+        return cm
+
+    def _require_capability(self, capability: str, name: str) -> None:
+        """``require_capability()``: ``nopermissions`` naming the capability's description."""
+        if self._lacks(capability):
+            raise MoodleException(
+                "core\\exception\\required_capability_exception",
+                "nopermissions",
+                f"Sorry, but you do not currently have permissions to do that ({name}).",
+                capability,
+            )
+
+    def _module_accessible(self, modname: str) -> bool:
+        """``validate_context()`` of a module: entering the course and seeing the activity."""
+        return not self._lacks("moodle/course:view") and self._can_view_module(modname)
+
+    def _require_module_access(self, modname: str) -> None:
+        if not self._module_accessible(modname):
+            raise MoodleException(
+                "core\\exception\\require_login_exception",
+                "requireloginerror",
+                "Course or activity not accessible.",
+            )
+
+    def _assignment(self, assignmentid: int) -> dict:
+        found = self._state.grading["assignments"].get(assignmentid)
+        if found is None:
+            raise _missing_record("assign", "id = ?", [assignmentid])
+        return found
+
+    # grading areas, definitions, instances
+
+    def _area(self, contextid: int, component: str, areaname: str) -> dict | None:
+        for area in self._state.grading["areas"].values():
+            if (area["contextid"], area["component"], area["areaname"]) == (contextid, component, areaname):
+                return area
+        return None
+
+    def _area_definition(self, area: dict | None, method: str = "rubric") -> dict | None:
+        if area is None:
+            return None
+        for definition in self._state.grading["definitions"].values():
+            if definition["areaid"] == area["id"] and definition["method"] == method:
+                return definition
+        return None
+
+    def _rubric_criteria(self, definition_id: int) -> list[dict]:
+        """Criteria by (sortorder, id), each with ``levels`` by (score, id): ``load_definition()``'s
+        ``ORDER BY rc.sortorder, rl.score`` (levels ascending, the default ``sortlevelsasc``)."""
+        grading = self._state.grading
+        criteria = sorted(
+            (c for c in grading["criteria"].values() if c["definitionid"] == definition_id),
+            key=lambda c: (c["sortorder"], c["id"]),
+        )
+        out = []
+        for criterion in criteria:
+            levels = sorted(
+                (lv for lv in grading["levels"].values() if lv["criterionid"] == criterion["id"]),
+                key=lambda lv: (lv["score"], lv["id"]),
+            )
+            out.append({**criterion, "levels": levels})
+        return out
+
+    def _definition_data(self, definition: dict) -> dict:
+        description, descriptionformat = _ws_text(definition["description"], definition["descriptionformat"])
+        criteria = []
+        for criterion in self._rubric_criteria(definition["id"]):
+            text, textformat = _ws_text(criterion["description"], criterion["descriptionformat"])
+            levels = []
+            for level in criterion["levels"]:
+                ltext, lformat = _ws_text(level["definition"], level["definitionformat"])
+                levels.append(
+                    {
+                        "id": level["id"],
+                        "score": level["score"],
+                        "definition": ltext,
+                        "definitionformat": lformat,
+                    }
+                )
+            criteria.append(
+                {
+                    "id": criterion["id"],
+                    "sortorder": criterion["sortorder"],
+                    "description": text,
+                    "descriptionformat": textformat,
+                    "levels": levels,
+                }
+            )
+        return {
+            "id": definition["id"],
+            "method": definition["method"],
+            "name": definition["name"],
+            "description": description,
+            "descriptionformat": descriptionformat,
+            "status": definition["status"],
+            "copiedfromid": definition["copiedfromid"],
+            "timecreated": definition["timecreated"],
+            "usercreated": definition["usercreated"],
+            "timemodified": definition["timemodified"],
+            "usermodified": definition["usermodified"],
+            "timecopied": definition["timecopied"],
+            "rubric": {"rubric_criteria": criteria},
+        }
+
+    def _ws_core_grading_get_definitions(
+        self, *, token: str, cmids: list[int], areaname: str, activeonly: bool
+    ) -> dict:
+        """``core_grading_get_definitions``: one area per course module (even before any definition:
+        ``activemethod`` null, ``definitions`` []). Without entry to the course or the activity: no
+        error, the module left out with a warning. ``activeonly`` with no active method yet:
+        ``invalid_method_name`` (grading/core_grading_get_definitions.json)."""
+        areas, warnings = [], []
+        for cmid in cmids:
+            cm = self._course_module(cmid)
+            if cm is None:
+                raise MoodleException(
+                    "dml_missing_record_exception", "invalidcoursemodule", "Invalid course module ID"
+                )
+            if not self._module_accessible(cm["modname"]):
+                warnings.append(
+                    {
+                        "item": "module",
+                        "itemid": cmid,
+                        "warningcode": "1",
+                        "message": "No access rights in module context",
+                    }
+                )
+                continue
+            manager = not self._lacks("moodle/grade:managegradingforms")
+            component = "mod_" + cm["modname"]
+            area = self._area(cm["contextid"], component, areaname)
+            active = area["activemethod"] if area else None
+            if activeonly:
+                if active not in _GRADING_METHODS:
+                    raise _moodle("invalid_method_name", "core_grading/invalid_method_name")
+                methods: tuple[str, ...] = (active,)
+            else:
+                methods = _GRADING_METHODS
+            definitions = []
+            for method in methods:
+                definition = self._area_definition(area, method)
+                if definition is None:
+                    continue
+                if not manager and definition["status"] != GRADING_STATUS_READY:
+                    warnings.append(
+                        {
+                            "item": "module",
+                            "itemid": cmid,
+                            "warningcode": "1",
+                            "message": "Capability moodle/grade:managegradingforms required to view draft definitions",
+                        }
+                    )
+                    continue
+                definitions.append(self._definition_data(definition))
+            areas.append(
+                {
+                    "cmid": cmid,
+                    "contextid": cm["contextid"],
+                    "component": component,
+                    "areaname": areaname,
+                    "activemethod": active,
+                    "definitions": definitions,
+                }
+            )
+        return {"areas": areas, "warnings": warnings}
+
+    def _ws_core_grading_save_definitions(self, *, token: str, areas: list[dict]) -> None:
+        """``core_grading_save_definitions`` (rubrics; a marking guide is not simulated). Not a
+        transaction: an area saved before a failing one stays saved, as in Moodle."""
+        grading = self._state.grading
+        for given in areas:
+            self._module_by_context(given["contextid"])
+            self._require_capability("moodle/grade:managegradingforms", "Manage advanced grading methods")
+            method = given.get("activemethod") or None
+            if method is not None and method not in _GRADING_METHODS:
+                raise _moodle("invalid_method_name", "core_grading/invalid_method_name")
+            area = self._area(given["contextid"], given["component"], given["areaname"])
+            if area is None:
+                area = {
+                    "id": self._next("grading_area"),
+                    "contextid": given["contextid"],
+                    "component": given["component"],
+                    "areaname": given["areaname"],
+                    "activemethod": method,
+                }
+                grading["areas"][area["id"]] = area
+            area["activemethod"] = method
+            for definition in given["definitions"]:
+                if definition["method"] not in _GRADING_METHODS:
+                    raise _invalid(f"Unknown Grading method: {definition['method']}")
+                if definition["method"] != "rubric":
+                    raise _coding("the simulator implements rubric definitions only")
+                self._save_rubric(area, definition)
+
+    def _save_rubric(self, area: dict, sent: dict) -> None:
+        """``gradingform_rubric_controller::update_definition()`` of what the web service sent."""
+        grading = self._state.grading
+        now = self._ts()
+        definition = self._area_definition(area)
+        if definition is None:  # parent::update_definition(new stdClass()): a blank draft first
+            definition = {
+                "id": self._next("grading_definition"),
+                "areaid": area["id"],
+                "method": "rubric",
+                "name": "",
+                "description": None,
+                "descriptionformat": 0,
+                "status": GRADING_STATUS_DRAFT,
+                "copiedfromid": None,
+                "timecreated": now,
+                "usercreated": ADMIN_USER_ID,
+                "timemodified": now,
+                "usermodified": ADMIN_USER_ID,
+                "timecopied": 0,
+                "options": None,
+            }
+            grading["definitions"][definition["id"]] = definition
+        current = {c["id"]: c for c in self._rubric_criteria(definition["id"])}
+        changed = False
+        new_criteria = _rubric_new_ids((sent.get("rubric") or {}).get("rubric_criteria") or [])
+        for key, criterion in new_criteria.items():
+            levels_sent = criterion.get("levels") or {}
+            fields = {
+                k: criterion[k] for k in ("sortorder", "description", "descriptionformat") if k in criterion
+            }
+            if _is_newid(key):
+                criterion_id = self._next("rubric_criterion")
+                grading["criteria"][criterion_id] = {
+                    "id": criterion_id,
+                    "definitionid": definition["id"],
+                    "sortorder": fields.get("sortorder", 0),
+                    "description": fields.get("description"),
+                    "descriptionformat": fields.get("descriptionformat", 0),
+                }
+                changed = True
+                known_levels: dict[int, dict] = {}
+            else:
+                # An id of this definition is updated; any other id (a stale one) updates whatever row
+                # has it (none, once deleted) and is never created: the criterion is lost.
+                criterion_id = key
+                row = grading["criteria"].get(criterion_id)
+                was = current.get(criterion_id, {})
+                update = {k: v for k, v in fields.items() if v != was.get(k)}
+                if update:
+                    if row is not None:
+                        row.update(update)
+                    changed = True
+                known_levels = {lv["id"]: lv for lv in was.get("levels", [])}
+                for level_id in known_levels:
+                    if level_id not in levels_sent:
+                        grading["levels"].pop(level_id, None)
+                        changed = True
+            for level_key, level in levels_sent.items():
+                lfields = {k: level[k] for k in ("score", "definition", "definitionformat") if k in level}
+                if _is_newid(level_key):
+                    level_id = self._next("rubric_level")
+                    grading["levels"][level_id] = {
+                        "id": level_id,
+                        "criterionid": criterion_id,
+                        "score": float(lfields.get("score", 0.0)),
+                        "definition": lfields.get("definition"),
+                        "definitionformat": lfields.get("definitionformat", 0),
+                    }
+                    changed = True
+                else:
+                    was_level = known_levels.get(level_key, {})
+                    update = {k: v for k, v in lfields.items() if v != was_level.get(k)}
+                    if update:
+                        if level_key in grading["levels"]:
+                            grading["levels"][level_key].update(update)
+                        changed = True
+        for criterion_id in current:
+            if criterion_id not in new_criteria:
+                grading["criteria"].pop(criterion_id, None)
+                for level_id in [
+                    i for i, lv in grading["levels"].items() if lv["criterionid"] == criterion_id
+                ]:
+                    grading["levels"].pop(level_id)
+                changed = True
+        # create_definition_object(): the description (and its format) only through description_editor.
+        description = sent.get("description", "")
+        descriptionformat = sent.get("descriptionformat", 0) if "description" in sent else 0
+        scalars = {
+            "name": sent["name"],
+            "status": sent["status"],
+            "description": description,
+            "descriptionformat": descriptionformat,
+            "options": json.dumps(_RUBRIC_DEFAULT_OPTIONS),
+        }
+        if any(scalars[k] != definition[k] for k in scalars):
+            changed = True
+        if changed:
+            if sent.get("id") and sent["id"] != definition["id"]:
+                raise _coding("Attempting to update other definition record.")
+            definition.update(scalars)
+            definition["usercreated"] = sent["usercreated"]  # stored as sent
+            for key in ("copiedfromid", "timecopied"):
+                if key in sent:
+                    definition[key] = sent[key]
+            definition["timemodified"] = now
+            definition["usermodified"] = ADMIN_USER_ID
+
+    def _ws_core_grading_get_gradingform_instances(
+        self, *, token: str, definitionid: int, since: int
+    ) -> dict:
+        """``core_grading_get_gradingform_instances``: the active instances (one per graded attempt,
+        earlier attempts included) with ``timemodified >= since``, in id order; ``itemid`` is the
+        assign_grades id, ``rawgrade`` null. The fillings are answered as stored, also those of
+        criteria deleted since (grading/core_grading_get_gradingform_instances.json)."""
+        grading = self._state.grading
+        definition = grading["definitions"].get(definitionid)
+        if definition is None:
+            raise _missing_record("grading_definitions", "id = ?", [definitionid])
+        self._require_capability("moodle/grade:managegradingforms", "Manage advanced grading methods")
+        instances = []
+        for instance in sorted(grading["instances"].values(), key=lambda i: i["id"]):
+            if (
+                instance["definitionid"] != definitionid
+                or instance["status"] != _INSTANCE_ACTIVE
+                or instance["timemodified"] < since
+            ):
+                continue
+            feedback, feedbackformat = _ws_text(instance["feedback"], instance["feedbackformat"])
+            criteria = []
+            for filling in self._fillings(instance["id"]):
+                remark, remarkformat = _ws_text(filling["remark"], filling["remarkformat"])
+                criteria.append(
+                    {
+                        "id": filling["id"],
+                        "criterionid": filling["criterionid"],
+                        "levelid": filling["levelid"],
+                        "remark": remark,
+                        "remarkformat": remarkformat,
+                    }
+                )
+            instances.append(
+                {
+                    "id": instance["id"],
+                    "raterid": instance["raterid"],
+                    "itemid": instance["itemid"],
+                    "rawgrade": None,
+                    "status": instance["status"],
+                    "feedback": feedback,
+                    "feedbackformat": feedbackformat,
+                    "timemodified": instance["timemodified"],
+                    definition["method"]: {"criteria": criteria},
+                }
+            )
+        return {"instances": instances, "warnings": []}
+
+    def _fillings(self, instance_id: int) -> list[dict]:
+        rows = (f for f in self._state.grading["fillings"].values() if f["instanceid"] == instance_id)
+        return sorted(rows, key=lambda f: f["id"])
+
+    def _current_instance(self, definition_id: int, item_id: int) -> dict | None:
+        for instance in self._state.grading["instances"].values():
+            if (
+                instance["definitionid"] == definition_id
+                and instance["itemid"] == item_id
+                and instance["status"] in (_INSTANCE_ACTIVE, _INSTANCE_NEEDUPDATE)
+            ):
+                return instance
+        return None
+
+    def _new_instance(self, definition: dict, item_id: int) -> dict:
+        """``create_instance()``: a copy of the current instance (with its fillings), else a new one."""
+        grading = self._state.grading
+        current = self._current_instance(definition["id"], item_id)
+        instance = {
+            "id": self._next("grading_instance"),
+            "definitionid": definition["id"],
+            "raterid": ADMIN_USER_ID,
+            "itemid": item_id,
+            "rawgrade": None,
+            "status": _INSTANCE_INCOMPLETE,
+            "feedback": current["feedback"] if current else None,
+            "feedbackformat": current["feedbackformat"] if current else 0,
+            "timemodified": self._ts(),
+        }
+        grading["instances"][instance["id"]] = instance
+        for filling in self._fillings(current["id"]) if current else []:
+            copied = {**filling, "id": self._next("rubric_filling"), "instanceid": instance["id"]}
+            grading["fillings"][copied["id"]] = copied
+        return instance
+
+    def _make_active(self, instance: dict) -> None:
+        current = self._current_instance(instance["definitionid"], instance["itemid"])
+        if current is not None and current["id"] != instance["id"]:
+            current["status"] = _INSTANCE_ARCHIVE
+        instance["status"] = _INSTANCE_ACTIVE
+
+    def _submit_rubric(
+        self, definition: dict, instance: dict, filled: dict[int, dict], maxgrade: int
+    ) -> float:
+        """``submit_and_get_grade()``: store the filling, make the instance active, the grade (-1 for
+        an empty form: no criterion of the definition with a level or a remark)."""
+        grading = self._state.grading
+        criteria = {c["id"]: c for c in self._rubric_criteria(definition["id"])}
+        if not any(
+            cid in filled
+            and (filled[cid].get("levelid") is not None or filled[cid].get("remark") not in (None, "", "0"))
+            for cid in criteria
+        ):
+            for filling in self._fillings(instance["id"]):  # clear_attempt()
+                if filling["criterionid"] in filled:
+                    grading["fillings"].pop(filling["id"])
+            self._make_active(instance)
+            return -1.0
+        instance["timemodified"] = self._ts()
+        current = {f["criterionid"]: f for f in self._fillings(instance["id"])}
+        for cid, sent in filled.items():
+            if cid not in current:
+                filling = {
+                    "id": self._next("rubric_filling"),
+                    "instanceid": instance["id"],
+                    "criterionid": cid,
+                    "levelid": sent.get("levelid"),
+                    "remark": sent.get("remark"),
+                    "remarkformat": 0,  # FORMAT_MOODLE whatever was sent (MDL-31235)
+                }
+                grading["fillings"][filling["id"]] = filling
+            else:
+                for key in ("levelid", "remark"):
+                    if sent.get(key) is not None:
+                        current[cid][key] = sent[key]
+        for cid, filling in current.items():
+            if cid not in filled:
+                grading["fillings"].pop(filling["id"])
+        self._make_active(instance)
+        # gradingform_rubric_instance::get_grade(), lockzeropoints on (the default options).
+        minscore = sum(min((lv["score"] for lv in c["levels"]), default=0.0) for c in criteria.values())
+        maxscore = sum(max((lv["score"] for lv in c["levels"]), default=0.0) for c in criteria.values())
+        if maxscore <= minscore or maxgrade <= 0:
+            return -1.0
+        score = 0.0
+        for filling in self._fillings(instance["id"]):
+            levels = {lv["id"]: lv for lv in criteria.get(filling["criterionid"], {}).get("levels", [])}
+            score += levels.get(filling["levelid"], {}).get("score", 0.0)  # unknown: PHP's null, 0
+        return max(0.0, score / maxscore * maxgrade)
+
+    # assignments: submissions, grades, comments
+
+    def _user_submission(self, assign: dict, user_id: int, *, create: bool, attempt: int = -1) -> dict | None:
+        """``assign::get_user_submission()``: the highest attempt (or that attempt); created if asked."""
+        submissions = self._state.grading["submissions"]
+        mine = [
+            s
+            for s in submissions.values()
+            if s["assignment"] == assign["id"]
+            and s["userid"] == user_id
+            and (attempt < 0 or s["attemptnumber"] == attempt)
+        ]
+        if mine:
+            return max(mine, key=lambda s: s["attemptnumber"])
+        if not create:
+            return None
+        others = [
+            s for s in submissions.values() if s["assignment"] == assign["id"] and s["userid"] == user_id
+        ]
+        latest = attempt == -1 or not others or attempt > max(s["attemptnumber"] for s in others)
+        if latest:
+            for other in others:
+                other["latest"] = 0
+        now = self._ts()
+        submission = {
+            "id": self._next("assign_submission"),
+            "assignment": assign["id"],
+            "userid": user_id,
+            "attemptnumber": max(attempt, 0),
+            "status": "new",
+            "latest": int(latest),
+            "timecreated": now,
+            "timemodified": now,
+        }
+        submissions[submission["id"]] = submission
+        return submission
+
+    def _latest_submission(self, assign: dict, user_id: int) -> dict | None:
+        return self._user_submission(assign, user_id, create=False)
+
+    def _user_grade(self, assign: dict, user_id: int, attempt: int) -> dict:
+        """``assign::get_user_grade($userid, true, $attempt)``: the grade row of the attempt, created
+        (grade -1, grader -1) with the attempt's submission if needed."""
+        grades = self._state.grading["assign_grades"]
+        submission = self._user_submission(assign, user_id, create=True, attempt=attempt)
+        assert submission is not None
+        attempt = submission["attemptnumber"]
+        mine = [
+            g
+            for g in grades.values()
+            if g["assignment"] == assign["id"] and g["userid"] == user_id and g["attemptnumber"] == attempt
+        ]
+        if mine:
+            return max(mine, key=lambda g: g["attemptnumber"])
+        now = self._ts()
+        grade = {
+            "id": self._next("assign_grade"),
+            "assignment": assign["id"],
+            "userid": user_id,
+            "attemptnumber": attempt,
+            "timecreated": now,
+            "timemodified": submission["timemodified"],
+            "grader": -1,
+            "grade": -1.0,
+        }
+        grades[grade["id"]] = grade
+        return grade
+
+    def _active_rubric(self, assign: dict) -> dict | None:
+        """The rubric that grades the assignment: the area's active method is rubric and its
+        definition is READY (``is_form_available()``); else grades are plain."""
+        area = self._area(self._module_contextid(assign["cmid"]), "mod_assign", "submissions")
+        if area is None or area["activemethod"] != "rubric":
+            return None
+        definition = self._area_definition(area)
+        return definition if definition and definition["status"] == GRADING_STATUS_READY else None
+
+    def _ws_mod_assign_save_grade(
+        self,
+        *,
+        token: str,
+        assignmentid: int,
+        userid: int,
+        grade: float,
+        attemptnumber: int,
+        addattempt: bool,
+        workflowstate: str,
+        applytoall: bool,
+        plugindata: dict,
+        advancedgradingdata: dict,
+    ) -> None:
+        """``mod_assign_save_grade`` (``assign::save_grade()`` -> ``apply_grade_to_user()``), answering
+        null. Not a transaction: what is written before a failure stays (grading/mod_assign_save_grade.json)."""
+        assign = self._assignment(assignmentid)
+        self._require_module_access("assign")
+        self._require_capability("mod/assign:grade", "Grade assignment")
+        # No check of userid: an unknown user gets a grade too (grading/mod_assign_save_grade.json).
+        grading = self._state.grading
+        row = self._user_grade(assign, userid, attemptnumber)
+        original = row["grade"]
+        rubric = self._active_rubric(assign)
+        if rubric is not None:
+            filled: dict[int, dict] = {}
+            if advancedgradingdata:
+                method_data = next(iter(advancedgradingdata.values()))  # reset(): the first method sent
+                for criterion in method_data.get("criteria", []):
+                    for filling in criterion.get("fillings") or []:
+                        filled[criterion["criterionid"]] = filling  # keyed by the outer criterionid
+            instance = self._new_instance(rubric, row["id"])
+            new_grade = self._submit_rubric(rubric, instance, filled, assign["grade"])
+        else:
+            new_grade = _decimal5(grade)
+        feedback_text: str | None = None
+        feedback_format = 0
+        modified = False
+        if assign["feedback_comments"]:
+            comment = grading["comments"].get(row["id"])
+            editor = plugindata.get("assignfeedbackcomments_editor")
+            modified = not _php_text_equal(
+                comment["text"] if comment else "", editor["text"] if editor else None
+            )
+            if modified:
+                if editor is None:  # the plugin writes NULL into NOT NULL columns
+                    raise MoodleException(
+                        "dml_write_exception",
+                        "dmlwriteexception",
+                        "Error writing to database",
+                        'ERROR:  null value in column "commentformat" of relation "mdl_assignfeedback_comments" '
+                        "violates not-null constraint",
+                    )
+                comment = {"text": editor["text"], "format": editor["format"]}
+                grading["comments"][row["id"]] = comment
+            feedback_text = comment["text"] if comment else ""
+            feedback_format = comment["format"] if comment else 0
+        if addattempt or original != -1 or new_grade != -1 or modified:
+            self._update_assign_grade(
+                assign, row, new_grade, bool(addattempt), feedback_text, feedback_format
+            )
+
+    def _update_assign_grade(
+        self, assign: dict, row: dict, value: float, reopen: bool, feedback: str | None, feedback_format: int
+    ) -> None:
+        """``assign::update_grade()``: store it; if it is the latest attempt's, push it to the gradebook
+        and reopen the submission if the assignment says so."""
+        if value and value != -1 and (value > assign["grade"] or value < 0):
+            return  # refused silently, as Moodle does (a plain grade out of range)
+        row.update(grade=_decimal5(value), grader=ADMIN_USER_ID, timemodified=self._ts())
+        latest = self._latest_submission(assign, row["userid"])
+        if latest is not None and latest["attemptnumber"] != row["attemptnumber"]:
+            return
+        item = self._state.grade_items[assign["gradeitemid"]]
+        self._store_grade(item, row["userid"], row["grade"] if row["grade"] >= 0 else None, feedback)
+        stored = self._state.grades[(item["id"], row["userid"])]
+        stored["dategraded"] = row["timemodified"]
+        stored["datesubmitted"] = None  # convert_grade_for_gradebook()
+        if feedback is not None:
+            stored["feedbackformat"] = feedback_format
+        if latest is None:
+            return
+        method = assign["attemptreopenmethod"]
+        maxattempts = assign["maxattempts"]
+        reached = maxattempts != -1 and latest["attemptnumber"] >= maxattempts - 1
+        # untilpass needs a grade to pass, which the simulated gradebook has not: never reopens.
+        if not reached and (method == "automatic" or (method == "manual" and reopen)) and maxattempts != 1:
+            new = self._user_submission(
+                assign, row["userid"], create=True, attempt=latest["attemptnumber"] + 1
+            )
+            assert new is not None
+            new["status"] = "reopened"
+            stored["datesubmitted"] = new["timemodified"]  # update_submission() -> the gradebook
+
+    def _ws_mod_assign_get_grades(self, *, token: str, assignmentids: list[int], since: int) -> dict:
+        """``mod_assign_get_grades``: per assignment, the grades of each learner's latest attempt (a
+        reopened attempt not yet graded leaves the learner out) with ``timemodified >= since``, by
+        grade id; ``grade`` a string with 5 decimals ("-1.00000": not graded). An assignment without
+        such grades (or unknown) is a warning 3; one the role cannot see a warning 1 and no error."""
+        grading = self._state.grading
+        requested = list(assignmentids)
+        warnings: list[dict] = []
+        for assign in sorted(grading["assignments"].values(), key=lambda a: a["cmid"]):
+            if assign["id"] not in requested:
+                continue
+            if not self._module_accessible("assign") or (
+                self._lacks("mod/assign:grade") and self._lacks("mod/assign:viewgrades")
+            ):
+                requested = [i for i in requested if i != assign["id"]]
+                warnings.append(
+                    {
+                        "item": "assignment",
+                        "itemid": assign["id"],
+                        "warningcode": "1",
+                        "message": "No access rights in module context",
+                    }
+                )
+        latest = {
+            (s["assignment"], s["userid"]): s["attemptnumber"]
+            for s in grading["submissions"].values()
+            if s["latest"]
+        }
+        rows = sorted(
+            (
+                g
+                for g in grading["assign_grades"].values()
+                if g["assignment"] in requested
+                and latest.get((g["assignment"], g["userid"])) == g["attemptnumber"]
+                and g["timemodified"] >= since
+            ),
+            key=lambda g: (g["assignment"], g["id"]),
+        )
+        assignments: list[dict] = []
+        for g in rows:
+            if not assignments or assignments[-1]["assignmentid"] != g["assignment"]:
+                assignments.append({"assignmentid": g["assignment"], "grades": []})
+                requested = [i for i in requested if i != g["assignment"]]
+            assignments[-1]["grades"].append(
+                {
+                    "id": g["id"],
+                    "userid": g["userid"],
+                    "attemptnumber": g["attemptnumber"],
+                    "timecreated": g["timecreated"],
+                    "timemodified": g["timemodified"],
+                    "grader": g["grader"],
+                    "grade": f"{Decimal(repr(g['grade'])).quantize(Decimal('0.00001'), rounding=ROUND_HALF_UP)}",
+                }
+            )
+        for assignment_id in requested:
+            warnings.append(
+                {
+                    "item": "assignment",
+                    "itemid": assignment_id,
+                    "warningcode": "3",
+                    "message": "No grades found",
+                }
+            )
+        return {"assignments": assignments, "warnings": warnings}
+
+    def _ws_mod_assign_get_assignments(
+        self, *, token: str, courseids: list[int], capabilities: list[str], includenotenrolledcourses: bool
+    ) -> dict:
+        """``mod_assign_get_assignments``: the courses asked for, with their assignments. A course the
+        token's user is not enrolled in is left out with a warning 2 unless
+        ``includenotenrolledcourses`` (the pipeline's account is enrolled nowhere)."""
+        warnings: list[dict] = []
+        mine = [
+            cid
+            for (cid, uid), ue in sorted(self._state.enrolments.items())
+            if uid == ADMIN_USER_ID and self._active(ue)
+        ]
+        if not courseids:
+            wanted = mine
+        elif includenotenrolledcourses:
+            wanted = list(courseids)
+        else:
+            wanted = []
+            for cid in courseids:
+                if cid in mine:
+                    wanted.append(cid)
+                else:
+                    warnings.append(
+                        {
+                            "item": "course",
+                            "itemid": cid,
+                            "warningcode": "2",
+                            "message": "User is not enrolled or does not have requested capability",
+                        }
+                    )
+        courses = []
+        for cid in dict.fromkeys(wanted):
+            course = self._state.courses.get(cid)
+            problem = (
+                "Can't find data record in database table course."
+                if course is None
+                else "Course or activity not accessible."
+                if self._lacks("moodle/course:view")
+                else None
+            )
+            if problem is not None:
+                warnings.append(
+                    {
+                        "item": "course",
+                        "itemid": cid,
+                        "warningcode": "1",
+                        "message": f"No access rights in course context {problem}",
+                    }
+                )
+                continue
+            if capabilities and any(self._lacks(c) for c in capabilities):
+                continue
+            assignments = []
+            for assign in sorted(self._state.grading["assignments"].values(), key=lambda a: a["cmid"]):
+                if assign["course"] != cid:
+                    continue
+                if not self._can_view_module("assign"):
+                    warnings.append(
+                        {
+                            "item": "module",
+                            "itemid": assign["cmid"],
+                            "warningcode": "1",
+                            "message": "No access rights in module context",
+                        }
+                    )
+                    continue
+                assignments.append(self._assignment_data(assign))
+            courses.append(
+                {
+                    "id": cid,
+                    "fullname": course["fullname"],
+                    "shortname": course["shortname"],
+                    "timemodified": course["timemodified"],
+                    "assignments": assignments,
+                }
+            )
+        return {"courses": courses, "warnings": warnings}
+
+    def _assignment_data(self, assign: dict) -> dict:
+        """One assignment as ``mod_assign_get_assignments`` answers it (grading/mod_assign_get_assignments.json)."""
+        data: dict[str, Any] = {
+            "id": assign["id"],
+            "cmid": assign["cmid"],
+            "course": assign["course"],
+            "name": assign["name"],
+        }
+        for key in list(_ASSIGN_SETTINGS)[:7]:
+            data[key] = assign[key]
+        data["grade"] = assign["grade"]
+        data["timemodified"] = assign["timemodified"]
+        for key in list(_ASSIGN_SETTINGS)[7:23]:
+            data[key] = assign[key]
+        onlinetext = [
+            ("onlinetext", "assignsubmission", "enabled", str(int(assign["onlinetext"]))),
+        ]
+        if assign["onlinetext"]:
+            onlinetext += [
+                ("onlinetext", "assignsubmission", "wordlimit", "0"),
+                ("onlinetext", "assignsubmission", "wordlimitenabled", "0"),
+            ]
+        configs = [
+            *onlinetext,
+            ("comments", "assignsubmission", "enabled", "0"),
+            ("comments", "assignfeedback", "enabled", str(int(assign["feedback_comments"]))),
+            ("comments", "assignfeedback", "commentinline", "0"),
+        ]
+        data["configs"] = [{"plugin": p, "subtype": s, "name": n, "value": v} for p, s, n, v in configs]
+        intro, introformat = _ws_text(assign["intro"], assign["introformat"])
+        data.update(
+            {
+                "intro": intro,
+                "introformat": introformat,
+                "introfiles": [],
+                "introattachments": [],
+                "timelimit": assign["timelimit"],
+                "submissionattachments": assign["submissionattachments"],
+            }
+        )
+        return data
 
 
 #: modname -> (purpose, modplural) of the modules the simulated courses hold.

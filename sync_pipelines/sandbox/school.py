@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
+from sync_pipelines.btec import CRITERIA
 from sync_pipelines.sandbox.zoho_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -646,6 +647,13 @@ def generate_school(seed: int = 2026, *, scale: float = 1.0) -> dict[str, list[d
     return school
 
 
+_CRITERION_TEXT = {
+    "P": "describe the key concepts of the unit",
+    "M": "analyse how the concepts apply in a work setting",
+    "D": "evaluate the approaches and justify a recommendation",
+}
+
+
 def _add_subforms_and_formulas(rng: random.Random, ids: _Ids, school: dict[str, list[dict]]) -> None:
     """Give every record its subform rows and formula values, after all records exist.
 
@@ -708,6 +716,12 @@ def _add_subforms_and_formulas(rng: random.Random, ids: _Ids, school: dict[str, 
             {"id": ids.next(), "Criterion": criterion, "Learning_Outcome": f"LO{min(4, i // 3 + 1)}"}
             for i, criterion in enumerate(criteria)
         ]
+        # The criteria's descriptions, as the unit module holds them (P1_description ...; empty
+        # where the unit has fewer criteria). No random draw: the rest of the school stays the same.
+        for c in CRITERIA:
+            unit[c.description_field] = (
+                f"{c.code}: {_CRITERION_TEXT[c.band]} ({unit['Name']})" if c.code in criteria else None
+            )
     totals: dict[str, float] = {}
     for payment in school["BTEC_Payments"]:
         if payment.get("Student_ID") and isinstance(payment.get("Payment_Amount"), int | float):

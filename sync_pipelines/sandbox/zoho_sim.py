@@ -2140,13 +2140,16 @@ def _subform_rows(target: dict | None, api_name: str, sent: list[dict]) -> list[
     """The rows subform ``api_name`` holds after a write that sent ``sent`` for it.
 
     The list sent replaces the rows (the v7 update-subforms sample sends the rows "that do not
-    need any update" with their ids; CData's Zoho CRM driver documents the same: "If the Id is not
-    included in the JSON, that line will be deleted from the Subform"): a row sent with the
-    ``id`` of an existing row updates it (fields not sent stay as they are) and keeps its id, a
-    row without ``id`` is a new row (its id is assigned when stored), a row with ``"_delete"`` is
-    removed (v7), an empty list removes every row (v7). The same v7 page also says an update
-    "will append the provided data with the existing data": it contradicts its own sample, and we
-    follow the sample. An id that is not one of the record's rows is ``INVALID_DATA`` "the id
+    need any update" with their ids, and so does v8's, ``PUT /{module_API_name}`` with
+    ``"Languages": [{"id": …}, {"id": …, "Proficiency": "Native", …}]``:
+    https://www.zoho.com/crm/developer/docs/api/v8/update-subforms.html; CData's Zoho CRM driver
+    documents the same: "If the Id is not included in the JSON, that line will be deleted from the
+    Subform"; guess: an upsert that matches a record treats its subforms as an update does): a
+    row sent with the ``id`` of an existing row updates it (fields not sent stay as they are) and
+    keeps its id, a row without ``id`` is a new row (its id is assigned when stored), a row with
+    ``"_delete"`` is removed (v7), an empty list removes every row (v7). The same v7 page also says
+    an update "will append the provided data with the existing data": it contradicts its own
+    sample, and we follow the sample. An id that is not one of the record's rows is ``INVALID_DATA`` "the id
     given seems to be invalid" (the error v7 lists; its use for rows is a guess). A new record's
     rows are all new: ids sent with them are not kept (guess). More than
     :data:`MAX_SUBFORM_ROWS` rows is ``LIMIT_EXCEEDED`` (the cap is v7's; the error a guess).

@@ -14,6 +14,8 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
+from sync_pipelines.btec import CRITERIA
+
 Kind = Literal[
     "text",
     "email",
@@ -317,6 +319,9 @@ UNITS = ModuleSpec(
         _f(_U, "Moodle_Grading_Template"),
         _f(_U, "Program", "program_id"),
         _f(_U, "BTEC_Grading_Template_P1", "grading_template"),
+        # The unit's assessment criteria, P1 … P10, M1 … M9, D1 … D6 (empty where the unit has
+        # fewer): what its grades are given by (sync_pipelines.btec.unit_criteria).
+        *(_f(_U, c.description_field, c.description_column) for c in CRITERIA),
         *_bookkeeping(_U, "Last_Sync_with_Moodle"),
     ),
 )

@@ -1534,6 +1534,49 @@ def test_new_records_rows_all_get_new_ids(make_sim: SimFactory):
     assert len(new_rows) == 2 and not {r["id"] for r in new_rows} & {r["id"] for r in rows}
 
 
+def test_a_grades_criteria_rows_upserted_without_ids_replace_the_rows(make_sim: SimFactory):
+    """What criteria grading writes: BTEC_Grades upserted on its composite key with one subform row
+    per criterion and no row ids (sync_pipelines.btec.filling_rows)."""
+    sim = make_sim()
+    s = session(sim)
+    key = {"Moodle_Grade_Composite_Key": "moodle-7/item-3/user-42"}
+
+    def upsert(rows: list[dict], grade: str) -> dict:
+        record = {**key, "Grade": grade, "Learning_Outcomes_Assessm": rows}
+        r = _upsert(s, sim, "BTEC_Grades", [record], duplicate_check_fields=["Moodle_Grade_Composite_Key"])
+        assert r.status_code == 200, r.text
+        (result,) = r.json()["data"]
+        return result
+
+    first = upsert(
+        [
+            {"Criterion_Code": "P1", "Criterion": "Explain", "Achieved": True, "Feedback": None},
+            {"Criterion_Code": "P2", "Criterion": "Describe", "Achieved": False, "Feedback": "Redo the plan"},
+        ],
+        "R",
+    )
+    rid = first["details"]["id"]
+    one = s.get(
+        api(sim, f"BTEC_Grades/{rid}"), params={"fields": "Grade,Learning_Outcomes_Assessm"}, timeout=5
+    )
+    stored = one.json()["data"][0]["Learning_Outcomes_Assessm"]
+    assert [(r["Criterion_Code"], r["Achieved"]) for r in stored] == [("P1", True), ("P2", False)]
+    assert len({r["id"] for r in stored}) == 2 and all(r["Parent_Id"]["id"] == rid for r in stored)
+
+    second = upsert(
+        [
+            {"Criterion_Code": "P1", "Criterion": "Explain", "Achieved": True, "Feedback": None},
+            {"Criterion_Code": "P2", "Criterion": "Describe", "Achieved": True, "Feedback": None},
+        ],
+        "P",
+    )
+    assert (second["action"], second["details"]["id"]) == ("update", rid)
+    rows = sim.record("BTEC_Grades", rid)["Learning_Outcomes_Assessm"]
+    assert [(r["Criterion_Code"], r["Achieved"]) for r in rows] == [("P1", True), ("P2", True)]
+    assert not {r["id"] for r in rows} & {r["id"] for r in stored}  # replaced, not appended
+    assert sim.record("BTEC_Grades", rid)["Grade"] == "P"
+
+
 def test_a_formula_is_read_only_and_changes_without_modified_time(make_sim: SimFactory, clock: FakeClock):
     sim = make_sim()
     s = session(sim)
