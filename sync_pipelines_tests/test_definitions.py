@@ -16,7 +16,13 @@ EXPECTED_UPSTREAM = {
     "moodle/categories": {"zoho/programmes"},
     "moodle/courses": {"zoho/classes", "moodle/categories"},
     # a withdrawn student's enrolments are removed: students feed the enrolments too
-    "moodle/enrolments": {"zoho/enrolments", "zoho/classes", "zoho/students", "moodle/users", "moodle/courses"},
+    "moodle/enrolments": {
+        "zoho/enrolments",
+        "zoho/classes",
+        "zoho/students",
+        "moodle/users",
+        "moodle/courses",
+    },
     "moodle/drift": {"moodle/users", "moodle/categories", "moodle/courses", "moodle/enrolments"},
     "moodle/grades": {"moodle/enrolments"},
     "zoho/grade_writeback": {"moodle/grades"},
