@@ -217,6 +217,8 @@ class GradingConfig:
         grades: the ``Grade`` picklist value of each letter (D, M, P, R, RR, F).
         statuses: the ``Grade_Status`` values of the status rule (marked, forward, before).
         attempts: the attempt limit and what missing a Pass criterion on the last attempt gives.
+        assessment_prefix: the assignments of a class's course that assess its unit's criteria
+            (and get its rubric): those whose name starts with it (case-insensitive); ``""``: all.
     """
 
     subform: str | None = GRADES_SUBFORM_FIELD
@@ -224,6 +226,7 @@ class GradingConfig:
     grades: GradeValues = field(default_factory=GradeValues)
     statuses: StatusValues = field(default_factory=StatusValues)
     attempts: AttemptPolicy = field(default_factory=AttemptPolicy)
+    assessment_prefix: str = "BTEC"
 
     def grade(self, achieved: Mapping[str, bool | None], codes: Sequence[str], *, attempt: int) -> Outcome:
         """:func:`sync_pipelines.btec.criteria_grade` with this school's values and attempt limit."""
@@ -599,7 +602,7 @@ def _webhook_secrets(
 
 #: A Zoho API name: letters, digits and "_", starting with a letter.
 _ZOHO_API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_GRADING_KEYS = ("subform", "subform_fields", "grades", "statuses", "attempts")
+_GRADING_KEYS = ("subform", "subform_fields", "grades", "statuses", "attempts", "assessment_prefix")
 
 
 def _section(raw: object, at: str, keys: Sequence[str]) -> Mapping[str, Any]:
@@ -653,6 +656,9 @@ def _grading(raw: object, where: str, mapping: OrgMapping | None) -> tuple[Gradi
         grades=_grading_grades(section.get("grades"), f"{at}.grades"),
         statuses=_grading_statuses(section.get("statuses"), f"{at}.statuses"),
         attempts=attempts,
+        assessment_prefix=_grading_prefix(
+            section.get("assessment_prefix", "BTEC"), f"{at}.assessment_prefix"
+        ),
     )
     letter_of: dict[str, str] = {}
     for letter in config.letters_used:
@@ -664,6 +670,14 @@ def _grading(raw: object, where: str, mapping: OrgMapping | None) -> tuple[Gradi
             raise TenantConfigError(f"{at}.grades: {letter_of[value]} and {letter} are both {value!r}{hint}")
         letter_of[value] = letter
     return config, mapping
+
+
+def _grading_prefix(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise TenantConfigError(
+            f'{where} must be text (the start of the assessed assignments\' names; "" for all), got {value!r}'
+        )
+    return value.strip()
 
 
 def _grading_subform(

@@ -7,18 +7,19 @@ grades) and writes with the Zoho client; ``sync_pipelines.moodle`` and ``sync_pi
 import nothing of each other's.
 """
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines.btec import btec_grades
+from sync_pipelines.btec import filling_rows, unit_criteria
 from sync_pipelines.diff import fingerprint
 from sync_pipelines.moodle.assets import OWNERS, PushConfig, guard, push_metadata
 from sync_pipelines.moodle.entities import BOOKKEEPING_ASSET, ENTITIES, GRADE_WRITEBACK_ASSET, GRADES_ASSET
 from sync_pipelines.moodle.reconcile import PushReport
-from sync_pipelines.tenants import tenant_partitions
+from sync_pipelines.tenants import GradingConfig, Tenant, tenant_partitions
 from sync_pipelines.warehouse import Push, Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.zoho.client import UpsertResult, ZohoClient, ZohoError
@@ -27,30 +28,56 @@ from sync_pipelines.zoho.resource import ZohoCRMResource
 
 
 def write_back_grades(
-    zoho: ZohoClient, store: Warehouse, tenant_id: str, *, dry_run: bool = False, run_id: str | None = None
+    zoho: ZohoClient,
+    store: Warehouse,
+    tenant_id: str,
+    *,
+    dry_run: bool = False,
+    run_id: str | None = None,
+    tenant: Tenant | None = None,
 ) -> PushReport:
-    """Upsert changed BTEC grades into Zoho ``BTEC_Grades``, keyed by ``Moodle_Grade_Composite_Key``."""
+    """Upsert changed BTEC grades into Zoho ``BTEC_Grades``, keyed by ``Moodle_Grade_Composite_Key``.
+
+    A grade from criteria (``grading`` ``criteria``) also writes one subform row per criterion of
+    the unit (the school's ``grading`` names), the grader's overall ``Feedback``, ``Grader_Name``,
+    ``Attempt_Number``, ``Attempt_Date`` and ``BTEC_Unit``, and moves ``Grade_Status`` to the marked
+    status unless staff moved it further in Zoho. A filling without a grade (incomplete) is skipped
+    with its reason.
+    """
+    grading = tenant.grading if tenant is not None else GradingConfig()
     g = store.moodle.grades(tenant_id)
-    todo = g[
-        (g["fingerprint"] != g["written_fingerprint"])
-        & g["student_zoho_id"].notna()
-        & g["class_zoho_id"].notna()
-    ]
-    unplaced = g[g["student_zoho_id"].isna() | g["class_zoho_id"].isna()]
-    letters = btec_grades(todo["percentage"])["letter"]
+    placed = g["student_zoho_id"].notna() & g["class_zoho_id"].notna()
+    graded = g["letter"].notna()
+    todo = g[(g["fingerprint"] != g["written_fingerprint"]) & placed & graded]
+    unplaced = g[~placed]
+    ungraded = g[placed & ~graded & (g["fingerprint"] != g["written_fingerprint"])]
     plan = pd.DataFrame(
         {
             "key": todo["composite_key"],
             "action": "upsert",
-            "detail": todo["item_name"].astype(str) + ": " + letters.astype(str),
+            "detail": todo["item_name"].astype(str) + ": " + todo["letter"].astype(str),
         }
     )
-    skipped = pd.DataFrame({"key": unplaced["composite_key"], "reason": "not_a_synced_student_or_class"})
+    skipped = pd.concat(
+        [
+            pd.DataFrame({"key": unplaced["composite_key"], "reason": "not_a_synced_student_or_class"}),
+            pd.DataFrame(
+                {"key": ungraded["composite_key"], "reason": "not graded: " + ungraded["reason"].astype(str)}
+            ),
+        ],
+        ignore_index=True,
+    )
     report = PushReport(
-        "grade", dry_run, plan, skipped=skipped, unchanged=int(len(g) - len(todo) - len(unplaced))
+        "grade",
+        dry_run,
+        plan,
+        skipped=skipped,
+        unchanged=int(len(g) - len(todo) - len(unplaced) - len(ungraded)),
     )
     if dry_run or todo.empty:
         return report
+    by_criteria = todo["grading"] == "criteria"
+    extra = _criteria_fields(store, tenant_id, todo[by_criteria], grading) if by_criteria.any() else {}
     records = [
         {
             "Moodle_Grade_Composite_Key": k,
@@ -59,12 +86,13 @@ def write_back_grades(
             "Grade": letter,
             "BTEC_Grade_Name": name,
             "Moodle_Grade_ID": str(item),
+            **extra.get(k, {}),
         }
         for k, s, c, letter, name, item in zip(
             todo["composite_key"],
             todo["student_zoho_id"],
             todo["class_zoho_id"],
-            letters,
+            todo["letter"],
             todo["item_name"],
             todo["grade_item_id"],
             strict=True,
@@ -80,7 +108,45 @@ def write_back_grades(
         if r.ok
     ]
     store.moodle.mark_grades_written(tenant_id, written, report.pushes, run_id)
+    report.skipped = skipped
     return report
+
+
+def _criteria_fields(
+    store: Warehouse, tenant_id: str, rows: pd.DataFrame, grading: GradingConfig
+) -> dict[str, dict]:
+    """Per composite key, the fields a criteria grade writes besides the grade itself."""
+    criteria = unit_criteria(store.read_table(tenant_id, module("units")))
+    units = store.read_table(tenant_id, module("units")).set_index("zoho_id")
+    teachers = store.read_table(tenant_id, module("teachers")).set_index("zoho_id")["name"]
+    users = store.moodle.id_map(tenant_id, "user")
+    grader_name = {
+        int(m): teachers.get(z) for z, m in users[users["zoho_module"] == "teachers"]["moodle_id"].items()
+    }
+    mirror = store.read_table(tenant_id, module("grades"))
+    status_now = dict(zip(mirror["moodle_grade_composite_key"], mirror["grade_status"], strict=True))
+    out: dict[str, dict] = {}
+    for r in rows.itertuples(index=False):
+        achieved = json.loads(r.criteria)
+        fields: dict = {
+            "Feedback": r.feedback,
+            "Attempt_Number": int(r.attempt),
+            "Attempt_Date": datetime.fromtimestamp(int(r.graded_at), UTC).date().isoformat()
+            if r.graded_at
+            else None,
+            "BTEC_Unit": units["name"].get(r.unit_zoho_id) if "name" in units else None,
+        }
+        if r.grader_id is not None and not pd.isna(r.grader_id):
+            fields["Grader_Name"] = grader_name.get(int(r.grader_id)) or f"Moodle user {int(r.grader_id)}"
+        if grading.subform:
+            fields[grading.subform] = filling_rows(
+                criteria[criteria["unit_id"] == r.unit_zoho_id], achieved, fields=grading.subform_fields
+            )
+        status = grading.next_status(status_now.get(r.composite_key), True)
+        if status is not None:
+            fields["Grade_Status"] = status
+        out[r.composite_key] = fields
+    return out
 
 
 def _zoho_push(entity: str, key: str, action: str, r: UpsertResult) -> Push:
@@ -117,7 +183,13 @@ def _moodle_ids(store: Warehouse, tenant_id: str, name: str) -> pd.Series:
 
 
 def write_back_bookkeeping(
-    zoho: ZohoClient, store: Warehouse, tenant_id: str, *, dry_run: bool = False, run_id: str | None = None
+    zoho: ZohoClient,
+    store: Warehouse,
+    tenant_id: str,
+    *,
+    dry_run: bool = False,
+    run_id: str | None = None,
+    tenant: Tenant | None = None,
 ) -> PushReport:
     """Write Moodle ids and sync flags onto the Zoho records, batched, only where they changed.
 
@@ -212,7 +284,9 @@ def _writeback_asset(
 
         def step() -> dg.MaterializeResult:
             client = zoho.client(tenant)
-            report = write(client, store, tenant, dry_run=config.dry_run, run_id=run_id)
+            report = write(
+                client, store, tenant, dry_run=config.dry_run, run_id=run_id, tenant=zoho.tenant(tenant)
+            )
             return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
 
         return guard(step, store, tenant, entity, run_id, target="zoho", also=(ZohoError,))

@@ -24,7 +24,8 @@ EXPECTED_UPSTREAM = {
         "moodle/courses",
     },
     "moodle/drift": {"moodle/users", "moodle/categories", "moodle/courses", "moodle/enrolments"},
-    "moodle/grades": {"moodle/enrolments"},
+    "moodle/rubrics": {"moodle/courses", "zoho/units", "zoho/classes"},
+    "moodle/grades": {"moodle/enrolments", "moodle/rubrics"},
     "zoho/grade_writeback": {"moodle/grades"},
     "zoho/sync_bookkeeping": {"moodle/users", "moodle/courses", "moodle/enrolments"},
 }

@@ -17,10 +17,12 @@ from pydantic import Field
 from sync_pipelines.metadata import md_table
 from sync_pipelines.moodle import preflight
 from sync_pipelines.moodle.client import MoodleClient, MoodleError
+from sync_pipelines.moodle.criteria import reconcile_rubrics
 from sync_pipelines.moodle.entities import (
     DRIFT_ASSET,
     ENTITIES,
     GRADES_ASSET,
+    RUBRICS_ASSET,
     EntitySpec,
 )
 from sync_pipelines.moodle.grades import collect_grades
@@ -229,8 +231,48 @@ def moodle_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResource
 
 
 @dg.asset(
+    key=_key(RUBRICS_ASSET),
+    deps=[_key("moodle/courses"), _key("zoho/units"), _key("zoho/classes")],
+    group_name="moodle",
+    kinds={"moodle"},
+    description="A rubric of the unit's BTEC criteria (P1…D6 from Zoho, two levels: Not achieved / Achieved) on "
+    "each assignment of a class's course whose name starts with the school's grading.assessment_prefix "
+    "(BTEC); updated in place with Moodle's ids, never over learners' fillings (differences are drift). "
+    "Table `moodle_rubrics`.",
+    **_COMMON,
+)
+def moodle_rubrics(
+    context: dg.AssetExecutionContext,
+    config: PushConfig,
+    moodle: MoodleResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    store, tenant, run_id = warehouse.get(), context.partition_key, context.run.run_id
+
+    def step() -> dg.MaterializeResult:
+        client = moodle.client(tenant)
+        service_user = remember_site(client, store, tenant)
+        report = reconcile_rubrics(
+            client,
+            store,
+            tenant,
+            moodle.grading(tenant),
+            service_user_id=service_user,
+            dry_run=config.dry_run,
+            run_id=run_id,
+        )
+        meta: dict[str, object] = {**report.counts(), "api_calls": client.stats.calls}
+        meta["rubrics"] = dg.MetadataValue.md(
+            md_table(report.rubrics[["cmid", "unit_zoho_id", "status", "detail"]])
+        )
+        return dg.MaterializeResult(metadata=meta)
+
+    return guard(step, store, tenant, "rubric", run_id)
+
+
+@dg.asset(
     key=_key(GRADES_ASSET),
-    deps=[_key("moodle/enrolments")],
+    deps=[_key("moodle/enrolments"), _key(RUBRICS_ASSET)],
     group_name="moodle",
     kinds={"moodle", "pandas"},
     description="One row per graded Moodle item of a synced student in a synced course, with its BTEC grade "
@@ -258,6 +300,6 @@ def moodle_grades(
     return guard(step, warehouse.get(), context.partition_key, "grade", context.run.run_id)
 
 
-moodle_assets = [*entity_assets, moodle_drift, moodle_grades]
+moodle_assets = [*entity_assets, moodle_drift, moodle_rubrics, moodle_grades]
 #: Step names of the Moodle assets with a ``dry_run`` switch (for the dry-run job's config).
-PUSH_STEPS = [spec.asset.replace("/", "__") for spec in ENTITIES]
+PUSH_STEPS = [*(spec.asset.replace("/", "__") for spec in ENTITIES), RUBRICS_ASSET.replace("/", "__")]

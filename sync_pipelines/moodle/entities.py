@@ -689,6 +689,9 @@ def fed_by(zoho_module: str) -> tuple[str, ...]:
 
 DRIFT_ASSET = "moodle/drift"
 GRADES_ASSET = "moodle/grades"
+RUBRICS_ASSET = "moodle/rubrics"
+#: The Zoho modules the unit rubrics are made from (a unit's criteria, a class's unit).
+RUBRIC_SOURCES = ("units", "classes")
 GRADE_WRITEBACK_ASSET = "zoho/grade_writeback"
 BOOKKEEPING_ASSET = "zoho/sync_bookkeeping"
 #: The plugin events that make the grade read run (for the event's course) and the write-back.
@@ -716,7 +719,10 @@ def entity_assets(names: Sequence[str]) -> set[str]:
 
 def zoho_route(zoho_module: str) -> set[str]:
     """The assets to refresh after a record of a Zoho module (module table name) changed."""
-    return {f"zoho/{zoho_module}"} | entity_assets(fed_by(zoho_module))
+    out = {f"zoho/{zoho_module}"} | entity_assets(fed_by(zoho_module))
+    if zoho_module in RUBRIC_SOURCES:
+        out.add(RUBRICS_ASSET)
+    return out
 
 
 def moodle_route(event_short_name: str) -> set[str]:

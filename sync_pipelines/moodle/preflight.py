@@ -67,6 +67,11 @@ REQUIRED_FUNCTIONS: tuple[str, ...] = (
     "core_enrol_get_enrolled_users",
     "gradereport_user_get_grade_items",
     "core_grades_get_gradeitems",
+    "mod_assign_get_assignments",
+    "core_grading_get_definitions",
+    "core_grading_save_definitions",
+    "core_grading_get_gradingform_instances",
+    "mod_assign_get_grades",
 )
 #: Functions only the preflight calls: without them a check says "not checked" instead of failing.
 PREFLIGHT_FUNCTIONS: tuple[str, ...] = ("core_grades_get_gradeitems",)

@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from sync_pipelines.moodle.client import MoodleClient
-from sync_pipelines.tenants import DriftPolicy, TenantConfigError, read_tenants
+from sync_pipelines.tenants import DriftPolicy, GradingConfig, TenantConfigError, read_tenants
 
 
 class MoodleResource(dg.ConfigurableResource):
@@ -39,3 +39,7 @@ class MoodleResource(dg.ConfigurableResource):
         """The school's ``moodle.drift`` setting: what to heal and what only to report."""
         tenant = read_tenants(self.tenants_file).get(tenant_id)
         return tenant.moodle.drift if tenant.moodle is not None else DriftPolicy()
+
+    def grading(self, tenant_id: str) -> GradingConfig:
+        """The school's ``grading`` names and rules (criteria grading)."""
+        return read_tenants(self.tenants_file).get(tenant_id).grading

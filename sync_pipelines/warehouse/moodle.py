@@ -59,7 +59,18 @@ moodle_grades = sa.Table(
     sa.Column("grade_raw", sa.Float()),
     sa.Column("grade_max", sa.Float()),
     sa.Column("percentage", sa.Float()),
-    sa.Column("btec_grade", sa.String(16), comment="Distinction, Merit, Pass or Refer"),
+    sa.Column("btec_grade", sa.String(24), comment="Distinction, Merit, Pass, Refer or Refer (last attempt)"),
+    sa.Column(
+        "letter", sa.String(16), comment="the value written to BTEC_Grades.Grade (the school's picklist)"
+    ),
+    sa.Column("grading", sa.String(16), comment="percentage, or criteria (a rubric of the unit's criteria)"),
+    sa.Column("criteria", sa.Text(), comment="JSON: criterion code → achieved, for a criteria grade"),
+    sa.Column("reason", sa.Text(), comment="why the criteria give this grade, or no grade"),
+    sa.Column("unit_zoho_id", sa.String(32)),
+    sa.Column("attempt", sa.Integer(), comment="1 for the first attempt, 2 for a resubmission"),
+    sa.Column("grader_id", sa.BigInteger(), comment="the Moodle user who graded"),
+    sa.Column("graded_at", sa.BigInteger(), comment="Unix time of the grade"),
+    sa.Column("feedback", sa.Text(), comment="the grader's overall feedback, as text"),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("written_fingerprint", sa.String(64), comment="fingerprint last written to Zoho BTEC_Grades"),
     sa.Column("zoho_grade_id", sa.String(32), comment="the BTEC_Grades record written"),
@@ -154,6 +165,29 @@ moodle_drift = sa.Table(
     sa.Column("dagster_run_id", sa.String(64)),
     sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
     comment="The differences between Zoho and Moodle the last reconciliation of each entity found, and what it did.",
+)
+
+
+moodle_rubrics = sa.Table(
+    "moodle_rubrics",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("cmid", sa.BigInteger(), primary_key=True, comment="the assignment's course module"),
+    sa.Column("assignment_id", sa.BigInteger(), nullable=False),
+    sa.Column("course_id", sa.BigInteger(), nullable=False),
+    sa.Column("class_zoho_id", sa.String(32), nullable=False),
+    sa.Column("unit_zoho_id", sa.String(32), nullable=False),
+    sa.Column("definition_id", sa.BigInteger(), comment="the rubric's grading definition"),
+    sa.Column("criteria", sa.Text(), comment="JSON: criterion id → code, level id → points"),
+    sa.Column(
+        "status",
+        sa.String(16),
+        nullable=False,
+        comment="create, update, unchanged, drift, failed, not_visible",
+    ),
+    sa.Column("detail", sa.Text()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Each unit assessment (a Moodle assignment) and the rubric of its unit's BTEC criteria.",
 )
 
 
@@ -344,6 +378,65 @@ class MoodleStore:
                     ],
                 )
             self._log(conn, tenant_id, pushes, run_id, now)
+
+    def save_rubrics(
+        self,
+        tenant_id: str,
+        rubrics: pd.DataFrame,
+        pushes: Sequence[Push],
+        drift: pd.DataFrame,
+        run_id: str | None,
+    ) -> None:
+        """The rubric reconciliation's outcome (it replaces the last one's), its writes and drift."""
+        now = datetime.now(UTC)
+        rows = [
+            {
+                **{k: (None if pd.isna(v) else v) for k, v in r.items()},
+                "tenant_id": tenant_id,
+                "updated_at": now,
+            }
+            for r in rubrics.to_dict("records")
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(moodle_rubrics.delete().where(moodle_rubrics.c.tenant_id == tenant_id))
+            if rows:
+                conn.execute(moodle_rubrics.insert(), rows)
+            conn.execute(
+                moodle_drift.delete().where(
+                    moodle_drift.c.tenant_id == tenant_id, moodle_drift.c.entity == "rubric"
+                )
+            )
+            if len(drift):
+                conn.execute(
+                    moodle_drift.insert(),
+                    [
+                        {
+                            "tenant_id": tenant_id,
+                            "entity": "rubric",
+                            "side": d["side"],
+                            "key": d["key"],
+                            "moodle_id": d["moodle_id"],
+                            "kind": d["kind"],
+                            "detail": d["detail"],
+                            "action": d["action"],
+                            "healed": bool(d["healed"]),
+                            "dagster_run_id": run_id,
+                            "seen_at": now,
+                        }
+                        for d in drift.to_dict("records")
+                    ],
+                )
+            self._log(conn, tenant_id, pushes, run_id, now)
+
+    def rubrics(self, tenant_id: str) -> pd.DataFrame:
+        """The unit assessments and their rubrics (``moodle_rubrics``)."""
+        q = (
+            sa.select(moodle_rubrics)
+            .where(moodle_rubrics.c.tenant_id == tenant_id)
+            .order_by(moodle_rubrics.c.cmid)
+        )
+        with self.engine.connect() as conn:
+            return pd.read_sql(q, conn)
 
     def drift(self, tenant_id: str, entity: str | None = None) -> pd.DataFrame:
         """The drift the last reconciliation of each entity found (``moodle_drift``)."""

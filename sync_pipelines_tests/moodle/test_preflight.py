@@ -122,7 +122,10 @@ def test_a_full_role_passes_every_check(site: Site) -> None:
     assert _failed(findings) == []
     assert all(f.capability is None for f in findings)
     [functions] = checks["service_functions"]
-    assert functions.message == "the token's service has all 15 functions the pipeline calls"
+    assert (
+        functions.message
+        == f"the token's service has all {len(REQUIRED_FUNCTIONS)} functions the pipeline calls"
+    )
     [grades] = checks["activity_grade_items"]
     assert f"course {site.course}" in grades.message and "all 2 grade items" in grades.message
     # 1 site info + 2 user lookups + 2 grade calls for the one course.
@@ -408,9 +411,15 @@ def test_the_simulator_hides_module_items_as_the_pipeline_token_saw_them(site: S
     assert _view("gradereport_user_get_grade_items", answer, ids) == _view(
         "gradereport_user_get_grade_items", recorded["gradereport_user_get_grade_items"]["answer"], ids
     )
-    # The service recorded that day lacked the preflight's own function, added to it since.
+    # The service recorded that day lacked the preflight's own function and those of criteria
+    # grading, added to it since.
     assert set(REQUIRED_FUNCTIONS) - set(recorded["core_webservice_get_site_info.functions"]) == {
-        "core_grades_get_gradeitems"
+        "core_grades_get_gradeitems",
+        "mod_assign_get_assignments",
+        "core_grading_get_definitions",
+        "core_grading_save_definitions",
+        "core_grading_get_gradingform_instances",
+        "mod_assign_get_grades",
     }
 
 

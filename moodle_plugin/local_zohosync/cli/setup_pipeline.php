@@ -68,6 +68,11 @@ const LOCAL_ZOHOSYNC_FUNCTIONS = [
     'core_enrol_get_enrolled_users' => 'get_enrolled_users(): a course\'s enrolled users and their roles',
     'gradereport_user_get_grade_items' => 'the grades to write back to Zoho',
     'core_grades_get_gradeitems' => 'the preflight: every grade item of a course, to find the activities the role cannot see',
+    'mod_assign_get_assignments' => 'the assignments of a class\'s course, to find the unit\'s assessments',
+    'core_grading_get_definitions' => 'an assessment\'s rubric (criterion and level ids)',
+    'core_grading_save_definitions' => 'the rubric of the unit\'s BTEC criteria, created or updated with Moodle\'s ids',
+    'core_grading_get_gradingform_instances' => 'each learner\'s rubric filling (which criteria are achieved)',
+    'mod_assign_get_grades' => 'the learner, attempt and grader of each filling',
 ];
 // LOCAL_ZOHOSYNC_FUNCTIONS end.
 
@@ -78,6 +83,10 @@ const LOCAL_ZOHOSYNC_FUNCTIONS = [
 const LOCAL_ZOHOSYNC_CAPABILITIES = [
     'webservice/rest:use' =>
         'every function: the REST protocol (without it every call is accessexception)',
+    'moodle/grade:managegradingforms' =>
+        'core_grading_save_definitions and core_grading_get_gradingform_instances (nopermissions)',
+    'mod/assign:viewgrades' =>
+        'mod_assign_get_grades: without it (or mod/assign:grade) no error, assignments [] and a warning',
     'moodle/user:create' =>
         'core_user_create_users (nopermissions)',
     'moodle/user:update' =>

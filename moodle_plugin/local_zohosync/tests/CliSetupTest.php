@@ -109,7 +109,8 @@ final class CliSetupTest extends ZohosyncTestCase {
     public function test_every_function_the_client_calls_is_in_the_service(): void {
         $this->assertFileExists(self::CLIENT);
         preg_match_all('/self\.(?:call|_write)\(\s*"([a-z_]+)"/', file_get_contents(self::CLIENT), $matches);
-        $called = array_values(array_unique($matches[1]));
+        // mod_assign_save_grade grades a learner in the demo and the acceptance run; the pipeline never does.
+        $called = array_values(array_diff(array_unique($matches[1]), ['mod_assign_save_grade']));
         $this->assertGreaterThan(10, count($called));
         $this->assertSame([], array_values(array_diff($called, self::functions())),
             'sync_pipelines/moodle/client.py calls a function the token is not given: add it to LOCAL_ZOHOSYNC_FUNCTIONS ' .
@@ -118,10 +119,11 @@ final class CliSetupTest extends ZohosyncTestCase {
 
     public function test_every_capability_says_which_function_needs_it(): void {
         $capabilities = self::constant_array('LOCAL_ZOHOSYNC_CAPABILITIES');
-        $this->assertCount(26, $capabilities);
+        $this->assertCount(28, $capabilities);
         foreach ($capabilities as $capability => $why) {
             $this->assertMatchesRegularExpression('#^[a-z]+/[a-z_]+:[a-z_]+$#', $capability);
-            $this->assertStringNotContainsString('mod/', $capability, 'mod/<module>:view comes from --activity-modules');
+            $this->assertDoesNotMatchRegularExpression('#^mod/[a-z0-9_]+:view$#', $capability,
+                'mod/<module>:view comes from --activity-modules');
             $names = array_filter(array_merge(self::functions(), ['every function']), static function (string $f) use ($why): bool {
                 return strpos($why, $f) !== false;
             });

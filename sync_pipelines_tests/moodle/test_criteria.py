@@ -1,0 +1,193 @@
+"""BTEC criteria end to end on the simulators: a unit's criteria become a rubric on its class's
+assessment, a learner's filling comes back to Zoho's BTEC_Grades with the grade it implies."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from sync_pipelines.btec import unit_criteria
+from sync_pipelines.moodle.criteria import reconcile_rubrics
+from sync_pipelines.moodle.entities import ENTITIES
+from sync_pipelines.moodle.grades import collect_grades
+from sync_pipelines.moodle.reconcile import reconcile
+from sync_pipelines.tenants import GradingConfig
+from sync_pipelines.writeback import write_back_grades
+from sync_pipelines.zoho.modules import module
+from sync_pipelines_tests.moodle.conftest import TENANT, World
+
+SERVICE_USER = 2
+
+
+@pytest.fixture
+def school(world: World) -> dict:
+    """The world provisioned, with a BTEC assessment in the course of a class whose unit has P, M and
+    D criteria, and a student enrolled there."""
+    m = world.moodle()
+    for spec in ENTITIES:
+        reconcile(spec, m, world.store, TENANT)
+    criteria = unit_criteria(world.store.read_table(TENANT, module("units")))
+    with_d = criteria.groupby("unit_id")["band"].apply(set)
+    units = set(with_d[with_d.map(lambda b: {"P", "M", "D"} <= b)].index)
+    classes = world.store.read_table(TENANT, module("classes"))
+    courses = world.store.moodle.id_map(TENANT, "course")["moodle_id"]
+    held = world.store.moodle.enrolments(TENANT)
+    for klass, unit in zip(classes["zoho_id"], classes["unit_id"], strict=True):
+        if unit in units and klass in courses.index:
+            course = int(courses[klass])
+            learners = held[(held["moodle_course_id"] == course) & (held["role_id"] == 5)]
+            if len(learners):
+                break
+    else:
+        pytest.skip("the demo school has no class of a unit with P, M and D criteria and a learner")
+    made = world.moodle_sim.add_assignment(course, "BTEC assignment 1")
+    other = world.moodle_sim.add_assignment(course, "Practice quiz write-up")
+    return {
+        "unit": unit,
+        "class": klass,
+        "course": course,
+        "assignment": made,
+        "other": other,
+        "learner": int(learners["moodle_user_id"].iloc[0]),
+        "codes": list(criteria[criteria["unit_id"] == unit]["code"]),
+    }
+
+
+def _rubric(world: World, cmid: int) -> dict:
+    [area] = world.moodle().grading_definitions([cmid])
+    [rubric] = [d for d in area["definitions"] if d["method"] == "rubric"]
+    return {c["description"].split(":")[0]: c for c in rubric["rubric"]["rubric_criteria"]}
+
+
+def _grade(world: World, school: dict, met: set[str]) -> None:
+    rubric = _rubric(world, school["assignment"]["cmid"])
+    filling = {
+        int(c["id"]): int(next(lv["id"] for lv in c["levels"] if lv["score"] == (1 if code in met else 0)))
+        for code, c in rubric.items()
+    }
+    world.moodle().save_assign_grade(
+        school["assignment"]["assignmentid"], school["learner"], rubric=filling, comment="<p>Well argued.</p>"
+    )
+
+
+def _through(world: World, grading: GradingConfig | None = None) -> pd.DataFrame:
+    m = world.moodle()
+    reconcile_rubrics(m, world.store, TENANT, grading or GradingConfig(), service_user_id=SERVICE_USER)
+    return collect_grades(m, world.store, TENANT, grading=grading or GradingConfig())
+
+
+def test_the_units_criteria_become_the_rubric_of_its_assessment_once(world: World, school: dict):
+    report = reconcile_rubrics(
+        world.moodle(), world.store, TENANT, GradingConfig(), service_user_id=SERVICE_USER
+    )
+    rubrics = report.rubrics.set_index("cmid")
+    assert list(rubrics.index) == [school["assignment"]["cmid"]]  # the practice write-up is no assessment
+    assert rubrics.at[school["assignment"]["cmid"], "status"] == "create"
+    rubric = _rubric(world, school["assignment"]["cmid"])
+    assert list(rubric) == school["codes"]
+    assert all(
+        [lv["definition"] for lv in c["levels"]] == ["Not achieved", "Achieved"] for c in rubric.values()
+    )
+    ids = {code: (c["id"], [lv["id"] for lv in c["levels"]]) for code, c in rubric.items()}
+
+    again = reconcile_rubrics(
+        world.moodle(), world.store, TENANT, GradingConfig(), service_user_id=SERVICE_USER
+    )
+    assert again.pushes == [] and set(again.rubrics["status"]) == {"unchanged"}
+
+    # a description edited in Zoho is applied, with Moodle's ids kept
+    world.zoho_sim.update(
+        "BTEC", school["unit"], P1_description="Explain the purpose of the unit's key ideas"
+    )
+    world.sync_zoho()
+    edited = reconcile_rubrics(
+        world.moodle(), world.store, TENANT, GradingConfig(), service_user_id=SERVICE_USER
+    )
+    assert [p.action for p in edited.pushes] == ["update"]
+    after = _rubric(world, school["assignment"]["cmid"])
+    assert after["P1"]["description"] == "P1: Explain the purpose of the unit's key ideas"
+    assert {code: (c["id"], [lv["id"] for lv in c["levels"]]) for code, c in after.items()} == ids
+
+
+@pytest.mark.parametrize(
+    ("missed", "letter"),
+    [("P1", "R"), ("M1", "P"), ("D1", "M"), (None, "D")],
+    ids=["all-P-but-one", "all-P-M-but-one", "all-P-M-D-but-one", "everything"],
+)
+def test_a_learners_criteria_reach_zoho_with_the_grade_they_imply(world: World, school: dict, missed, letter):
+    _through(world)
+    met = set(school["codes"]) - {missed}
+    _grade(world, school, met)
+    grades = _through(world)
+    row = grades[(grades["grading"] == "criteria") & (grades["moodle_user_id"] == school["learner"])].iloc[0]
+    assert row["letter"] == letter
+    assert json.loads(row["criteria"]) == {c: c in met for c in sorted(school["codes"])}
+    assert row["percentage"] != 0  # the gradebook's share of points is kept, never used for the grade
+
+    report = write_back_grades(world.zoho(), world.store, TENANT)
+    assert all(p.ok for p in report.pushes)
+    [record] = [
+        r
+        for r in world.zoho_sim.records("BTEC_Grades")
+        if r.get("Moodle_Grade_Composite_Key") == row["composite_key"]
+    ]
+    assert record["Grade"] == letter
+    assert record["Grade_Status"] == "Marking completed"
+    assert record["Attempt_Number"] == 1
+    assert record["Feedback"] == "Well argued."
+    rows = record["Learning_Outcomes_Assessm"]
+    assert [r["Criterion_Code"] for r in rows] == school["codes"]
+    assert {r["Criterion_Code"]: r["Achieved"] for r in rows} == {c: c in met for c in school["codes"]}
+
+
+def test_a_status_staff_moved_forward_stays_and_a_criterion_added_after_grading_is_drift(
+    world: World, school: dict
+):
+    _through(world)
+    _grade(world, school, set(school["codes"]) - {"D1"})
+    _through(world)
+    write_back_grades(world.zoho(), world.store, TENANT)
+    key = f"{school['learner']}_"
+    [record] = [
+        r
+        for r in world.zoho_sim.records("BTEC_Grades")
+        if str(r.get("Moodle_Grade_Composite_Key", "")).startswith(key)
+    ]
+    world.zoho_sim.update("BTEC_Grades", record["id"], Grade_Status="Released")
+    world.sync_zoho()
+
+    _grade(world, school, set(school["codes"]))  # regraded: every criterion met
+    _through(world)
+    write_back_grades(world.zoho(), world.store, TENANT)
+    record = world.zoho_sim.record("BTEC_Grades", record["id"])
+    assert record["Grade"] == "D" and record["Grade_Status"] == "Released"
+
+    # a criterion added in Zoho after learners were graded is not pushed over their fillings
+    free = next(f"M{n}" for n in range(1, 10) if f"M{n}" not in school["codes"])
+    world.zoho_sim.update("BTEC", school["unit"], **{f"{free}_description": "A new merit criterion"})
+    world.sync_zoho()
+    before = _rubric(world, school["assignment"]["cmid"])
+    report = reconcile_rubrics(
+        world.moodle(), world.store, TENANT, GradingConfig(), service_user_id=SERVICE_USER
+    )
+    assert report.pushes == []
+    assert _rubric(world, school["assignment"]["cmid"]) == before
+    drift = world.store.moodle.drift(TENANT, "rubric")
+    assert len(drift) == 1 and free in drift["detail"].iloc[0] and "rubric editor" in drift["detail"].iloc[0]
+
+
+def test_an_incomplete_filling_is_reported_not_graded(world: World, school: dict):
+    _through(world)
+    rubric = _rubric(world, school["assignment"]["cmid"])
+    first = next(iter(rubric.values()))
+    world.moodle().save_assign_grade(
+        school["assignment"]["assignmentid"],
+        school["learner"],
+        rubric={int(first["id"]): int(first["levels"][1]["id"])},
+    )
+    grades = _through(world)
+    row = grades[(grades["grading"] == "criteria") & (grades["moodle_user_id"] == school["learner"])].iloc[0]
+    assert row["letter"] is None and "incomplete" in row["reason"]
+    report = write_back_grades(world.zoho(), world.store, TENANT)
+    assert row["composite_key"] not in {p.key for p in report.pushes}
+    assert "incomplete" in report.skipped.set_index("key").at[row["composite_key"], "reason"]
