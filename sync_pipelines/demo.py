@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 import dagster as dg
 import pandas as pd
 
+from sync_pipelines.btec import unit_criteria
 from sync_pipelines.definitions import defs
+from sync_pipelines.moodle.client import MoodleClient
 from sync_pipelines.sandbox import (
     DEMO_MOODLE_TOKEN,
     DEMO_SEED,
@@ -31,7 +33,7 @@ from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, lo
 from sync_pipelines.tenants import Tenant, read_tenants, sync_partitions
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.zoho.assets import zoho_ops_config
-from sync_pipelines.zoho.modules import MODULES
+from sync_pipelines.zoho.modules import MODULES, module
 
 TENANT = "demo_school"
 COUNT_COLUMNS = ["NEW", "UNCHANGED", "UPDATED", "REFRESHED", "INVALID", "DELETED"]
@@ -89,6 +91,75 @@ def _mark_work(moodle: MoodleSimulator, store: Warehouse) -> str:
             moodle.set_grade(course_id, user_id, item, float((37 + 11 * n) % 101))
             marked += 1
     return f"marked {marked} submissions in {len(courses)} Moodle courses"
+
+
+def _criteria_course(store: Warehouse) -> tuple[int, str] | None:
+    """A synced course of a class whose unit has Pass, Merit and Distinction criteria, with learners."""
+    criteria = unit_criteria(store.read_table(TENANT, module("units")))
+    bands = criteria.groupby("unit_id")["band"].apply(set)
+    units = set(bands[bands.map(lambda b: {"P", "M", "D"} <= b)].index)
+    classes = store.read_table(TENANT, module("classes"))
+    courses = store.moodle.id_map(TENANT, "course")["moodle_id"]
+    held = store.moodle.enrolments(TENANT)
+    for klass, unit in zip(classes["zoho_id"], classes["unit_id"], strict=True):
+        if unit in units and klass in courses.index:
+            course = int(courses[klass])
+            if ((held["moodle_course_id"] == course) & (held["role_id"] == 5)).sum() >= 3:
+                return course, unit
+    return None
+
+
+def _set_assessment(moodle: MoodleSimulator, store: Warehouse) -> str:
+    """A teacher adds the unit's assessment to a course: the next run gives it the unit's rubric."""
+    found = _criteria_course(store)
+    if found is None:
+        return "no class of a unit with P, M and D criteria to assess"
+    moodle.add_assignment(found[0], "BTEC Assignment 1")
+    return f"added 'BTEC Assignment 1' to Moodle course {found[0]} (unit {found[1]})"
+
+
+def _mark_by_criteria(moodle: MoodleSimulator, store: Warehouse) -> str:
+    """The teacher marks three learners with the rubric: everything met, all P and M, one P missed."""
+    rubrics = store.moodle.rubrics(TENANT)
+    rubrics = rubrics[rubrics["definition_id"].notna()]
+    if rubrics.empty:
+        return "no rubric to mark with"
+    r = rubrics.iloc[0]
+    client = MoodleClient(tenant_id=TENANT, base_url=moodle.base_url, token=DEMO_MOODLE_TOKEN)
+    [area] = client.grading_definitions([int(r["cmid"])])
+    rubric = next(d for d in area["definitions"] if d["method"] == "rubric")["rubric"]["rubric_criteria"]
+    learners = [e["userid"] for e in moodle.enrolments(int(r["course_id"])) if e["roleid"] == 5][:3]
+    for learner, missed in zip(learners, (set(), {"D"}, {"P1"}), strict=False):
+        filling = {}
+        for c in rubric:
+            code = c["description"].split(":")[0]
+            met = not (code in missed or code[0] in missed)
+            filling[int(c["id"])] = int(
+                next(lv["id"] for lv in c["levels"] if lv["score"] == (1 if met else 0))
+            )
+        client.save_assign_grade(
+            int(r["assignment_id"]), learner, rubric=filling, comment="Marked against the unit's criteria."
+        )
+    return f"marked {len(learners)} learners of course {int(r['course_id'])} against the unit's {len(rubric)} criteria"
+
+
+def _print_criteria(store: Warehouse, sim: ZohoSimulator) -> None:
+    grades = store.moodle.grades(TENANT)
+    grades = grades[grades["grading"] == "criteria"]
+    if grades.empty:
+        return
+    records = {r.get("Moodle_Grade_Composite_Key"): r for r in sim.records("BTEC_Grades")}
+    print(
+        "\nCriteria grades in Zoho's BTEC_Grades (from the learners' rubric fillings, never the percentage):"
+    )
+    for g in grades.itertuples():
+        record = records.get(g.composite_key) or {}
+        rows = record.get("Learning_Outcomes_Assessm") or []
+        met = " ".join(f"{r.get('Criterion_Code')}{'+' if r.get('Achieved') else '-'}" for r in rows)
+        print(
+            f"  {g.composite_key:<10} gradebook {g.percentage:5.1f} %  →  Grade {record.get('Grade')!s:<3}"
+            f"{record.get('Grade_Status')!s:<18}  {met}"
+        )
 
 
 def _school_day(sim: ZohoSimulator) -> list[str]:
@@ -212,12 +283,16 @@ def main(argv: list[str] | None = None) -> int:
             _print_examples(store, first)
             _print_table("Run 1: writes to Moodle and back to Zoho", _moodle_report(store, first))
 
-            done = [*_school_day(sim), _mark_work(moodle, store)]
+            done = [*_school_day(sim), _mark_work(moodle, store), _set_assessment(moodle, store)]
             print("\nA school day: " + "; ".join(done) + ".")
             second = _run(instance)
             _print_table("Run 2: incremental sync, Zoho → warehouse", _report(store, second))
             _print_examples(store, second)
             _print_table("Run 2: writes to Moodle and back to Zoho", _moodle_report(store, second))
+            print("\nMarking by criteria: " + _mark_by_criteria(moodle, store) + ".")
+            marked = _run(instance)
+            _print_table("Run 2b: the criteria marked in Moodle, back to Zoho", _moodle_report(store, marked))
+            _print_criteria(store, sim)
             # The write-back of run 2 made records in Zoho (BTEC_Grades) after run 2 read it: the
             # next scheduled read brings them, as it would 15 minutes later.
             third = _run(instance, "zoho_full_sync")
