@@ -114,7 +114,8 @@ reliability: install
 
 ## The Moodle side on a real Moodle site, not run in CI (it needs the site): MOODLE_URL, MOODLE_TOKEN
 ## (the pipeline's, from the plugin's cli/setup_pipeline.php), MOODLE_ADMIN_TOKEN (for changes "by
-## hand"), GRADE_COURSE (a course with graded activities). It writes to the site: use a test site.
+## hand"), GRADE_COURSE (a course with graded activities), MOODLE_DIR (the Moodle code, when run on the
+## Moodle server: adds a unit assessment for the criteria check). It writes to the site: use a test site.
 MOODLE_URL ?= http://127.0.0.1:8499
 moodle-acceptance: install
-	$(BIN)/python scripts/moodle_acceptance.py --url $(MOODLE_URL) $(if $(GRADE_COURSE),--grade-course $(GRADE_COURSE))
+	$(BIN)/python scripts/moodle_acceptance.py --url $(MOODLE_URL) $(if $(GRADE_COURSE),--grade-course $(GRADE_COURSE)) $(if $(MOODLE_DIR),--moodle-dir $(MOODLE_DIR))

@@ -10,7 +10,11 @@ demo school, Moodle is the site given — and checks, on that site, what the rea
 4. an account made by hand with a student's e-mail is linked (its idnumber becomes the Zoho id);
 5. an enrolment removed by hand is restored at the next run, and the drift report says so;
 6. a course and an account made by hand that Zoho does not know are reported, and not deleted;
-7. a run after that writes nothing.
+7. a run after that writes nothing;
+8. with ``--moodle-dir`` (the script then runs on the Moodle server): a unit assessment added to a
+   class's course gets the unit's rubric at the next run, a learner graded through
+   ``mod_assign_save_grade`` against it reaches the Zoho simulator's ``BTEC_Grades`` with the grade
+   the criteria imply (never the gradebook's percentage) and one criteria row per criterion.
 
 Needs the pipeline's token (``MOODLE_TOKEN``, made by the plugin's ``cli/setup_pipeline.php``)
 and, for the changes "by hand", an administrator's token (``MOODLE_ADMIN_TOKEN``) for the same
@@ -21,7 +25,9 @@ Usage: python scripts/moodle_acceptance.py --url http://127.0.0.1:8499 [--grade-
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +37,10 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from sync_pipelines.btec import unit_criteria
 from sync_pipelines.definitions import build_definitions
 from sync_pipelines.moodle.client import MoodleClient
+from sync_pipelines.moodle.criteria import assessable_courses
 from sync_pipelines.moodle.entities import epoch_seconds
 from sync_pipelines.moodle.preflight import preflight
 from sync_pipelines.moodle.resource import MoodleResource
@@ -66,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20261207)
     parser.add_argument(
         "--grade-course", type=int, action="append", default=[], help="a course with graded activities"
+    )
+    parser.add_argument(
+        "--moodle-dir", help="the Moodle code on this machine: adds a unit assessment (criteria check)"
     )
     args = parser.parse_args(argv)
     token, admin_token = os.environ.get("MOODLE_TOKEN"), os.environ.get("MOODLE_ADMIN_TOKEN")
@@ -297,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 third.success and again.empty,
                 f"{len(again)} Moodle writes in run 3 (run 2 made {len(after[(after['target'] == 'moodle') & (after['outcome'] != 'skipped')])})",
             )
+            if args.moodle_dir:
+                _criteria(results, args.moodle_dir, store, sim, admin, run, instance, run_tag)
     finally:
         sim.stop()
     failed = [name for name, ok, _ in results if not ok]
@@ -304,6 +317,87 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{len(results) - len(failed)}/{len(results)} checks passed in {time.perf_counter() - started:.0f} s; Moodle calls of the pipeline's client in this script: {pipeline.stats.calls}"
     )
     return 1 if failed else 0
+
+
+def _criteria(results, moodle_dir, store, sim, admin, run, instance, run_tag) -> None:
+    """Check 8 (module docstring)."""
+    found = assessable_courses(store, TENANT)
+    if found.empty:
+        _check(
+            results,
+            "criteria: a class of a unit with P, M and D criteria",
+            False,
+            "none in the acceptance school",
+        )
+        return
+    course, unit = int(found["course_id"].iloc[0]), found["unit_zoho_id"].iloc[0]
+    made = json.loads(
+        subprocess.run(
+            [
+                "php",
+                str(Path(__file__).with_name("moodle_add_assignment.php")),
+                moodle_dir,
+                str(course),
+                f"BTEC Acceptance {run_tag}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    t0 = time.perf_counter()
+    fourth = run(instance)
+    rubrics = store.moodle.rubrics(TENANT).set_index("cmid")
+    [area] = admin.grading_definitions([made["cmid"]])
+    rubric = next((d for d in area["definitions"] if d["method"] == "rubric"), None)
+    criteria = unit_criteria(store.read_table(TENANT, module("units")))
+    codes = list(criteria[criteria["unit_id"] == unit]["code"])
+    got = [
+        c["description"].split(":")[0] for c in (rubric or {}).get("rubric", {}).get("rubric_criteria", [])
+    ]
+    _check(
+        results,
+        "criteria: the unit's rubric is made on its assessment",
+        fourth.success and got == codes and made["cmid"] in rubrics.index,
+        f"assignment cmid {made['cmid']} in course {course}: rubric {' '.join(got)} (Zoho: {' '.join(codes)}); {time.perf_counter() - t0:.1f} s",
+    )
+    if rubric is None:
+        return
+    learner = int(
+        next(
+            u["id"]
+            for u in admin.get_enrolled_users(course)
+            if any(r.get("roleid") == 5 for r in u.get("roles") or [])
+        )
+    )
+    missed = next(c for c in codes if c.startswith("D"))  # every P and M met, one D missed: M
+    filling = {
+        int(c["id"]): int(
+            next(
+                lv["id"]
+                for lv in c["levels"]
+                if lv["score"] == (0 if c["description"].startswith(missed + ":") else 1)
+            )
+        )
+        for c in rubric["rubric"]["rubric_criteria"]
+    }
+    admin.save_assign_grade(
+        made["assignmentid"], learner, rubric=filling, comment="Acceptance: marked against the criteria."
+    )
+    fifth = run(instance)
+    grades = store.moodle.grades(TENANT)
+    row = grades[(grades["grading"] == "criteria") & (grades["moodle_user_id"] == learner)]
+    key = row["composite_key"].iloc[0] if len(row) else None
+    record = next((r for r in sim.records("BTEC_Grades") if r.get("Moodle_Grade_Composite_Key") == key), {})
+    rows = record.get("Learning_Outcomes_Assessm") or []
+    shown = " ".join(f"{r.get('Criterion_Code')}{'+' if r.get('Achieved') else '-'}" for r in rows)
+    pct = float(row["percentage"].iloc[0]) if len(row) else float("nan")
+    _check(
+        results,
+        "criteria: a learner graded with mod_assign_save_grade reaches BTEC_Grades with the grade the criteria imply",
+        fifth.success and record.get("Grade") == "M" and len(rows) == len(codes),
+        f"user {learner}: gradebook {pct:.1f} %, Zoho Grade {record.get('Grade')!r}, status {record.get('Grade_Status')!r}, criteria {shown}",
+    )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines.btec import unit_criteria
 from sync_pipelines.definitions import defs
 from sync_pipelines.moodle.client import MoodleClient
+from sync_pipelines.moodle.criteria import assessable_courses
 from sync_pipelines.sandbox import (
     DEMO_MOODLE_TOKEN,
     DEMO_SEED,
@@ -33,7 +33,7 @@ from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, lo
 from sync_pipelines.tenants import Tenant, read_tenants, sync_partitions
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.zoho.assets import zoho_ops_config
-from sync_pipelines.zoho.modules import MODULES, module
+from sync_pipelines.zoho.modules import MODULES
 
 TENANT = "demo_school"
 COUNT_COLUMNS = ["NEW", "UNCHANGED", "UPDATED", "REFRESHED", "INVALID", "DELETED"]
@@ -93,29 +93,14 @@ def _mark_work(moodle: MoodleSimulator, store: Warehouse) -> str:
     return f"marked {marked} submissions in {len(courses)} Moodle courses"
 
 
-def _criteria_course(store: Warehouse) -> tuple[int, str] | None:
-    """A synced course of a class whose unit has Pass, Merit and Distinction criteria, with learners."""
-    criteria = unit_criteria(store.read_table(TENANT, module("units")))
-    bands = criteria.groupby("unit_id")["band"].apply(set)
-    units = set(bands[bands.map(lambda b: {"P", "M", "D"} <= b)].index)
-    classes = store.read_table(TENANT, module("classes"))
-    courses = store.moodle.id_map(TENANT, "course")["moodle_id"]
-    held = store.moodle.enrolments(TENANT)
-    for klass, unit in zip(classes["zoho_id"], classes["unit_id"], strict=True):
-        if unit in units and klass in courses.index:
-            course = int(courses[klass])
-            if ((held["moodle_course_id"] == course) & (held["role_id"] == 5)).sum() >= 3:
-                return course, unit
-    return None
-
-
 def _set_assessment(moodle: MoodleSimulator, store: Warehouse) -> str:
     """A teacher adds the unit's assessment to a course: the next run gives it the unit's rubric."""
-    found = _criteria_course(store)
-    if found is None:
+    found = assessable_courses(store, TENANT, min_learners=3)
+    if found.empty:
         return "no class of a unit with P, M and D criteria to assess"
-    moodle.add_assignment(found[0], "BTEC Assignment 1")
-    return f"added 'BTEC Assignment 1' to Moodle course {found[0]} (unit {found[1]})"
+    course, unit = int(found["course_id"].iloc[0]), found["unit_zoho_id"].iloc[0]
+    moodle.add_assignment(course, "BTEC Assignment 1")
+    return f"added 'BTEC Assignment 1' to Moodle course {course} (unit {unit})"
 
 
 def _mark_by_criteria(moodle: MoodleSimulator, store: Warehouse) -> str:

@@ -112,6 +112,31 @@ def assessments(
     return (pd.DataFrame(rows, columns=empty.columns) if rows else empty), criteria
 
 
+def assessable_courses(store: Warehouse, tenant_id: str, *, min_learners: int = 1) -> pd.DataFrame:
+    """Synced courses of classes whose unit has Pass, Merit and Distinction criteria, with at least
+    ``min_learners`` students enrolled (``course_id``, ``class_zoho_id``, ``unit_zoho_id``,
+    ``learners``): where a demo or an acceptance run can add a unit assessment."""
+    criteria = unit_criteria(store.read_table(tenant_id, module("units")))
+    bands = criteria.groupby("unit_id")["band"].apply(set)
+    units = set(bands[bands.map(lambda b: {"P", "M", "D"} <= b)].index)
+    classes = store.read_table(tenant_id, module("classes"))
+    courses = store.moodle.id_map(tenant_id, "course")["moodle_id"]
+    held = store.moodle.enrolments(tenant_id)
+    learners = held[held["role_id"] == 5].groupby("moodle_course_id").size()
+    rows = [
+        {
+            "course_id": int(courses[k]),
+            "class_zoho_id": k,
+            "unit_zoho_id": u,
+            "learners": int(learners.get(int(courses[k]), 0)),
+        }
+        for k, u in zip(classes["zoho_id"], classes["unit_id"], strict=True)
+        if u in units and k in courses.index
+    ]
+    out = pd.DataFrame(rows, columns=["course_id", "class_zoho_id", "unit_zoho_id", "learners"])
+    return out[out["learners"] >= min_learners].reset_index(drop=True)
+
+
 def _code(description: str) -> str:
     return str(description).split(":", 1)[0].strip().upper()
 
