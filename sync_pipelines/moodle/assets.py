@@ -98,10 +98,14 @@ def run_preflight(client: MoodleClient, store: Warehouse, tenant_id: str) -> lis
     the pipeline manages; recorded in ``moodle_site``."""
     users = store.moodle.id_map(tenant_id, "user")
     courses = store.moodle.id_map(tenant_id, "course")
+    rubrics = store.moodle.rubrics(tenant_id)
     findings = preflight.preflight(
         client,
         known_users=[(int(m), str(z)) for z, m in users["moodle_id"].head(preflight.MAX_USERS).items()],
         course_ids=[int(m) for m in courses["moodle_id"].head(preflight.MAX_COURSES)],
+        assessments=[
+            (int(c), int(a)) for c, a in zip(rubrics["cmid"], rubrics["assignment_id"], strict=True)
+        ],
     )
     store.moodle.save_preflight(tenant_id, [asdict(f) for f in findings], all(f.ok for f in findings))
     return findings

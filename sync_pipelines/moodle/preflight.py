@@ -126,6 +126,7 @@ def preflight(
     *,
     known_users: Sequence[tuple[int, str]] = (),
     course_ids: Sequence[int] = (),
+    assessments: Sequence[tuple[int, int]] = (),
 ) -> list[Finding]:
     """Check the token's service and role on a live site, before the pipeline's first write.
 
@@ -139,6 +140,8 @@ def preflight(
         known_users: ``(moodle id, idnumber)`` of users the pipeline already manages (the first
             :data:`MAX_USERS` are checked); without them, users enrolled in the courses checked.
         course_ids: courses to check (the first :data:`MAX_COURSES`); without them, the site's newest.
+        assessments: ``(cmid, assignment id)`` of unit assessments with a rubric (the first
+            :data:`MAX_COURSES`): their grading area and grades must be visible (2 calls more).
 
     Returns:
         One finding per check (one per course for the grade items), failed ones naming the capability.
@@ -159,11 +162,72 @@ def preflight(
         courses = _newest_courses(client, functions, site_id)
     findings.extend(_check_users(client, functions, known_users, courses, token_userid))
     findings.extend(_check_grade_items(client, functions, courses, token_userid))
+    if assessments:
+        findings.extend(_check_assessments(client, functions, list(assessments)[:MAX_COURSES]))
     for finding in findings:
         (logger.info if finding.ok else logger.warning)(
             "tenant %s: preflight %s: %s", client.tenant_id, finding.check, finding.message
         )
     return findings
+
+
+CHECK_GRADING = "rubric_fillings"
+VIEW_ASSIGN = "mod/assign:view"
+VIEW_GRADES = "mod/assign:viewgrades"
+
+
+def _check_assessments(
+    client: MoodleClient, functions: set[str], assessments: list[tuple[int, int]]
+) -> list[Finding]:
+    """Criteria grading's two silent gaps (recorded from Moodle 4.5: fixtures/moodle45/grading/):
+    ``core_grading_get_definitions`` leaves out, with only a warning, an activity the role cannot
+    see (no ``mod/assign:view``); ``mod_assign_get_grades`` answers ``assignments: []`` with a
+    warning ``1`` when the role may not read grades (no ``mod/assign:viewgrades`` or ``:grade``);
+    an assignment without grades is warning ``3``, which is no gap."""
+    needed = ("core_grading_get_definitions", "mod_assign_get_grades")
+    if not all(f in functions for f in needed):
+        return [Finding(CHECK_GRADING, True, None, "not checked: the service lacks the grading functions")]
+    cmids = [c for c, _ in assessments]
+    body = client.call(
+        "core_grading_get_definitions", {"cmids": cmids, "areaname": "submissions", "activeonly": 0}
+    )
+    seen = {int(a.get("cmid")) for a in (body or {}).get("areas") or [] if isinstance(a, dict)}
+    hidden = [c for c in cmids if c not in seen]
+    out = []
+    if hidden:
+        out.append(
+            Finding(
+                CHECK_GRADING,
+                False,
+                VIEW_ASSIGN,
+                f"core_grading_get_definitions does not answer the unit assessments {_ids(hidden)} (no error): "
+                f"the role lacks {VIEW_ASSIGN}, so their rubrics are neither made nor read",
+            )
+        )
+    ids = [a for _, a in assessments]
+    body = client.call("mod_assign_get_grades", {"assignmentids": ids, "since": 0})
+    refused = [
+        w.get("itemid")
+        for w in (body or {}).get("warnings") or []
+        if isinstance(w, dict) and str(w.get("warningcode")) == "1"
+    ]
+    if refused:
+        out.append(
+            Finding(
+                CHECK_GRADING,
+                False,
+                VIEW_GRADES,
+                f"mod_assign_get_grades refuses assignments {_ids([int(r) for r in refused if r is not None])} with "
+                f"only a warning: the role lacks {VIEW_GRADES}, so no learner's criteria reach Zoho",
+            )
+        )
+    if not out:
+        out.append(
+            Finding(
+                CHECK_GRADING, True, None, f"the rubrics and grades of assessments {_ids(cmids)} are visible"
+            )
+        )
+    return out
 
 
 # --- service functions ----------------------------------------------------------------------------

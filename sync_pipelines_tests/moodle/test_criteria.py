@@ -191,3 +191,71 @@ def test_an_incomplete_filling_is_reported_not_graded(world: World, school: dict
     report = write_back_grades(world.zoho(), world.store, TENANT)
     assert row["composite_key"] not in {p.key for p in report.pushes}
     assert "incomplete" in report.skipped.set_index("key").at[row["composite_key"], "reason"]
+
+
+@pytest.mark.parametrize(
+    ("missing", "named"),
+    [
+        ({"mod/assign:viewgrades", "mod/assign:grade"}, "mod/assign:viewgrades"),
+        ({"mod/assign:view"}, "mod/assign:view"),
+    ],
+)
+def test_the_preflight_names_what_criteria_grading_cannot_see_without(
+    world: World, school: dict, missing, named
+):
+    from sync_pipelines.moodle.preflight import CHECK_GRADING, preflight
+
+    _through(world)
+    pair = [(school["assignment"]["cmid"], school["assignment"]["assignmentid"])]
+    assert all(f.ok for f in preflight(world.moodle(), assessments=pair) if f.check == CHECK_GRADING)
+    world.moodle_sim.set_missing_capabilities(missing)
+    failed = [f for f in preflight(world.moodle(), assessments=pair) if f.check == CHECK_GRADING and not f.ok]
+    # without mod/assign:view Moodle refuses the grades too: the first finding names the cause
+    assert failed and failed[0].capability == named
+
+
+def test_a_school_with_other_subform_names_gets_its_own_rows(world: World, school: dict, tmp_path):
+    import yaml
+
+    from sync_pipelines.tenants import read_tenants
+
+    path = tmp_path / "tenants.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tenants": [
+                    {
+                        "id": TENANT,
+                        "zoho": {
+                            "accounts_url": "http://127.0.0.1:1",
+                            "client_id_env": "X_ID",
+                            "client_secret_env": "X_SECRET",
+                            "refresh_token_env": "X_REFRESH",
+                        },
+                        "grading": {
+                            "subform_fields": {
+                                "code": "Code",
+                                "title": "Title",
+                                "achieved": "Met",
+                                "feedback": "Notes",
+                            },
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    tenant = read_tenants(path).get(TENANT)
+    _through(world, tenant.grading)
+    _grade(world, school, set(school["codes"]) - {"D1"})
+    grades = _through(world, tenant.grading)
+    write_back_grades(world.zoho(), world.store, TENANT, tenant=tenant)
+    key = grades[(grades["grading"] == "criteria") & (grades["moodle_user_id"] == school["learner"])][
+        "composite_key"
+    ].iloc[0]
+    [record] = [
+        r for r in world.zoho_sim.records("BTEC_Grades") if r.get("Moodle_Grade_Composite_Key") == key
+    ]
+    assert record["Grade"] == "M"
+    assert [r["Code"] for r in record["Learning_Outcomes_Assessm"]] == school["codes"]
+    assert {r["Code"]: r["Met"] for r in record["Learning_Outcomes_Assessm"]}["D1"] is False
