@@ -140,7 +140,10 @@ def _criteria_fields(
             fields["Grader_Name"] = grader_name.get(int(r.grader_id)) or f"Moodle user {int(r.grader_id)}"
         if grading.subform:
             fields[grading.subform] = filling_rows(
-                criteria[criteria["unit_id"] == r.unit_zoho_id], achieved, fields=grading.subform_fields
+                criteria[criteria["unit_id"] == r.unit_zoho_id],
+                achieved,
+                json.loads(r.remarks) if isinstance(r.remarks, str) else None,
+                fields=grading.subform_fields,
             )
         status = grading.next_status(status_now.get(r.composite_key), True)
         if status is not None:

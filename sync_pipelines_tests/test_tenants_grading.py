@@ -168,7 +168,11 @@ def test_a_school_without_rr_writes_r_on_the_last_attempt():
 @pytest.mark.parametrize(
     ("grading", "zoho", "message"),
     [
-        ("RR", {}, "grading must be a mapping (subform, subform_fields, grades, statuses, attempts)"),
+        (
+            "RR",
+            {},
+            "grading must be a mapping (subform, subform_fields, grades, statuses, attempts, assessment_prefix)",
+        ),
         ({"grade": {"P": "Pass"}}, {}, "grading has unknown keys 'grade': expected subform, subform_fields"),
         ({"subform": "Learning Outcomes"}, {}, "grading.subform must be a Zoho API name"),
         ({"subform": ""}, {}, "grading.subform must be a Zoho API name"),

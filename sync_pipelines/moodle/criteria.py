@@ -316,6 +316,7 @@ def rubric_fillings(
         "grader_id",
         "graded_at",
         "achieved",
+        "remarks",
     ]
     if rubrics.empty:
         return pd.DataFrame(columns=cols)
@@ -330,12 +331,14 @@ def rubric_fillings(
             g = grades.get(int(inst.get("itemid", -1)))
             if g is None:  # an earlier attempt's filling: the latest one counts
                 continue
-            achieved = {}
+            achieved, remarks = {}, {}
             for filling in (inst.get("rubric") or {}).get("criteria") or []:
                 code = stored["criteria"].get(str(filling.get("criterionid")))
                 score = stored["levels"].get(str(filling.get("levelid")))
                 if code is not None and score is not None:
                     achieved[code] = score > 0
+                    if str(filling.get("remark") or "").strip():
+                        remarks[code] = str(filling["remark"]).strip()
             out.append(
                 {
                     "moodle_user_id": int(g["userid"]),
@@ -347,6 +350,7 @@ def rubric_fillings(
                     "grader_id": int(g["grader"]) if g.get("grader") not in (None, -1) else None,
                     "graded_at": int(g.get("timemodified") or 0),
                     "achieved": achieved,
+                    "remarks": remarks,
                 }
             )
     return pd.DataFrame(out, columns=cols)

@@ -96,7 +96,7 @@ def collect_grades(
     grades["btec_grade"] = by_percentage["btec_grade"]
     grades["letter"] = by_percentage["letter"]
     grades["grading"] = "percentage"
-    for column in ("criteria", "reason", "unit_zoho_id", "attempt", "grader_id", "graded_at"):
+    for column in ("criteria", "remarks", "reason", "unit_zoho_id", "attempt", "grader_id", "graded_at"):
         grades[column] = None
     grades = _by_criteria(client, store, tenant_id, grades, grading or GradingConfig(), set(wanted))
     grades["fingerprint"] = fingerprint(
@@ -110,6 +110,7 @@ def collect_grades(
             "class_zoho_id",
             "letter",
             "criteria",
+            "remarks",
             "attempt",
             "feedback",
         ],
@@ -155,6 +156,7 @@ def _by_criteria(
         grades.at[idx, "btec_grade"] = NAMES.get(outcome.letter) if outcome.letter else None
         grades.at[idx, "reason"] = outcome.reason
         grades.at[idx, "criteria"] = json.dumps(dict(sorted(f.achieved.items())))
+        grades.at[idx, "remarks"] = json.dumps(dict(sorted(f.remarks.items()))) if f.remarks else None
         grades.at[idx, "unit_zoho_id"] = f.unit_zoho_id
         grades.at[idx, "attempt"] = int(f.attempt)
         grades.at[idx, "grader_id"] = f.grader_id

@@ -65,6 +65,7 @@ moodle_grades = sa.Table(
     ),
     sa.Column("grading", sa.String(16), comment="percentage, or criteria (a rubric of the unit's criteria)"),
     sa.Column("criteria", sa.Text(), comment="JSON: criterion code → achieved, for a criteria grade"),
+    sa.Column("remarks", sa.Text(), comment="JSON: criterion code → the grader's remark on it"),
     sa.Column("reason", sa.Text(), comment="why the criteria give this grade, or no grade"),
     sa.Column("unit_zoho_id", sa.String(32)),
     sa.Column("attempt", sa.Integer(), comment="1 for the first attempt, 2 for a resubmission"),

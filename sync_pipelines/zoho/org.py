@@ -379,9 +379,24 @@ def tenant_modules(tenant: Tenant, org: OrgMetadata) -> tuple[ModuleSpec, ...]:
         problems += found
         if built is not None:
             specs.append(built)
+    problems += _grading_problems(tenant, specs)
     if problems:
         raise OrgSchemaError(tenant.id, problems)
     return tuple(specs)
+
+
+def _grading_problems(tenant: Tenant, specs: Sequence[ModuleSpec]) -> list[str]:
+    """The school's ``grading`` values its org's ``Grade`` and ``Grade_Status`` picklists lack."""
+    grades = next((s for s in specs if s.name == "grades"), None)
+    if grades is None:
+        return []
+    mapping = tenant.zoho.mapping
+    meta = grades.field_metadata
+    grade, status = (mapping.field_api_name("grades", f) for f in ("Grade", "Grade_Status"))
+    if not grade or not status or grade not in meta or status not in meta:
+        return []
+    found = tenant.grading.org_problems(field_picklist(meta[grade]), field_picklist(meta[status]))
+    return [f"{grades.api_name}: {p}" for p in found]
 
 
 __all__ = [

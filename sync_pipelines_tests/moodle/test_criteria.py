@@ -62,7 +62,10 @@ def _rubric(world: World, cmid: int) -> dict:
 def _grade(world: World, school: dict, met: set[str]) -> None:
     rubric = _rubric(world, school["assignment"]["cmid"])
     filling = {
-        int(c["id"]): int(next(lv["id"] for lv in c["levels"] if lv["score"] == (1 if code in met else 0)))
+        int(c["id"]): {
+            "levelid": int(next(lv["id"] for lv in c["levels"] if lv["score"] == (1 if code in met else 0))),
+            "remark": "" if code in met else f"{code}: not yet shown",
+        }
         for code, c in rubric.items()
     }
     world.moodle().save_assign_grade(
@@ -138,6 +141,9 @@ def test_a_learners_criteria_reach_zoho_with_the_grade_they_imply(world: World, 
     rows = record["Learning_Outcomes_Assessm"]
     assert [r["Criterion_Code"] for r in rows] == school["codes"]
     assert {r["Criterion_Code"]: r["Achieved"] for r in rows} == {c: c in met for c in school["codes"]}
+    assert {r["Criterion_Code"]: r["Feedback"] for r in rows if r["Feedback"]} == {
+        c: f"{c}: not yet shown" for c in school["codes"] if c not in met
+    }
 
 
 def test_a_status_staff_moved_forward_stays_and_a_criterion_added_after_grading_is_drift(

@@ -549,3 +549,24 @@ def test_load_tenant_modules_raises_one_error_for_the_whole_org(engine):
         load_tenant_modules(engine, _tenant(), stub, max_age=timedelta(hours=6), now=T0)
     assert len(info.value.problems) == 2
     assert isinstance(cached_org(engine, TENANT), OrgMetadata)  # what was fetched is cached all the same
+
+
+def test_grading_values_the_orgs_picklists_lack_are_named_by_the_org_check():
+    zoho = {"data_centre": "eu", "client_id_env": "I", "client_secret_env": "S", "refresh_token_env": "R"}
+    tenant = parse_tenants(
+        {
+            "tenants": [
+                {
+                    "id": TENANT,
+                    "zoho": zoho,
+                    "grading": {"grades": {"M": "Merit"}, "statuses": {"marked": "Marked"}},
+                }
+            ]
+        }
+    )[TENANT]
+    with pytest.raises(OrgSchemaError) as info:
+        tenant_modules(tenant, shipped_org(TENANT))
+    text = str(info.value)
+    assert "grading.grades.M: 'Merit' is not a value of the Grade picklist" in text
+    assert "grading.statuses.marked: 'Marked' is not a value of the Grade_Status picklist" in text
+    assert tenant_modules(_tenant(), shipped_org(TENANT))  # the defaults fit the shipped org
