@@ -139,7 +139,18 @@ def _by_criteria(
 ) -> pd.DataFrame:
     """Grade the items of rubric assessments from the learners' criteria (see collect_grades)."""
     fillings = rubric_fillings(client, store, tenant_id, courses)
-    if fillings.empty or grades.empty:
+    rubrics = store.moodle.rubrics(tenant_id)
+    assessed = set(rubrics.loc[rubrics["definition_id"].notna(), "cmid"].astype(int))
+    if grades.empty or not assessed:
+        return grades
+    # An item of a rubric assessment is never graded by its percentage: without a filling of the
+    # learner's latest attempt (reopened for a resubmission, or marked without the rubric) it waits.
+    on_rubric = grades["cmid"].map(lambda c: c is not None and not pd.isna(c) and int(c) in assessed)
+    grades.loc[on_rubric, ["grading", "letter", "btec_grade"]] = ["criteria", None, None]
+    grades.loc[on_rubric, "reason"] = (
+        "no rubric filling of the latest attempt yet (reopened, or marked without the rubric)"
+    )
+    if fillings.empty:
         return grades
     criteria = unit_criteria(store.read_table(tenant_id, module("units")))
     codes = {u: list(g["code"]) for u, g in criteria.groupby("unit_id", sort=False)}

@@ -265,3 +265,38 @@ def test_a_school_with_other_subform_names_gets_its_own_rows(world: World, schoo
     assert record["Grade"] == "M"
     assert [r["Code"] for r in record["Learning_Outcomes_Assessm"]] == school["codes"]
     assert {r["Code"]: r["Met"] for r in record["Learning_Outcomes_Assessm"]}["D1"] is False
+
+
+def test_a_resubmission_is_attempt_2_and_a_pass_still_missed_on_the_last_attempt_is_the_schools_value(
+    world: World, school: dict
+):
+    grading = GradingConfig(attempts=type(GradingConfig().attempts)(last=2, missed_on_last="RR"))
+    _through(world, grading)
+    rubric = _rubric(world, school["assignment"]["cmid"])
+    filling = {
+        int(c["id"]): int(next(lv["id"] for lv in c["levels"] if lv["score"] == (0 if code == "P1" else 1)))
+        for code, c in rubric.items()
+    }
+    a, learner = school["assignment"]["assignmentid"], school["learner"]
+    world.moodle().save_assign_grade(a, learner, rubric=filling)  # P1 missed: R
+    first = _through(world, grading)
+    row = first[(first["grading"] == "criteria") & (first["moodle_user_id"] == learner)].iloc[0]
+    assert (row["letter"], row["attempt"]) == ("R", 1)
+    write_back_grades(world.zoho(), world.store, TENANT)
+
+    # reopened for a resubmission: until it is marked, the learner's item waits (never graded by
+    # the gradebook's percentage) and Zoho keeps the first attempt's R
+    world.moodle().save_assign_grade(a, learner, rubric=filling, addattempt=True)
+    waiting = _through(world, grading)
+    row = waiting[waiting["composite_key"] == row["composite_key"]].iloc[0]
+    assert row["letter"] is None and "latest attempt" in row["reason"]
+    assert not [
+        p
+        for p in write_back_grades(world.zoho(), world.store, TENANT).pushes
+        if p.key == row["composite_key"]
+    ]
+
+    world.moodle().save_assign_grade(a, learner, rubric=filling, attemptnumber=1)  # P1 still missed
+    second = _through(world, grading)
+    row = second[(second["grading"] == "criteria") & (second["moodle_user_id"] == learner)].iloc[0]
+    assert (row["letter"], row["attempt"]) == ("RR", 2)
