@@ -26,6 +26,7 @@ rubric points: 4 of 5 criteria is 80 %); an incomplete filling is reported, not 
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -142,7 +143,19 @@ def _code(description: str) -> str:
 
 
 def _wanted(criteria: pd.DataFrame) -> list[tuple[str, str]]:
-    return [(c, f"{c}: {d}") for c, d in zip(criteria["code"], criteria["description"], strict=True)]
+    """``(code, "<code>: <description>")`` per criterion (a description that already starts with
+    its code is not prefixed twice)."""
+    out = []
+    for code, text in zip(criteria["code"], criteria["description"], strict=True):
+        text = str(text).strip()
+        out.append((code, text if _code(text) == code and ":" in text else f"{code}: {text}"))
+    return out
+
+
+def _same_text(moodle: object) -> str:
+    """A criterion's description as Moodle answers it, comparable with Zoho's: HTML entities
+    decoded (Moodle answers ``&amp;`` for ``&``), white space collapsed."""
+    return " ".join(html.unescape(str(moodle or "")).split())
 
 
 def _criteria_payload(wanted: list[tuple[str, str]], existing: dict[str, dict] | None = None) -> list[dict]:
@@ -222,8 +235,8 @@ def reconcile_rubrics(
         if rubric is None:
             action, payload = "create", _criteria_payload(wanted)
         elif have_codes == want_codes:
-            texts = {k: str(v.get("description", "")).strip() for k, v in have.items()}
-            changed = [c for c, t in wanted if texts.get(c) != t]
+            texts = {k: _same_text(v.get("description")) for k, v in have.items()}
+            changed = [c for c, t in wanted if texts.get(c) != _same_text(t)]
             active = area.get("activemethod") == "rubric"
             if changed or not active:
                 action, payload = "update", _criteria_payload(wanted, have)

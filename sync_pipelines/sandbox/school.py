@@ -720,7 +720,7 @@ def _add_subforms_and_formulas(rng: random.Random, ids: _Ids, school: dict[str, 
         # where the unit has fewer criteria). No random draw: the rest of the school stays the same.
         for c in CRITERIA:
             unit[c.description_field] = (
-                f"{c.code}: {_CRITERION_TEXT[c.band]} ({unit['Name']})" if c.code in criteria else None
+                f"{_CRITERION_TEXT[c.band]} ({unit['Name']})" if c.code in criteria else None
             )
     totals: dict[str, float] = {}
     for payment in school["BTEC_Payments"]:

@@ -300,3 +300,20 @@ def test_a_resubmission_is_attempt_2_and_a_pass_still_missed_on_the_last_attempt
     second = _through(world, grading)
     row = second[(second["grading"] == "criteria") & (second["moodle_user_id"] == learner)].iloc[0]
     assert (row["letter"], row["attempt"]) == ("RR", 2)
+
+
+def test_a_description_with_an_ampersand_is_not_written_again_on_every_run(world: World, school: dict):
+    world.zoho_sim.update("BTEC", school["unit"], P1_description="Design & develop a database")
+    world.sync_zoho()
+    first = reconcile_rubrics(
+        world.moodle(), world.store, TENANT, GradingConfig(), service_user_id=SERVICE_USER
+    )
+    assert [p.action for p in first.pushes] == ["create"]
+    assert (
+        _rubric(world, school["assignment"]["cmid"])["P1"]["description"]
+        == "P1: Design &amp; develop a database"
+    )
+    again = reconcile_rubrics(
+        world.moodle(), world.store, TENANT, GradingConfig(), service_user_id=SERVICE_USER
+    )
+    assert again.pushes == []
