@@ -96,36 +96,20 @@ sees no ``firstname``/``lastname``: ``fullname`` is then split at its first spac
 import argparse
 import json
 import os
-import re
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from sync_pipelines.moodle.client import REST_PATH, php_form
+from sync_pipelines.sandbox.recorded import resolve
 
 FIXTURES = Path(__file__).resolve().parent.parent / "sync_pipelines_tests" / "fixtures" / "moodle45"
 #: An id no object of the site has.
 ABSENT_ID = 987654321
-_REF = re.compile(r"\{\{(\w+)\}\}")
-
-
-def resolve(value: Any, refs: Mapping[str, int]) -> Any:
-    """``value`` with every ``"{{name}}"`` replaced by the id ``refs[name]`` (an int when alone)."""
-    if isinstance(value, dict):
-        return {k: resolve(v, refs) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve(v, refs) for v in value]
-    if isinstance(value, str):
-        whole = _REF.fullmatch(value)
-        if whole:
-            return refs[whole.group(1)]
-        return _REF.sub(lambda m: str(refs[m.group(1)]), value)
-    return value
 
 
 class Recorder:

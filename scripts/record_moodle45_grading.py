@@ -48,29 +48,15 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sync_pipelines.moodle.client import REST_PATH, php_form
+from sync_pipelines.sandbox.recorded import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "sync_pipelines_tests" / "fixtures" / "moodle45" / "grading"
 MAKE_SITE = FIXTURES / "make_site.php"
 #: An id no object of the site has.
 ABSENT_ID = 987654321
-_REF = re.compile(r"\{\{(\w+)\}\}")
 #: The BTEC levels of every criterion: (score, definition).
 LEVELS = ((0, "Not achieved"), (1, "Achieved"))
-
-
-def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """``"{{name}}"`` -> ``refs[name]`` (inside strings too), recursively."""
-    if isinstance(value, dict):
-        return {k: resolve(v, refs) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve(v, refs) for v in value]
-    if isinstance(value, str):
-        whole = _REF.fullmatch(value)
-        if whole:
-            return refs[whole.group(1)]
-        return _REF.sub(lambda m: str(refs[m.group(1)]), value)
-    return value
 
 
 def at_path(answer: Any, path: str) -> Any:

@@ -7,7 +7,7 @@ or not, leaves a row in ``moodle_push_results`` with Moodle's errorcode and mess
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -280,16 +280,6 @@ class MoodleStore:
         frame = pd.DataFrame(rows, columns=["zoho_id", "zoho_module", "moodle_id", "pushed_fingerprint"])
         return frame.set_index("zoho_id")
 
-    def save_ids(
-        self, tenant_id: str, entity: str, rows: Iterable[Mapping], pushes: Sequence[Push], run_id: str | None
-    ) -> None:
-        """Record Moodle ids (``zoho_id``, ``zoho_module``, ``moodle_id``, ``pushed_fingerprint``) and the pushes."""
-        now = datetime.now(UTC)
-        values = [{"tenant_id": tenant_id, "entity": entity, "pushed_at": now, **r} for r in rows]
-        with self.engine.begin() as conn:
-            self._upsert(conn, moodle_id_map, values, ["tenant_id", "entity", "zoho_id"])
-            self._log(conn, tenant_id, pushes, run_id, now)
-
     def save_reconciliation(
         self,
         tenant_id: str,
@@ -353,31 +343,7 @@ class MoodleStore:
                         [{"z": r["zoho_id"]} for r in rows],
                     )
                     conn.execute(moodle_id_map.insert(), rows)
-            conn.execute(
-                moodle_drift.delete().where(
-                    moodle_drift.c.tenant_id == tenant_id, moodle_drift.c.entity == entity
-                )
-            )
-            if len(drift):
-                conn.execute(
-                    moodle_drift.insert(),
-                    [
-                        {
-                            "tenant_id": tenant_id,
-                            "entity": entity,
-                            "side": d["side"],
-                            "key": str(d["key"]),
-                            "moodle_id": None if pd.isna(d["moodle_id"]) else str(d["moodle_id"]),
-                            "kind": d["kind"],
-                            "detail": str(d["detail"]),
-                            "action": str(d["action"])[:96],
-                            "healed": bool(d["healed"]),
-                            "dagster_run_id": run_id,
-                            "seen_at": now,
-                        }
-                        for d in drift.drop_duplicates(["side", "key"]).to_dict("records")
-                    ],
-                )
+            self._replace_drift(conn, tenant_id, entity, drift, run_id, now)
             self._log(conn, tenant_id, pushes, run_id, now)
 
     def save_rubrics(
@@ -402,32 +368,42 @@ class MoodleStore:
             conn.execute(moodle_rubrics.delete().where(moodle_rubrics.c.tenant_id == tenant_id))
             if rows:
                 conn.execute(moodle_rubrics.insert(), rows)
-            conn.execute(
-                moodle_drift.delete().where(
-                    moodle_drift.c.tenant_id == tenant_id, moodle_drift.c.entity == "rubric"
-                )
-            )
-            if len(drift):
-                conn.execute(
-                    moodle_drift.insert(),
-                    [
-                        {
-                            "tenant_id": tenant_id,
-                            "entity": "rubric",
-                            "side": d["side"],
-                            "key": d["key"],
-                            "moodle_id": d["moodle_id"],
-                            "kind": d["kind"],
-                            "detail": d["detail"],
-                            "action": d["action"],
-                            "healed": bool(d["healed"]),
-                            "dagster_run_id": run_id,
-                            "seen_at": now,
-                        }
-                        for d in drift.to_dict("records")
-                    ],
-                )
+            self._replace_drift(conn, tenant_id, "rubric", drift, run_id, now)
             self._log(conn, tenant_id, pushes, run_id, now)
+
+    def _replace_drift(
+        self,
+        conn: sa.Connection,
+        tenant_id: str,
+        entity: str,
+        drift: pd.DataFrame,
+        run_id: str | None,
+        now: datetime,
+    ) -> None:
+        """The entity's drift becomes ``drift`` (each reconciliation reports all it finds)."""
+        t = moodle_drift
+        conn.execute(t.delete().where(t.c.tenant_id == tenant_id, t.c.entity == entity))
+        if not len(drift):
+            return
+        conn.execute(
+            t.insert(),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "entity": entity,
+                    "side": d["side"],
+                    "key": str(d["key"]),
+                    "moodle_id": None if pd.isna(d["moodle_id"]) else str(d["moodle_id"]),
+                    "kind": d["kind"],
+                    "detail": str(d["detail"]),
+                    "action": str(d["action"])[:96],
+                    "healed": bool(d["healed"]),
+                    "dagster_run_id": run_id,
+                    "seen_at": now,
+                }
+                for d in drift.drop_duplicates(["side", "key"]).to_dict("records")
+            ],
+        )
 
     def rubrics(self, tenant_id: str) -> pd.DataFrame:
         """The unit assessments and their rubrics (``moodle_rubrics``)."""
@@ -460,30 +436,6 @@ class MoodleStore:
         return pd.DataFrame(rows, columns=["key", "moodle_user_id", "moodle_course_id", "role_id"]).set_index(
             "key"
         )
-
-    def save_enrolments(
-        self,
-        tenant_id: str,
-        added: Sequence[Mapping],
-        removed: Sequence[str],
-        pushes: Sequence[Push],
-        run_id: str | None,
-    ) -> None:
-        now = datetime.now(UTC)
-        t = moodle_enrolment_map
-        with self.engine.begin() as conn:
-            self._upsert(
-                conn,
-                t,
-                [{"tenant_id": tenant_id, "pushed_at": now, **a} for a in added],
-                ["tenant_id", "key"],
-            )
-            if removed:
-                conn.execute(
-                    t.delete().where(t.c.tenant_id == tenant_id, t.c.key == sa.bindparam("k")),
-                    [{"k": k} for k in removed],
-                )
-            self._log(conn, tenant_id, pushes, run_id, now)
 
     # --- grades -------------------------------------------------------------------------------
 

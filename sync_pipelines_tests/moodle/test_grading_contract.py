@@ -40,6 +40,7 @@ from sync_pipelines.moodle.client import (
     rubric_newid_collisions,
 )
 from sync_pipelines.sandbox.moodle_sim import ADMIN_USER_ID, REST_PATH, ROLE_STUDENT, MoodleSimulator
+from sync_pipelines.sandbox.recorded import resolve as _resolve
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "moodle45" / "grading"
 SITE: dict = json.loads((FIXTURES / "site.json").read_text())
@@ -88,26 +89,12 @@ def _cases() -> list[tuple[str, dict]]:
 
 CASES = _cases()
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
-_REF = re.compile(r"\{\{(\w+)\}\}")
 
 
 def _at(answer: Any, path: str) -> Any:
     value = answer
     for part in _PART.findall(path):
         value = value[int(part[1:-1])] if part.startswith("[") else value[part]
-    return value
-
-
-def _resolve(value: Any, refs: dict[str, Any]) -> Any:
-    if isinstance(value, dict):
-        return {k: _resolve(v, refs) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, refs) for v in value]
-    if isinstance(value, str):
-        whole = _REF.fullmatch(value)
-        if whole:
-            return refs[whole.group(1)]
-        return _REF.sub(lambda m: str(refs[m.group(1)]), value)
     return value
 
 

@@ -27,6 +27,7 @@ import requests
 
 from sync_pipelines.moodle.client import php_form
 from sync_pipelines.sandbox.moodle_sim import FUNCTIONS, REST_PATH, SITE_COURSE_ID, MoodleSimulator
+from sync_pipelines.sandbox.recorded import resolve as _resolve
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "moodle45"
 TOKEN = "contract-token-0123456789abcdef"
@@ -87,20 +88,6 @@ def _cases() -> list[tuple[str, dict]]:
 
 
 CASES = _cases()
-
-
-def _resolve(value: Any, refs: dict[str, int]) -> Any:
-    """``"{{name}}"`` -> the simulator's id of that object (see the recorder's docstring)."""
-    if isinstance(value, dict):
-        return {k: _resolve(v, refs) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, refs) for v in value]
-    if isinstance(value, str):
-        whole = re.fullmatch(r"\{\{(\w+)\}\}", value)
-        if whole:
-            return refs[whole.group(1)]
-        return re.sub(r"\{\{(\w+)\}\}", lambda m: str(refs[m.group(1)]), value)
-    return value
 
 
 def _ws(sim: MoodleSimulator, function: str, params: dict, token: str = TOKEN) -> Any:
