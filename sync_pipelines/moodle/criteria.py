@@ -24,23 +24,18 @@ achieved. The BTEC grade is computed from the criteria with the school's rule
 rubric points: 4 of 5 criteria is 80 %); an incomplete filling is reported, not graded.
 """
 
-from __future__ import annotations
-
 import html
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from sync_pipelines.btec import unit_criteria
 from sync_pipelines.moodle.client import MoodleClient, MoodleRecordError
+from sync_pipelines.tenants import GradingConfig
+from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.warehouse.moodle import Push
 from sync_pipelines.zoho.modules import module
-
-if TYPE_CHECKING:
-    from sync_pipelines.tenants import GradingConfig
-    from sync_pipelines.warehouse import Warehouse
 
 LEVELS = (("Not achieved", 0), ("Achieved", 1))
 RUBRIC_COLUMNS = [

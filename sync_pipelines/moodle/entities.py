@@ -32,24 +32,19 @@ a student who never had an account gets none.
 This module reads the warehouse and Moodle; it knows nothing of Zoho's API.
 """
 
-from __future__ import annotations
-
 import html
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from sync_pipelines.diff import fingerprint
 from sync_pipelines.moodle.client import ItemResult, MoodleClient
+from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.zoho.modules import module
-
-if TYPE_CHECKING:
-    from sync_pipelines.warehouse import Warehouse
 
 STUDENT_ROLE = 5
 TEACHER_ROLE = 3

@@ -32,20 +32,15 @@ others: when it answers none of them (a role that lost a capability sees nothing
 preflight), nothing is restored and the drift says why.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from sync_pipelines.moodle.client import ItemResult, MoodleClient
 from sync_pipelines.moodle.entities import Context, EntitySpec, ident, normalised
+from sync_pipelines.tenants import DriftPolicy
+from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.warehouse.moodle import Push
-
-if TYPE_CHECKING:
-    from sync_pipelines.tenants import DriftPolicy
-    from sync_pipelines.warehouse import Warehouse
 
 #: A mapped object missing from Moodle's answer is not restored when Moodle answered none of at
 #: least this many mapped objects of the entity (see the module docstring).
@@ -181,8 +176,6 @@ def reconcile(
     service_user_id: int | None = None,
 ) -> PushReport:
     """Reconcile one entity of one school (module docstring)."""
-    from sync_pipelines.tenants import DriftPolicy
-
     policy = policy or DriftPolicy()
     desired = spec.desired(store, tenant_id)
     rows = desired.rows.reset_index(drop=True).copy()

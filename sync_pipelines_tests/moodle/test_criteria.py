@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sync_pipelines.btec import unit_criteria
-from sync_pipelines.moodle.criteria import reconcile_rubrics
+from sync_pipelines.moodle.criteria import assessable_courses, reconcile_rubrics
 from sync_pipelines.moodle.entities import ENTITIES
 from sync_pipelines.moodle.grades import collect_grades
 from sync_pipelines.moodle.reconcile import reconcile
@@ -26,20 +26,17 @@ def school(world: World) -> dict:
     m = world.moodle()
     for spec in ENTITIES:
         reconcile(spec, m, world.store, TENANT)
-    criteria = unit_criteria(world.store.read_table(TENANT, module("units")))
-    with_d = criteria.groupby("unit_id")["band"].apply(set)
-    units = set(with_d[with_d.map(lambda b: {"P", "M", "D"} <= b)].index)
-    classes = world.store.read_table(TENANT, module("classes"))
-    courses = world.store.moodle.id_map(TENANT, "course")["moodle_id"]
+    found = assessable_courses(world.store, TENANT)
+    # The demo school has classes of units with P, M and D criteria and learners: none is a failure.
+    assert not found.empty, "no class of a unit with P, M and D criteria and a learner"
+    course, klass, unit = (
+        int(found["course_id"].iloc[0]),
+        found["class_zoho_id"].iloc[0],
+        found["unit_zoho_id"].iloc[0],
+    )
     held = world.store.moodle.enrolments(TENANT)
-    for klass, unit in zip(classes["zoho_id"], classes["unit_id"], strict=True):
-        if unit in units and klass in courses.index:
-            course = int(courses[klass])
-            learners = held[(held["moodle_course_id"] == course) & (held["role_id"] == 5)]
-            if len(learners):
-                break
-    else:
-        pytest.skip("the demo school has no class of a unit with P, M and D criteria and a learner")
+    learners = held[(held["moodle_course_id"] == course) & (held["role_id"] == 5)]
+    criteria = unit_criteria(world.store.read_table(TENANT, module("units")))
     made = world.moodle_sim.add_assignment(course, "BTEC assignment 1")
     other = world.moodle_sim.add_assignment(course, "Practice quiz write-up")
     return {
