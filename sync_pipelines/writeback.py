@@ -116,8 +116,9 @@ def _criteria_fields(
     store: Warehouse, tenant_id: str, rows: pd.DataFrame, grading: GradingConfig
 ) -> dict[str, dict]:
     """Per composite key, the fields a criteria grade writes besides the grade itself."""
-    criteria = unit_criteria(store.read_table(tenant_id, module("units")))
-    units = store.read_table(tenant_id, module("units")).set_index("zoho_id")
+    units = store.read_table(tenant_id, module("units"))
+    criteria = unit_criteria(units)
+    units = units.set_index("zoho_id")
     teachers = store.read_table(tenant_id, module("teachers")).set_index("zoho_id")["name"]
     users = store.moodle.id_map(tenant_id, "user")
     grader_name = {

@@ -417,14 +417,15 @@ def reconcile(
         drift.loc[failed, "action"] = drift["action"] + " (failed)"
         report.drift = drift
 
+    source = rows.drop_duplicates("key").set_index("key")[["zoho_id", "zoho_module"]]
     store.moodle.save_reconciliation(
         tenant_id,
         spec.entity,
         maps=[
             {
                 "key": k,
-                "zoho_id": _zoho_id(rows, k),
-                "zoho_module": _zoho_module(rows, k),
+                "zoho_id": str(source.at[k, "zoho_id"]),
+                "zoho_module": str(source.at[k, "zoho_module"]),
                 "moodle_id": m,
                 "pushed_fingerprint": fp,
             }
@@ -437,14 +438,6 @@ def reconcile(
         run_id=run_id,
     )
     return report
-
-
-def _zoho_id(rows: pd.DataFrame, key: str) -> str:
-    return str(rows.loc[rows["key"] == key, "zoho_id"].iloc[0])
-
-
-def _zoho_module(rows: pd.DataFrame, key: str) -> str:
-    return str(rows.loc[rows["key"] == key, "zoho_module"].iloc[0])
 
 
 def _describe(spec: EntitySpec, objects: pd.DataFrame) -> pd.Series:
