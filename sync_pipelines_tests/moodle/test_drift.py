@@ -167,7 +167,7 @@ def test_a_drift_setting_that_is_not_understood_is_refused_with_what_is_allowed(
     assert "moodle.drift" in tenants.broken["a"]
 
 
-def test_a_warehouse_of_the_previous_schema_gets_the_drift_table_and_preflight_columns_in_place(
+def test_a_warehouse_of_the_previous_schema_gets_the_drift_and_rubric_tables_and_new_columns_in_place(
     warehouse_url: str,
 ):
     """The schema before this change had no ``moodle_drift`` and no ``moodle_site.preflight*``: a
@@ -197,10 +197,29 @@ def test_a_warehouse_of_the_previous_schema_gets_the_drift_table_and_preflight_c
         drift=pd.DataFrame(columns=["key", "moodle_id", "side", "kind", "detail", "action", "healed"]),
         run_id=None,
     )
+    store.moodle.save_grades(
+        "t1",
+        [
+            {
+                "composite_key": "41_7",
+                "moodle_user_id": 41,
+                "moodle_course_id": 3,
+                "grade_item_id": 7,
+                "grade_raw": 36.0,
+                "grade_max": 50.0,
+                "fingerprint": "f",
+            }
+        ],
+    )
     with store.engine.begin() as conn:  # back to the previous schema
         conn.exec_driver_sql("DROP TABLE moodle_drift")
+        conn.exec_driver_sql("DROP TABLE moodle_rubrics")
         conn.exec_driver_sql("ALTER TABLE moodle_site DROP COLUMN preflight")
         conn.exec_driver_sql("ALTER TABLE moodle_site DROP COLUMN preflight_at")
+        for column in ("letter", "grading", "criteria", "remarks", "reason", "unit_zoho_id", "attempt"):
+            conn.exec_driver_sql(f"ALTER TABLE moodle_grades DROP COLUMN {column}")
+        for column in ("grader_id", "graded_at", "feedback"):
+            conn.exec_driver_sql(f"ALTER TABLE moodle_grades DROP COLUMN {column}")
         conn.exec_driver_sql(f"DELETE FROM {STATE_TABLE}")
     store.dispose()
 
@@ -212,4 +231,8 @@ def test_a_warehouse_of_the_previous_schema_gets_the_drift_table_and_preflight_c
     upgraded.moodle.save_preflight("t1", [{"check": "service_functions", "ok": True}], True)
     assert upgraded.moodle.preflight("t1")[0] is not None
     assert upgraded.moodle.drift("t1").empty
+    assert upgraded.moodle.rubrics("t1").empty
+    assert upgraded.moodle.grades("t1")["grade_raw"].tolist() == [36.0]
+    grades = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("moodle_grades")}
+    assert {"letter", "grading", "criteria", "remarks", "attempt", "grader_id", "feedback"} <= grades
     upgraded.dispose()
