@@ -4,8 +4,21 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# The Dagster instance lives in this folder (dagster.yaml: SQLite storage under .local/dagster).
-export DAGSTER_HOME := $(CURDIR)
+# Storage. By default everything is embedded: the Dagster instance is this folder (dagster.yaml:
+# SQLite under .local/dagster) and the warehouse is .local/warehouse.db. One setting moves both to
+# PostgreSQL, from the command line or the environment:
+#     make demo SYNC_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/sync_pipelines
+# DAGSTER_HOME (instances/postgres: its dagster.yaml reads SYNC_DATABASE_URL) and the warehouse
+# (sync_pipelines/settings.py) follow it. A DAGSTER_HOME or WAREHOUSE_URL you set yourself wins.
+ifneq ($(strip $(SYNC_DATABASE_URL)),)
+export SYNC_DATABASE_URL
+# dagster-postgres is written for psycopg2; SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3.
+export SYNC_DAGSTER_PG_URL ?= $(subst postgresql://,postgresql+psycopg2://,$(SYNC_DATABASE_URL))
+DAGSTER_HOME ?= $(CURDIR)/instances/postgres
+else
+DAGSTER_HOME ?= $(CURDIR)
+endif
+export DAGSTER_HOME
 
 .PHONY: install demo test lint dev sandbox webhooks reliability clean moodle-acceptance
 
@@ -16,6 +29,11 @@ $(STAMP): pyproject.toml setup.py sync_pipelines/_sp1.c
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Where runs and the warehouse are kept (the storage setting above, resolved).
+.PHONY: where
+where: install
+	@$(BIN)/python -m sync_pipelines.settings
 
 ## Full sync of the demo school against the local simulators (embedded SQLite, no server).
 demo: install

@@ -51,11 +51,16 @@ for port in 8770 8771 "$PORT"; do
 done
 
 mkdir -p .local
-# The simulators start from the demo school every time, so the local warehouse does too (as in
-# `make demo`): Moodle ids it kept from an earlier session would point at courses that are gone.
-if [[ -z "${WAREHOUSE_URL:-}" ]]; then
-  rm -f "${SYNC_LOCAL_DIR:-.local}/warehouse.db"
-fi
+# The simulators start from the demo school every time, so the warehouse does too (as in `make
+# demo`): Moodle ids it kept from an earlier session would point at courses that are gone. The
+# embedded file is recreated; in a warehouse named by WAREHOUSE_URL or SYNC_DATABASE_URL only the
+# demo tenant's rows are deleted.
+"$BIN/python" -c '
+from sync_pipelines.demo import fresh_demo_warehouse
+store, what = fresh_demo_warehouse()
+print(f"dev: warehouse {store!r}: {what}")
+store.dispose()
+'
 "$BIN/python" -m sync_pipelines.sandbox --port 8770 --moodle-port 8771 2>.local/sandbox.log &
 sandbox_pid=$!
 for _ in $(seq 1 120); do

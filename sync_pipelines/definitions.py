@@ -9,7 +9,7 @@ from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.schedules import RECONCILE_CONFIG, schedules
 from sync_pipelines.sensors import dead_letters_asset, moodle_webhook_sensor, zoho_webhook_sensor
-from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
+from sync_pipelines.settings import default_warehouse_url, local_dir, warehouse_url_env
 from sync_pipelines.tenants import TENANTS_FILE_ENV, default_tenants_file, tenants_sensor
 from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.writeback import WRITEBACK_STEPS, writeback_assets
@@ -57,8 +57,9 @@ reconcile = dg.define_asset_job(
 def _warehouse() -> WarehouseResource:
     # The URL may carry a password: when it comes from the environment, pass it as an EnvVar so
     # Dagster resolves it at run time and never shows it in the UI or run config.
-    if os.environ.get(WAREHOUSE_URL_ENV):
-        return WarehouseResource(url=dg.EnvVar(WAREHOUSE_URL_ENV))
+    env_name = warehouse_url_env()
+    if env_name:
+        return WarehouseResource(url=dg.EnvVar(env_name))
     local_dir().mkdir(parents=True, exist_ok=True)
     return WarehouseResource(url=default_warehouse_url())
 

@@ -29,7 +29,7 @@ from sync_pipelines.sandbox import (
     demo_credentials,
     generate_school,
 )
-from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url, local_dir
+from sync_pipelines.settings import default_warehouse_url, local_dir, warehouse_url
 from sync_pipelines.tenants import Tenant, read_tenants, sync_partitions
 from sync_pipelines.warehouse import Warehouse
 from sync_pipelines.zoho.assets import zoho_ops_config
@@ -183,6 +183,27 @@ def _school_day(sim: ZohoSimulator) -> list[str]:
     ]
 
 
+def fresh_demo_warehouse() -> tuple[Warehouse, str]:
+    """The warehouse, holding nothing of the demo school: the simulators start from it every time.
+
+    The embedded SQLite file is the demo's own and is recreated. A warehouse named by
+    ``WAREHOUSE_URL`` may hold other schools (or an earlier demo): only the demo tenant's rows are
+    deleted there, so Moodle ids kept from an earlier run never point at courses that are gone.
+    """
+    url = warehouse_url()
+    if url == default_warehouse_url():
+        (local_dir() / "warehouse.db").unlink(missing_ok=True)
+        return Warehouse(url), "a new embedded SQLite file"
+    store = Warehouse(url)
+    deleted = store.forget_tenant(TENANT)
+    if not deleted:
+        return store, f"it held no rows of tenant '{TENANT}'; no other tenant's rows are touched"
+    return store, (
+        f"reset the {sum(deleted.values())} rows of tenant '{TENANT}' an earlier demo left "
+        f"(in {len(deleted)} tables); no other tenant's rows are touched"
+    )
+
+
 def _print_table(title: str, table: pd.DataFrame) -> None:
     print(f"\n{title}")
     print(table.to_string())
@@ -238,9 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(env_name, value)
     os.environ.setdefault(tenant.moodle.token_env, DEMO_MOODLE_TOKEN)
 
-    if not os.environ.get(WAREHOUSE_URL_ENV):
-        (local_dir() / "warehouse.db").unlink(missing_ok=True)  # a fresh demo school every time
-    store = Warehouse(os.environ.get(WAREHOUSE_URL_ENV) or default_warehouse_url())
+    store, reset = fresh_demo_warehouse()
 
     sim = ZohoSimulator(data=generate_school(args.seed), clients={creds[0]: (creds[1], creds[2])})
     moodle = MoodleSimulator(tokens={DEMO_MOODLE_TOKEN: None})
@@ -258,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Zoho simulator for '{tenant.name}' at {sim.base_url} (seed {args.seed}); Moodle at {moodle.base_url}"
     )
-    print(f"warehouse: {store!r}")
+    print(f"warehouse: {store!r}: {reset}")
 
     try:
         with dg.DagsterInstance.get() as instance:

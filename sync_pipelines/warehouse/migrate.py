@@ -110,7 +110,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -973,14 +972,14 @@ def _next_revision_id(message: str | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``alembic``'s command line on :func:`alembic_config`, plus ``apply`` (the whole upgrade)."""
-    from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url
+    from sync_pipelines.settings import WAREHOUSE_URL_ENV, warehouse_url
 
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--url", help=f"the warehouse (default: ${WAREHOUSE_URL_ENV}, else the embedded one)")
+    pre.add_argument("--url", help=f"the warehouse (default: ${WAREHOUSE_URL_ENV} or $SYNC_DATABASE_URL, else the embedded one)")
     known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else list(argv))
     logging.basicConfig(format="%(levelname)-5.5s [%(name)s] %(message)s")  # as alembic.ini would
     logging.getLogger("alembic").setLevel(logging.INFO)
-    url = known.url or os.environ.get(WAREHOUSE_URL_ENV) or default_warehouse_url()
+    url = known.url or warehouse_url()
     if rest[:1] == ["apply"]:
         from sync_pipelines.warehouse import schema  # with the Moodle tables (the package imports them)
 

@@ -259,6 +259,21 @@ class Warehouse:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def forget_tenant(self, tenant_id: str) -> dict[str, int]:
+        """Delete every row of one school, in every table, in one transaction; returns rows per table.
+
+        Other schools' rows are not touched. For a school that starts over (``make demo`` on a
+        warehouse that is used for more than the demo), never for a school that is synced.
+        """
+        deleted: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                if "tenant_id" in table.c:
+                    count = conn.execute(table.delete().where(table.c.tenant_id == tenant_id)).rowcount
+                    if count:
+                        deleted[table.name] = count
+        return deleted
+
     # --- reads --------------------------------------------------------------------------------
 
     def load_state(self, tenant_id: str, spec: ModuleSpec, *, with_modified: bool = False) -> pd.DataFrame:

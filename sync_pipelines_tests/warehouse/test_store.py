@@ -96,6 +96,23 @@ def test_tenants_never_see_each_others_rows(warehouse: Warehouse):
     assert list(warehouse.known_ids("school_b", CLASSES)) == ["1000"]
 
 
+def test_forgetting_a_tenant_deletes_its_rows_in_every_table_and_nothing_of_another(warehouse: Warehouse):
+    _sync(warehouse, _classes({}, {}), tenant="school_a")
+    _sync(warehouse, _classes({"Class_Name": "Other school"}), tenant="school_b")
+
+    deleted = warehouse.forget_tenant("school_a")
+
+    # the module table, its run log, its per-record log and its read position
+    assert deleted[CLASSES.table] == 2
+    assert {"sync_runs", "sync_results", "sync_cursors"} <= set(deleted)
+    assert warehouse.count("school_a", CLASSES) == 0
+    assert warehouse.runs("school_a").empty and warehouse.results("school_a").empty
+    assert warehouse.cursor("school_a", CLASSES).modified_since is None
+    assert warehouse.read_table("school_b", CLASSES)["class_name"].tolist() == ["Other school"]
+    assert len(warehouse.runs("school_b")) == 1
+    assert warehouse.forget_tenant("school_a") == {}
+
+
 def test_a_failing_apply_leaves_nothing_behind(warehouse: Warehouse):
     _sync(warehouse, _classes({}))
     before = (

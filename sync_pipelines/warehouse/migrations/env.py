@@ -3,15 +3,13 @@
 :func:`sync_pipelines.warehouse.migrate.upgrade` passes its own connection (already locked, inside
 its transaction) as ``config.attributes["connection"]``; the revisions then run in that
 transaction. From the command line (``python -m sync_pipelines.warehouse.migrate …``) the URL is
-``--url``, else ``WAREHOUSE_URL``, else the embedded default; ``--sql`` writes the SQL instead.
+``--url``, else ``WAREHOUSE_URL`` or ``SYNC_DATABASE_URL``, else the embedded default; ``--sql`` writes the SQL instead.
 """
-
-import os
 
 import sqlalchemy as sa
 from alembic import context
 
-from sync_pipelines.settings import WAREHOUSE_URL_ENV, default_warehouse_url
+from sync_pipelines.settings import warehouse_url
 from sync_pipelines.warehouse.migrate import VERSION_TABLE
 
 config = context.config
@@ -21,8 +19,7 @@ def _url() -> str:
     return (
         config.attributes.get("url")
         or config.get_main_option("sqlalchemy.url")
-        or os.environ.get(WAREHOUSE_URL_ENV)
-        or default_warehouse_url()
+        or warehouse_url()
     )
 
 
