@@ -39,9 +39,9 @@ where: install
 demo: install
 	$(BIN)/python -m sync_pipelines.demo
 
-## Every check: lint, format, Dagster definitions, and the test suite (SQLite and PostgreSQL).
+## Every check: lint, format, Dagster definitions (`dg check defs`), and the test suite (SQLite and PostgreSQL).
 test: install lint browser plugin-test
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: install

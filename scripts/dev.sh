@@ -7,7 +7,8 @@
 #    simulators' own, not secrets), unless they are already set;
 # 3. adds the demo school's partition to the instance in DAGSTER_HOME (the tenants sensor would
 #    too, on its first tick), so a materialization can be launched from the UI at once;
-# 4. runs `dagster dev` (webserver and daemon) on http://127.0.0.1:${DAGSTER_PORT:-3000}.
+# 4. runs `dg dev` (Dagster's project tool, [tool.dg] in pyproject.toml: the webserver and the
+#    daemon) on http://127.0.0.1:${DAGSTER_PORT:-3000}.
 # Ctrl-C (or a TERM) stops dagster dev, then the simulators; they are stopped on any exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ BIN=${BIN:-.venv/bin}
 PORT=${DAGSTER_PORT:-3000}
 export DAGSTER_HOME=${DAGSTER_HOME:-$PWD}
 export PYTHONUNBUFFERED=1
+# dg runs the project in the venv it finds in the project folder: say that this is the one.
+export VIRTUAL_ENV=${VIRTUAL_ENV:-$PWD/.venv}
 
 sandbox_pid=""
 dagster_pid=""

@@ -1,3 +1,9 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 
 from sync_pipelines.definitions import defs
@@ -70,3 +76,22 @@ def test_jobs_cover_their_assets_and_resources_are_bound():
     }
     assert set(defs.resources) >= {"zoho", "moodle", "warehouse"}
     assert defs.resolve_sensor_def("tenants_sensor")
+
+
+def test_dg_lists_the_definitions_the_project_declares():
+    """Dagster's project tool finds the one Definitions object through [tool.dg] in pyproject.toml."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"],
+        cwd=root,
+        env={**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parents[1])},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    listed = json.loads(out.stdout)
+    assert {a["asset_key"] for a in listed["assets"]} == {
+        s.key.to_user_string() for s in defs.resolve_all_asset_specs()
+    }
+    assert {j["name"] for j in listed["jobs"]} >= {"full_sync", "full_sync_dry_run", "reconcile"}
+    assert {s["name"] for s in listed["sensors"]} == {s.name for s in defs.sensors}
