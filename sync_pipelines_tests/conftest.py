@@ -1,13 +1,35 @@
 """Shared fixtures: warehouses on SQLite and on the PostgreSQL server of the machine."""
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from sync_pipelines.warehouse import Warehouse
+
+#: Where temporary files go when TMPDIR is not set: memory. Nearly every test keeps a Dagster instance
+#: (SQLite run and event storage) and a SQLite warehouse under tmp_path, and Dagster writes and
+#: commits every event: on a shared disk each commit waits for an fsync, which took about half the
+#: suite's time. Nothing a test checks depends on the disk (a crash test kills processes, not power).
+MEMORY_TMP = Path("/dev/shm")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("TMPDIR") or not os.access(MEMORY_TMP, os.W_OK):
+        return
+    if shutil.disk_usage(MEMORY_TMP).free < 4 * 2**30:
+        return
+    folder = MEMORY_TMP / "sync_pipelines_tests"
+    folder.mkdir(exist_ok=True)
+    # Subprocesses (the webserver, crash workers, make) inherit it; xdist workers start after this.
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+
 
 #: Server for the PostgreSQL variants; each test gets a database of its own, dropped afterwards.
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
