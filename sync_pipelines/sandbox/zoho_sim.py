@@ -20,6 +20,10 @@ are kept on purpose:
   change without ``Modified_Time`` moving (:meth:`ZohoSimulator.set_formula`);
 * access tokens expire, the token endpoint throttles refreshes, API credits run out over a rolling
   24 hours and concurrent calls are capped, all answered with 429 and no ``Retry-After`` header;
+* the token endpoint also exchanges a self-client's grant code (``grant_type=authorization_code``)
+  for a refresh token, once, before the code expires (:meth:`ZohoSimulator.issue_grant_code`), and
+  with ``enforce_scopes`` an API call the token's scopes do not cover is refused
+  (``OAUTH_SCOPE_MISMATCH``);
 * writes are validated per record against the field metadata (picklists, data types, mandatory
   fields, lookups, owners, subform rows) with Zoho's per-record result bodies, several problems in
   one record answered as ``MULTIPLE_OR_MULTI_ERRORS``, and 200/207/400 statuses;
@@ -54,6 +58,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sync_pipelines.sandbox.faults import FaultPlan
 from sync_pipelines.sandbox.server import LoopbackServer, SimulatorHTTPServer
+from sync_pipelines.zoho.scopes import scope_covers
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +107,14 @@ DEFAULT_SCOPES = (
     "ZohoCRM.org.READ",
     "ZohoCRM.coql.READ",
 )
+#: The simulator's stand-in for the API console's "Generate Code" tab (not a Zoho URL): ``POST``
+#: with ``client_id``, optional ``scope`` (comma-separated) and ``expiry_seconds`` answers
+#: ``{"code": …, "expires_in": …}``, so that the sandbox's onboarding can be walked through with curl.
+CONSOLE_GRANT_CODE_PATH = "/sandbox/self-client/code"
+#: How long a self-client grant code stays valid unless the test says otherwise: the API console's
+#: default, 3 minutes (Zoho Accounts, "Self Client - Authorization code flow": "Select an expiry
+#: time for the authorization code. By default, it is 3 minutes").
+GRANT_CODE_TTL_SECONDS = 180
 
 _ID_COUNTER_START = 100_000  # the first generated id ends in 100001; lower suffixes stay free
 # Fixed id suffixes below _ID_COUNTER_START: users, the org, profiles and roles, modules (1001+),
@@ -670,6 +683,16 @@ class _Failure:
     path_contains: str
 
 
+@dataclass
+class _GrantCode:
+    """A self-client grant code: for one client, with the scopes it grants, until it expires or is used."""
+
+    client_id: str
+    scopes: tuple[str, ...]
+    expires: datetime
+    used: bool = False
+
+
 def _record_error(code: str, message: str, details: dict) -> dict:
     return {"code": code, "details": details, "message": message, "status": "error"}
 
@@ -703,7 +726,12 @@ class ZohoSimulator(LoopbackServer):
         faults: a seeded :class:`~sync_pipelines.sandbox.faults.FaultPlan` deciding which API and
             token requests fail and how (shared with a Moodle simulator if given to both);
             ``None`` injects nothing.
-        scopes: the OAuth scopes the token endpoint answers as granted (``scope``).
+        scopes: the OAuth scopes the token endpoint answers as granted (``scope``) for the
+            refresh tokens of ``clients``; a refresh token got by exchanging a grant code holds the
+            scopes of its code.
+        enforce_scopes: refuse an API call that the access token's scopes do not cover, with
+            HTTP 401 ``OAUTH_SCOPE_MISMATCH`` (see :func:`scope_needed`). Off by default: the
+            default scopes cover everything anyway.
     """
 
     thread_name = "zoho-simulator"
@@ -727,6 +755,7 @@ class ZohoSimulator(LoopbackServer):
         response_delay: float = 0.0,
         faults: FaultPlan | None = None,
         scopes: Iterable[str] = DEFAULT_SCOPES,
+        enforce_scopes: bool = False,
     ) -> None:
         if len(id_prefix) != 13 or not id_prefix.isdigit():
             raise ValueError("id_prefix must be 13 digits (ids are 19 digits)")
@@ -743,6 +772,7 @@ class ZohoSimulator(LoopbackServer):
         self.faults = faults
         self.id_prefix = id_prefix
         self.scopes = tuple(scopes)
+        self.enforce_scopes = enforce_scopes
         self._users = _users_of(id_prefix)
         self._org = _org_of(id_prefix)
         self._clock = clock or (lambda: datetime.now(ORG_TZ))
@@ -757,6 +787,14 @@ class ZohoSimulator(LoopbackServer):
         self._max_id = int(make_record_id(id_prefix, _ID_COUNTER_START))
         self._autonumbers: dict[tuple[str, str], tuple[str, int, int]] = {}
         self._tokens: dict[str, tuple[str, datetime]] = {}
+        #: access token → the scopes it was granted with.
+        self._token_scopes: dict[str, tuple[str, ...]] = {}
+        #: grant code → what it grants; a code is answered once (then ``used``).
+        self._grant_codes: dict[str, _GrantCode] = {}
+        #: refresh token minted by a grant-code exchange → (client id, its scopes).
+        self._minted_refresh: dict[str, tuple[str, tuple[str, ...]]] = {}
+        #: (module API name, field API name) the org no longer has (:meth:`remove_field`).
+        self._removed_fields: set[tuple[str, str]] = set()
         self._refreshes: dict[str, deque[datetime]] = {}
         #: refresh token → (start of its throttle window, refreshes granted in it).
         self._token_windows: dict[str, tuple[datetime, int]] = {}
@@ -925,6 +963,57 @@ class ZohoSimulator(LoopbackServer):
         """Make every access token issued so far invalid (the next API call answers 401)."""
         with self._lock:
             self._tokens.clear()
+
+    def issue_grant_code(
+        self,
+        client_id: str = DEFAULT_CLIENT_ID,
+        *,
+        scopes: Iterable[str] | None = None,
+        ttl_seconds: float = GRANT_CODE_TTL_SECONDS,
+    ) -> str:
+        """A grant code, as the API console's self client "Generate Code" tab makes one.
+
+        The token endpoint exchanges it (``grant_type=authorization_code``) once, before
+        ``ttl_seconds`` pass on the simulator's clock, for an access token and a new refresh token
+        holding ``scopes`` (default :attr:`scopes`).
+
+        Raises:
+            KeyError: ``client_id`` is not one of the simulator's clients.
+        """
+        with self._lock:
+            if client_id not in self.clients:
+                raise KeyError(f"the simulator has no client {client_id!r}")
+            code = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+            granted = tuple(self.scopes if scopes is None else scopes)
+            expires = self.now() + timedelta(seconds=ttl_seconds)
+            self._grant_codes[code] = _GrantCode(client_id, granted, expires)
+            return code
+
+    def refresh_tokens(self, client_id: str = DEFAULT_CLIENT_ID) -> dict[str, tuple[str, ...]]:
+        """The refresh tokens grant-code exchanges minted for ``client_id``, with their scopes."""
+        with self._lock:
+            return {t: s for t, (c, s) in self._minted_refresh.items() if c == client_id}
+
+    def remove_field(self, module: str, api_name: str) -> None:
+        """Make the org lack a field, as if an admin deleted it: ``/settings/fields`` no longer
+        lists it and record reads no longer answer it (records keep their value, unseen).
+
+        Raises:
+            KeyError: no such module or field.
+        """
+        self._check_module(module)
+        if api_name not in _fields_of(module):
+            raise KeyError(f"{module} has no field {api_name!r}")
+        with self._lock:
+            self._removed_fields.add((module, api_name))
+            self._changed(module)
+
+    def restore_fields(self) -> None:
+        """Undo every :meth:`remove_field`."""
+        with self._lock:
+            for module in {m for m, _ in self._removed_fields}:
+                self._changed(module)
+            self._removed_fields.clear()
 
     def fail_next(
         self, count: int, *, status: int = 500, code: str = "INTERNAL_ERROR", path_contains: str = ""
@@ -1132,6 +1221,8 @@ class ZohoSimulator(LoopbackServer):
                 response = failure
             elif path == "/oauth/v2/token":
                 response = self._token_endpoint(method, query, body)
+            elif path == CONSOLE_GRANT_CODE_PATH:
+                response = self._console_grant_code(method, query, body)
             elif path.startswith("/crm/"):
                 parsed_body = _json_or_none(body)
                 response = self._api_call(method, path, query, headers, body)
@@ -1225,14 +1316,23 @@ class ZohoSimulator(LoopbackServer):
             ).response()
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         params = {**query, **form}  # Zoho accepts the parameters in the query string as well
-        if params.get("grant_type") != "refresh_token":
+        grant_type = params.get("grant_type")
+        if grant_type not in ("refresh_token", "authorization_code"):
             return _Response(200, {"error": "unsupported_grant_type"})
         client_id = params.get("client_id", "")
         known = self.clients.get(client_id)
         if known is None or known[0] != params.get("client_secret"):
+            # Also what a client registered in another data centre gets (guess: the accounts
+            # server of one DC does not know the clients of another).
             return _Response(200, {"error": "invalid_client"})
-        if known[1] != params.get("refresh_token"):
+        if grant_type == "authorization_code":
+            return self._exchange_code(client_id, params.get("code", ""))
+        refresh = params.get("refresh_token", "")
+        with self._lock:
+            minted = self._minted_refresh.get(refresh)
+        if known[1] != refresh and (minted is None or minted[0] != client_id):
             return _Response(200, {"error": "invalid_code"})
+        granted = minted[1] if minted is not None and known[1] != refresh else self.scopes
         with self._lock:
             now = self.now()
             window = self._refreshes.setdefault(client_id, deque())
@@ -1245,13 +1345,13 @@ class ZohoSimulator(LoopbackServer):
             # 10 access tokens from a refresh token in a span of 10 minutes"; past that, creation
             # "will be blocked for the rest of the ten minutes". A fixed window opened by the first
             # refresh is a guess at how "span" is counted, and so is not counting refused requests.
-            opened, granted = self._token_windows.get(known[1], (now, 0))
+            opened, refreshed = self._token_windows.get(refresh, (now, 0))
             fixed_full = False
             if self.token_rate_limit is not None:
                 count, seconds = self.token_rate_limit
                 if now - opened >= timedelta(seconds=seconds):
-                    opened, granted = now, 0  # the window has passed: the next refresh opens one
-                fixed_full = granted >= count
+                    opened, refreshed = now, 0  # the window has passed: the next refresh opens one
+                fixed_full = refreshed >= count
             if sliding_full or fixed_full:
                 # Zoho's CRM pages show this body; the Accounts page another description ("Token
                 # creation throttle limit reached..."). HTTP 400 follows the reference note; Kaizen
@@ -1268,17 +1368,68 @@ class ZohoSimulator(LoopbackServer):
                 )
             window.append(now)
             if self.token_rate_limit is not None:
-                self._token_windows[known[1]] = (opened, granted + 1)
-            token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
-            self._tokens[token] = (client_id, now + timedelta(seconds=self.token_ttl))
+                self._token_windows[refresh] = (opened, refreshed + 1)
+            token = self._issue_access_token(client_id, granted, now)
         return _Response(
             200,
             {
                 "access_token": token,
-                "scope": " ".join(self.scopes),
+                "scope": " ".join(granted),
                 "expires_in": self.token_ttl,
                 "api_domain": self.api_domain,
                 "token_type": "Bearer",
+            },
+        )
+
+    def _issue_access_token(self, client_id: str, scopes: tuple[str, ...], now: datetime) -> str:
+        """A new access token (call with the lock held)."""
+        token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+        self._tokens[token] = (client_id, now + timedelta(seconds=self.token_ttl))
+        self._token_scopes[token] = scopes
+        return token
+
+    def _console_grant_code(self, method: str, query: dict[str, str], body: bytes) -> _Response:
+        """:data:`CONSOLE_GRANT_CODE_PATH`: a grant code, as the API console's self client gives one."""
+        if method != "POST":
+            return _ApiError(405, "INVALID_REQUEST_METHOD", "use POST").response()
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        params = {**query, **form}
+        scopes = [s for s in re.split(r"[\s,]+", params.get("scope", "")) if s] or None
+        try:
+            ttl = float(params.get("expiry_seconds") or GRANT_CODE_TTL_SECONDS)
+            code = self.issue_grant_code(
+                params.get("client_id", DEFAULT_CLIENT_ID), scopes=scopes, ttl_seconds=ttl
+            )
+        except (KeyError, ValueError) as exc:
+            return _Response(400, {"error": "invalid_client", "error_description": str(exc)})
+        return _Response(200, {"code": code, "expires_in": int(ttl)})
+
+    def _exchange_code(self, client_id: str, code: str) -> _Response:
+        """``grant_type=authorization_code``: a self client's grant code for an access token and a
+        refresh token (Zoho Accounts, "Self Client - Authorization code flow": answer
+        ``access_token``, ``refresh_token``, ``api_domain``, ``token_type``, ``expires_in``; the
+        ``scope`` key as the refresh answers it). A code that is unknown, expired, already used or
+        another client's is ``{"error": "invalid_code"}`` with HTTP 200 (guess: the error Zoho
+        documents for a refused code; the status as for refused refreshes). A refused exchange
+        does not use the code up (guess)."""
+        with self._lock:
+            now = self.now()
+            grant = self._grant_codes.get(code)
+            if grant is None or grant.used or grant.expires <= now or grant.client_id != client_id:
+                return _Response(200, {"error": "invalid_code"})
+            grant.used = True
+            refresh = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+            self._minted_refresh[refresh] = (client_id, grant.scopes)
+            token = self._issue_access_token(client_id, grant.scopes, now)
+        return _Response(
+            200,
+            {
+                "access_token": token,
+                "refresh_token": refresh,
+                "scope": " ".join(grant.scopes),
+                "api_domain": self.api_domain,
+                "token_type": "Bearer",
+                "expires_in": self.token_ttl,
             },
         )
 
@@ -1300,7 +1451,9 @@ class ZohoSimulator(LoopbackServer):
             if self.response_delay:
                 time.sleep(self.response_delay)
             try:
-                self._authenticate(headers.get("Authorization"))
+                token = self._authenticate(headers.get("Authorization"))
+                if self.enforce_scopes:
+                    self._check_scope(token, method, path)
                 response = self._route(method, path, query, headers, body)
             except _ApiError as error:
                 response = error.response()
@@ -1310,7 +1463,8 @@ class ZohoSimulator(LoopbackServer):
             with self._lock:
                 self._in_flight -= 1
 
-    def _authenticate(self, authorization: str | None) -> None:
+    def _authenticate(self, authorization: str | None) -> str:
+        """The valid access token the call carries."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme != "Zoho-oauthtoken" or not token.strip():
             # Zoho answers a missing header or another scheme ("Bearer") with AUTHENTICATION_FAILURE.
@@ -1319,6 +1473,19 @@ class ZohoSimulator(LoopbackServer):
             issued = self._tokens.get(token.strip())
             if issued is None or issued[1] <= self.now():
                 raise _ApiError(401, "INVALID_TOKEN", "invalid oauth token")
+        return token.strip()
+
+    def _check_scope(self, token: str, method: str, path: str) -> None:
+        """Refuse a call the token's scopes do not cover (``enforce_scopes``)."""
+        match = _API_PATH_RE.match(path)
+        needed = scope_needed(method, match.group("rest")) if match else None
+        if needed is None:
+            return
+        with self._lock:
+            granted = self._token_scopes.get(token, self.scopes)
+        if not any(scope_covers(g, n) for n in needed for g in granted):
+            # The v8 error table: 401 OAUTH_SCOPE_MISMATCH; the message is a guess.
+            raise _ApiError(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL")
 
     def _route(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> _Response:
         match = _API_PATH_RE.match(path)
@@ -1495,7 +1662,8 @@ class ZohoSimulator(LoopbackServer):
                 start = _start_after(keys, cursor, ascending=sort_order == "asc")
             else:
                 start = served_before
-            chunk = [self._project(module, r, fields) for r in rows[start : start + per_page]]
+            shown = self._present_fields(module, fields)
+            chunk = [self._project(module, r, shown) for r in rows[start : start + per_page]]
             if not chunk:
                 # Guess for ids: none found is 204 even with If-Modified-Since (Zoho documents
                 # 304 only for "nothing modified since").
@@ -1562,6 +1730,13 @@ class ZohoSimulator(LoopbackServer):
             )
         return state
 
+    def _present_fields(self, module: str, fields: list[str] | None) -> list[str] | None:
+        """``fields`` (``None``: all of them) without those :meth:`remove_field` took from the org."""
+        if not self._removed_fields:
+            return fields
+        names = list(fields) if fields is not None else list(_fields_of(module))
+        return [n for n in names if (module, n) not in self._removed_fields]
+
     @staticmethod
     def _project(module: str, rec: dict, fields: Iterable[str] | None, *, single: bool = False) -> dict:
         """The record as the API answers it: the requested fields (null when empty) and ``id``.
@@ -1594,9 +1769,8 @@ class ZohoSimulator(LoopbackServer):
             rec = self._records[module].get(record_id)
             if rec is None:
                 return _Response(204, None, credits=credits)
-            return _Response(
-                200, {"data": [self._project(module, rec, fields, single=True)]}, credits=credits
-            )
+            shown = self._present_fields(module, fields)
+            return _Response(200, {"data": [self._project(module, rec, shown, single=True)]}, credits=credits)
 
     # --- deleted records ------------------------------------------------------------------------------
 
@@ -1950,6 +2124,7 @@ class ZohoSimulator(LoopbackServer):
         credits = self._charge(1)
         fields = copy.deepcopy(list(_fields_metadata_of(module, self.id_prefix)))
         with self._lock:
+            fields = [f for f in fields if (module, f["api_name"]) not in self._removed_fields]
             for field in fields:
                 if field["data_type"] == "autonumber":
                     prefix, width, _ = self._autonumbers.get((module, field["api_name"]), ("", 0, 0))
@@ -2097,6 +2272,41 @@ class ZohoSimulator(LoopbackServer):
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+_METHOD_OPERATIONS = {"GET": "READ", "POST": "CREATE", "PUT": "UPDATE", "PATCH": "UPDATE", "DELETE": "DELETE"}
+
+
+def scope_needed(method: str, rest: str) -> tuple[str, ...] | None:
+    """The scopes any one of which allows ``method`` on the API path ``rest`` (after
+    ``/crm/<version>/``), or ``None`` for a path no scope is checked for.
+
+    Records of a custom module need ``ZohoCRM.modules.custom.<op>`` or
+    ``ZohoCRM.modules.<module>.<op>``, of a standard module ``ZohoCRM.modules.<module>.<op>``
+    (Zoho: "ZohoCRM.modules.ALL (or) ZohoCRM.modules.{module_name}.{operation_type}"); an upsert
+    is a create; ``/settings/fields`` ``ZohoCRM.settings.fields.READ``, ``/settings/modules``
+    ``ZohoCRM.settings.modules.READ``, ``/org`` ``ZohoCRM.org.READ``, ``/users``
+    ``ZohoCRM.users.READ``, ``/coql`` ``ZohoCRM.coql.READ``. (Guess: which module name a custom
+    module goes by, and that COQL asks only for its own scope here.)
+    """
+    segments = rest.split("/")
+    op = _METHOD_OPERATIONS.get(method, "READ")
+    head = segments[0]
+    if head == "settings" and len(segments) > 1:
+        return (f"ZohoCRM.settings.{segments[1]}.READ",)
+    if head in ("org", "users"):
+        return (f"ZohoCRM.{head}.READ",)
+    if head == "coql":
+        return ("ZohoCRM.coql.READ",)
+    if head not in _org_metadata():
+        return None
+    if segments[1:2] == ["upsert"]:
+        op = "CREATE"
+    names = [f"ZohoCRM.modules.{head.lower()}.{op}"]
+    custom = {m["api_name"] for m in _modules_of(DEFAULT_ID_PREFIX) if m["generated_type"] == "custom"}
+    if head in custom:
+        names.append(f"ZohoCRM.modules.custom.{op}")
+    return tuple(names)
 
 
 class _FieldError(Exception):
