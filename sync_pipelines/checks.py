@@ -9,8 +9,6 @@ Zoho API call per module, so it runs with the nightly reconciliation (job ``reco
 after every module was read in full.
 """
 
-import os
-from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -24,7 +22,6 @@ from sync_pipelines.warehouse.resource import WarehouseResource
 from sync_pipelines.zoho.modules import MODULES, ModuleSpec, module
 from sync_pipelines.zoho.resource import ZohoCRMResource
 
-FRESHNESS_HOURS = float(os.environ.get("SYNC_FRESHNESS_HOURS", "2"))
 WARN = dg.AssetCheckSeverity.WARN
 ERROR = dg.AssetCheckSeverity.ERROR
 
@@ -180,30 +177,6 @@ def moodle_role_sees_what_it_needs(
     )
 
 
-def _freshness(spec: ModuleSpec) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=_key(spec),
-        name="synced_recently",
-        partitions_def=tenant_partitions,
-        description=f"The last successful sync of {spec.api_name} is under {FRESHNESS_HOURS:g} h old (SYNC_FRESHNESS_HOURS).",
-    )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        runs = warehouse.get().runs(context.partition_key, spec.name)
-        ok = runs[runs["outcome"] == "success"]
-        last = pd.to_datetime(ok["finished_at"], utc=True).max() if len(ok) else None
-        age = (datetime.now(UTC) - last.to_pydatetime()) if last is not None else None
-        return dg.AssetCheckResult(
-            passed=age is not None and age < timedelta(hours=FRESHNESS_HOURS),
-            severity=WARN,
-            metadata={
-                "last_success": last.isoformat() if last is not None else "never",
-                "age_hours": round(age.total_seconds() / 3600, 2) if age is not None else -1.0,
-            },
-        )
-
-    return _check
-
-
 def count_matches(in_zoho: int, held: dict[str, int]) -> dg.AssetCheckResult:
     """Zoho's count against the warehouse's live rows (every record is stored, valid or not;
     ``pending`` counts records an earlier version held back that the next sync stores)."""
@@ -240,7 +213,6 @@ warehouse_checks: list[dg.AssetChecksDefinition] = [
     _drift_healed,
     _moodle_only,
     grades_in_range,
-    *(_freshness(spec) for spec in MODULES),
 ]
 count_checks: list[dg.AssetChecksDefinition] = [_count(spec) for spec in MODULES]
 #: The checks that cost API calls: with the nightly reconciliation, not every 15 minutes (the

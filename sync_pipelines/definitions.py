@@ -4,9 +4,12 @@ import os
 
 import dagster as dg
 
+from sync_pipelines.alerts import dead_letter_alerts, run_failure_alerts
 from sync_pipelines.checks import nightly_checks, warehouse_checks
+from sync_pipelines.health import school_health_asset, school_health_sensor, with_freshness_policies
 from sync_pipelines.moodle.assets import PUSH_STEPS, moodle_assets
 from sync_pipelines.moodle.resource import MoodleResource
+from sync_pipelines.report import daily_change_report, daily_changes_report, daily_report
 from sync_pipelines.schedules import RECONCILE_CONFIG, schedules
 from sync_pipelines.sensors import dead_letters_asset, moodle_webhook_sensor, zoho_webhook_sensor
 from sync_pipelines.settings import default_warehouse_url, local_dir, warehouse_url_env
@@ -25,8 +28,10 @@ zoho_full_sync = dg.define_asset_job(
     description="Sync every Zoho CRM module of one school into the warehouse.",
 )
 
+#: The daily change report runs on its own schedule (``daily_change_report``), not every 15 minutes.
+_REPORTS = dg.AssetSelection.groups("reports")
 #: Everything but the checks that cost API calls (they run with the nightly reconciliation).
-_SYNC = dg.AssetSelection.all() - dg.AssetSelection.checks(*nightly_checks)
+_SYNC = dg.AssetSelection.all() - dg.AssetSelection.checks(*nightly_checks) - _REPORTS
 
 #: The main job: Zoho → warehouse → Moodle → grades and bookkeeping back to Zoho, for one school.
 full_sync = dg.define_asset_job(
@@ -48,7 +53,7 @@ full_sync_dry_run = dg.define_asset_job(
 #: record count compared with the warehouse (one API call per module, so not every 15 minutes).
 reconcile = dg.define_asset_job(
     name="reconcile",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - _REPORTS,
     config=RECONCILE_CONFIG,
     description="Full re-read of every Zoho module, Moodle and write-back, then warehouse counts against Zoho's.",
 )
@@ -84,14 +89,27 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
     """The project's Definitions, with ``resources`` in place of the defaults (tests, scripts)."""
     return dg.Definitions(
-        assets=[*zoho_assets, *moodle_assets, *writeback_assets, dead_letters_asset],
+        assets=[
+            *with_freshness_policies([*zoho_assets, *moodle_assets]),
+            *writeback_assets,
+            daily_changes_report,
+            dead_letters_asset,
+            school_health_asset,
+        ],
         # Sync steps wait on HTTP, not CPU, and a subprocess per step costs about 2 s of start-up; in
         # one process they also share the tenant's OAuth token (Zoho throttles token refreshes).
         executor=dg.in_process_executor,
         asset_checks=[*warehouse_checks, *nightly_checks],
-        jobs=[full_sync, full_sync_dry_run, zoho_full_sync, reconcile],
-        sensors=[tenants_sensor, zoho_webhook_sensor, moodle_webhook_sensor],
-        schedules=schedules,
+        jobs=[full_sync, full_sync_dry_run, zoho_full_sync, reconcile, daily_report],
+        sensors=[
+            tenants_sensor,
+            zoho_webhook_sensor,
+            moodle_webhook_sensor,
+            run_failure_alerts,
+            dead_letter_alerts,
+            school_health_sensor,
+        ],
+        schedules=[*schedules, daily_change_report],
         resources=resources if resources is not None else default_resources(),
     )
 

@@ -3,7 +3,8 @@
 Starts both simulators on the ports ``tenants.yaml`` names, runs the main job (``full_sync``) for
 the demo school on the Dagster instance in ``DAGSTER_HOME`` (Zoho → warehouse → Moodle → grades
 and Moodle ids back to Zoho), then changes a few records, as a school day would (edits in Zoho,
-marking in Moodle), and runs it again. Prints a report of each run.
+marking in Moodle), and runs it again. Prints a report of each run, and ends with the day's change
+report (``reports/daily_changes``) and the path of its CSV file.
 This is a command-line program: its output is for the person who ran it.
 """
 
@@ -21,6 +22,7 @@ import pandas as pd
 from sync_pipelines.definitions import defs
 from sync_pipelines.moodle.client import MoodleClient
 from sync_pipelines.moodle.criteria import assessable_courses
+from sync_pipelines.report import REPORT_KEY
 from sync_pipelines.sandbox import (
     DEMO_MOODLE_TOKEN,
     DEMO_SEED,
@@ -69,6 +71,26 @@ def _run(instance: dg.DagsterInstance, job_name: str = "full_sync") -> str:
                 print(f"  step {event.step_key} failed: {event.step_failure_data.error.message.strip()}")
         raise SystemExit("the sync run failed (see above)")
     return result.run_id
+
+
+def _change_report(instance: dg.DagsterInstance) -> str:
+    """Today's change report of the demo school (``reports/daily_changes``): its CSV file."""
+    op = "__".join(REPORT_KEY.path)
+    result = defs.resolve_job_def("daily_report").execute_in_process(
+        instance=instance,
+        partition_key=TENANT,
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            "ops": {op: {"config": {"day": "today"}}},
+        },
+        raise_on_error=False,
+    )
+    mats = result.get_asset_materialization_events() if result.success else []
+    if not mats:
+        return "the change report was not made (see the run's log)"
+    meta = mats[0].materialization.metadata
+    counts = ", ".join(f"{k} {meta[k].value}" for k in ("new", "updated", "deleted", "invalid"))
+    return f"{counts} today, per module in {meta['csv'].value}"
 
 
 def _moodle_report(store: Warehouse, run_id: str) -> pd.DataFrame:
@@ -301,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             # next scheduled read brings them, as it would 15 minutes later.
             third = _run(instance, "zoho_full_sync")
             _print_table("Run 3: the next scheduled read of Zoho", _report(store, third))
+            report = _change_report(instance)
     finally:
         sim.stop()
         moodle.stop()
@@ -320,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("Why did a record not sync? SELECT * FROM sync_results WHERE zoho_id = '…' ORDER BY id;")
     print("What was written to Moodle or Zoho? SELECT * FROM moodle_push_results WHERE key = '…';")
+    print(f"Today's change report (reports/daily_changes): {report}")
     print("Browse the lineage and run history: make dev  (then open http://127.0.0.1:3000)")
     return 0
 

@@ -215,9 +215,26 @@ def _legacy_key(source: str, tenant_id: str, names: list[str]) -> str:
     return f"{source}:{tenant_id}:{digest}"
 
 
-def _first_line(text: str, limit: int = 300) -> str:
-    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+def first_line(text: str | None, limit: int = 300) -> str:
+    """The first non-blank line of ``text``, shortened to ``limit`` characters."""
+    line = next((s.strip() for s in (text or "").splitlines() if s.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def step_error(event: dg.DagsterEvent) -> str:
+    """The first line of what made a step fail: its ``Failure`` description, else its exception.
+
+    Dagster wraps a step's own exception ("Error occurred while executing op …"): the cause says it.
+    """
+    data = event.step_failure_data
+    if data is None:
+        return first_line(event.message) or "failed"
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return first_line(data.user_failure_data.description)
+    error = data.error
+    while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return first_line(error.message if error else event.message) or "failed"
 
 
 def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
@@ -230,13 +247,9 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
             event = record.event_log_entry.dagster_event
             if event is None or event.event_type != wanted:
                 continue
-            if wanted == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.user_failure_data:
-                description = event.step_failure_data.user_failure_data.description
-                if description:
-                    return f"{event.step_key}: {_first_line(description)}"
-            if wanted == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
-                return f"{event.step_key}: {_first_line(event.step_failure_data.error.message)}"
-            return _first_line(event.message or "run failed")
+            if wanted == dg.DagsterEventType.STEP_FAILURE:
+                return f"{event.step_key}: {step_error(event)}"
+            return first_line(event.message or "run failed")
     return "run failed"
 
 

@@ -40,6 +40,18 @@ hold its secrets; the secrets themselves never appear in the file, in logs or in
           grades: {D: D, M: M, P: P, R: R, RR: RR}  # our letter: the org's Grade picklist value
           statuses: {marked: Marking completed, forward: [In review, Ready for release, Released]}
           attempts: {last: 2, missed_on_last: RR}   # a Pass criterion missed on attempt 2 → RR
+        # Where this school's alerts go (run failures, dead letters, staleness; see
+        # sync_pipelines/alerts.py). Without it, the deployment default (SYNC_ALERT_*), else a log line.
+        alerts:
+          slack_webhook_env: DEMO_SLACK_WEBHOOK_URL   # a Slack-compatible incoming webhook (its URL is a secret)
+          email:
+            to: [it@school.example]                  # one address, or a list
+            from: sync@school.example
+            smtp_host: smtp.school.example
+            smtp_port: 587                           # default 587
+            smtp_username_env: DEMO_SMTP_USERNAME    # both or neither
+            smtp_password_env: DEMO_SMTP_PASSWORD
+            starttls: true                           # default true; or ssl: true (port 465)
 
 A top-level ``webhook_secret_env`` (one secret for both webhook routes) is still read, for each
 route whose own key is absent, with a warning: the Zoho secret travels as a bearer token and is
@@ -276,6 +288,50 @@ class GradingConfig:
 
 
 @dataclass(frozen=True)
+class EmailAlerts:
+    """Alert e-mail of one school (``alerts.email``), sent with the standard ``smtplib``.
+
+    Attributes:
+        to: the recipients (plain addresses).
+        sender: the ``From`` address (``from:`` in the file).
+        smtp_host: the SMTP server.
+        smtp_port: its port (587, the submission port, by default).
+        smtp_username_env: the variable holding the SMTP user name, or ``None`` (no login).
+        smtp_password_env: the variable holding the SMTP password (a secret: read at send time).
+        starttls: upgrade the connection with STARTTLS before logging in (default true).
+        ssl: connect with TLS from the start (SMTPS, port 465) instead; excludes ``starttls``.
+    """
+
+    to: tuple[str, ...]
+    sender: str
+    smtp_host: str
+    smtp_port: int = 587
+    smtp_username_env: str | None = None
+    smtp_password_env: str | None = None
+    starttls: bool = True
+    ssl: bool = False
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Where one school's alerts go (``alerts:``); both channels may be set, each gets every alert.
+
+    Attributes:
+        slack_webhook_env: the variable holding a Slack-compatible incoming-webhook URL (the URL is
+            the secret), or ``None``.
+        email: the alert e-mail, or ``None``.
+    """
+
+    slack_webhook_env: str | None = None
+    email: EmailAlerts | None = None
+
+    @property
+    def configured(self) -> bool:
+        """Whether any channel is set."""
+        return bool(self.slack_webhook_env or self.email)
+
+
+@dataclass(frozen=True)
 class Tenant:
     """One school.
 
@@ -291,6 +347,7 @@ class Tenant:
         moodle_webhook_secret_env: the variable holding the HMAC key Moodle signs with:
             ``moodle.webhook_secret_env``, else the legacy key, else ``None``.
         grading: how its org names criteria grading (``grading:``; the shipped names by default).
+        alerts: where its alerts go (``alerts:``); empty: the deployment default.
     """
 
     id: str
@@ -301,6 +358,7 @@ class Tenant:
     zoho_webhook_secret_env: str | None = None
     moodle_webhook_secret_env: str | None = None
     grading: GradingConfig = field(default_factory=GradingConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def __post_init__(self) -> None:
         # A Tenant built by hand with only the legacy key behaves as one read from a file.
@@ -831,6 +889,100 @@ def _mapping(raw: dict, where: str) -> OrgMapping:
     )
 
 
+_ALERTS_KEYS = ("slack_webhook_env", "email")
+_EMAIL_KEYS = (
+    "to",
+    "from",
+    "smtp_host",
+    "smtp_port",
+    "smtp_username_env",
+    "smtp_password_env",
+    "starttls",
+    "ssl",
+)
+#: A plain e-mail address: no display name, no white space (so no header can be smuggled in).
+_EMAIL_ADDRESS = re.compile(r"[^@\s<>,;\"()\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def parse_alerts(raw: object, where: str, warnings: list[str] | None = None) -> AlertsConfig:
+    """``alerts``: see :class:`AlertsConfig` (missing, null or empty: no channel).
+
+    Args:
+        raw: the section as written.
+        where: the tenant (or the settings), for messages.
+        warnings: collects what is usable but unwise (a password sent without TLS).
+
+    Raises:
+        TenantConfigError: naming the key and what is wrong, never a value that may be a secret.
+    """
+    at = f"{where}: alerts"
+    section = _section(raw, at, _ALERTS_KEYS)
+    slack = _env_name(section, "slack_webhook_env", where, "alerts.", required=False)
+    email = section.get("email")
+    return AlertsConfig(
+        slack_webhook_env=slack,
+        email=None if email is None else _email_alerts(email, where, warnings),
+    )
+
+
+def _email_address(value: object, at: str) -> str:
+    if not isinstance(value, str) or not _EMAIL_ADDRESS.fullmatch(value.strip()):
+        shown = repr(value) if isinstance(value, str) and len(value) <= 120 else f"a {type(value).__name__}"
+        raise TenantConfigError(f"{at} must be a plain e-mail address (name@domain), got {shown}")
+    return value.strip()
+
+
+def _email_alerts(raw: object, where: str, warnings: list[str] | None) -> EmailAlerts:
+    at = f"{where}: alerts.email"
+    section = _section(raw, at, _EMAIL_KEYS)
+    to_raw = section.get("to")
+    if isinstance(to_raw, str):
+        to_raw = [to_raw]
+    if not isinstance(to_raw, list) or not to_raw:
+        raise TenantConfigError(f"{at}.to is required: an e-mail address, or a list of them")
+    to = tuple(dict.fromkeys(_email_address(v, f"{at}.to[{i}]") for i, v in enumerate(to_raw)))
+    if section.get("from") is None:
+        raise TenantConfigError(f"{at}.from is required (the sender's address)")
+    sender = _email_address(section.get("from"), f"{at}.from")
+    host = section.get("smtp_host")
+    if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host.strip()):
+        raise TenantConfigError(f"{at}.smtp_host is required (the SMTP server's host name)")
+    port = section.get("smtp_port", 587)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise TenantConfigError(f"{at}.smtp_port must be a port number (1-65535), got {port!r}")
+    flags = {}
+    for key, default in (("starttls", "ssl" not in section or not section.get("ssl")), ("ssl", False)):
+        value = section.get(key, default)
+        if not isinstance(value, bool):
+            raise TenantConfigError(f"{at}.{key} must be true or false, got {value!r}")
+        flags[key] = value
+    if flags["starttls"] and flags["ssl"]:
+        raise TenantConfigError(
+            f"{at}: starttls and ssl are both true: ssl is TLS from the start (port 465), starttls "
+            "upgrades a plain connection (port 587); choose one"
+        )
+    username = _env_name(section, "smtp_username_env", where, "alerts.email.", required=False)
+    password = _env_name(section, "smtp_password_env", where, "alerts.email.", required=False)
+    if bool(username) != bool(password):
+        raise TenantConfigError(
+            f"{at}: give both smtp_username_env and smtp_password_env (a login), or neither"
+        )
+    if password and not (flags["starttls"] or flags["ssl"]) and warnings is not None:
+        warnings.append(
+            f"{at}: the SMTP password in {password} travels unencrypted (starttls and ssl are false)"
+        )
+    return EmailAlerts(
+        to=to,
+        sender=sender,
+        smtp_host=host.strip(),
+        smtp_port=port,
+        smtp_username_env=username,
+        smtp_password_env=password,
+        starttls=flags["starttls"],
+        ssl=flags["ssl"],
+    )
+
+
 @dataclass(frozen=True)
 class _Entry:
     """One entry of the ``tenants`` list, parsed: a tenant, or the error that keeps it out."""
@@ -863,6 +1015,7 @@ def _entry(raw: object, index: int, source: str) -> _Entry:
         grading, mapping = parsed
         if zoho is not None and mapping is not None:
             zoho = replace(zoho, mapping=mapping)
+    alerts = problems.check(lambda: parse_alerts(raw.get("alerts"), where, warnings))
     if problems.messages or tid is None or zoho is None:
         # Every message starts with `where`: say it once.
         details = "; ".join(m.removeprefix(f"{where}: ") for m in problems.messages)
@@ -877,6 +1030,7 @@ def _entry(raw: object, index: int, source: str) -> _Entry:
         zoho_webhook_secret_env=zoho_secret,
         moodle_webhook_secret_env=moodle_secret,
         grading=grading,
+        alerts=alerts or AlertsConfig(),
     )
     return _Entry(key, label, tenant, None, tuple(warnings))
 

@@ -8,7 +8,8 @@ import nothing of each other's.
 """
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -19,6 +20,8 @@ from sync_pipelines.diff import fingerprint
 from sync_pipelines.moodle.assets import OWNERS, PushConfig, guard, push_metadata
 from sync_pipelines.moodle.entities import BOOKKEEPING_ASSET, ENTITIES, GRADE_WRITEBACK_ASSET, GRADES_ASSET
 from sync_pipelines.moodle.reconcile import PushReport
+from sync_pipelines.progress import Progress
+from sync_pipelines.report import source_lag_seconds
 from sync_pipelines.tenants import GradingConfig, Tenant, tenant_partitions
 from sync_pipelines.warehouse import Push, Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
@@ -269,7 +272,13 @@ def _writeback_asset(
     entity: str,
     write: Callable[..., PushReport],
     description: str,
+    *,
+    reads: Sequence[str],
+    held: Callable[[Warehouse, str], int],
 ) -> dg.AssetsDefinition:
+    """A write-back step; ``reads``: the Zoho modules of the warehouse it writes from (its lag),
+    ``held``: how many records it has written (its row count)."""
+
     @dg.asset(
         key=_key(key),
         deps=[_key(d) for d in deps],
@@ -287,11 +296,22 @@ def _writeback_asset(
         store, tenant, run_id = warehouse.get(), context.partition_key, context.run.run_id
 
         def step() -> dg.MaterializeResult:
+            started, now = time.monotonic(), datetime.now(UTC)
             client = zoho.client(tenant)
-            report = write(
-                client, store, tenant, dry_run=config.dry_run, run_id=run_id, tenant=zoho.tenant(tenant)
+            progress = Progress(context.log, f"{key} for {tenant}", calls=lambda: client.stats.calls)
+            with progress, client.observe(progress.add):
+                report = write(
+                    client, store, tenant, dry_run=config.dry_run, run_id=run_id, tenant=zoho.tenant(tenant)
+                )
+            meta = push_metadata(
+                report,
+                client.stats.calls,
+                row_count=held(store, tenant),
+                api_credits=client.stats.credits,
+                duration_seconds=time.monotonic() - started,
+                lag_seconds=source_lag_seconds(store, tenant, reads, now),
             )
-            return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
+            return dg.MaterializeResult(metadata=meta)
 
         return guard(step, store, tenant, entity, run_id, target="zoho", also=(ZohoError,))
 
@@ -305,6 +325,8 @@ grade_writeback = _writeback_asset(
     write_back_grades,
     "BTEC grades upserted into Zoho BTEC_Grades (duplicate check on Moodle_Grade_Composite_Key, "
     "Grade = D/M/P/R), only those that changed since they were last written.",
+    reads=("units", "teachers", "grades"),
+    held=lambda store, tenant: int(store.moodle.grades(tenant)["zoho_grade_id"].notna().sum()),
 )
 sync_bookkeeping = _writeback_asset(
     BOOKKEEPING_ASSET,
@@ -313,6 +335,11 @@ sync_bookkeeping = _writeback_asset(
     write_back_bookkeeping,
     "Moodle ids and sync flags written onto the Zoho records (Student_Moodle_ID, Teacher_Moodle_ID, "
     "Moodle_Class_ID, Moodle_Course_ID, Synced_to_Moodle, Last_Sync_Date), batched, only when changed.",
+    reads=tuple(dict.fromkeys(name for name, _, _ in BOOKKEEPING)),
+    held=lambda store, tenant: sum(
+        len(store.moodle.writeback_state(tenant, name))
+        for name in dict.fromkeys(n for n, _, _ in BOOKKEEPING)
+    ),
 )
 writeback_assets = [grade_writeback, sync_bookkeeping]
 #: Step names of the write-backs (both have a ``dry_run`` switch).

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from sync_pipelines.definitions import defs
+from sync_pipelines.zoho.modules import MODULES
 
 EXPECTED_UPSTREAM = {
     "zoho/programmes": set(),
@@ -38,14 +39,19 @@ EXPECTED_UPSTREAM = {
 GROUPS = {"zoho/grade_writeback": "writeback", "zoho/sync_bookkeeping": "writeback"}
 
 
-#: Not materialised by any job: the webhook sensors report dead-lettered events as its observations.
-OBSERVED = {"events/dead_letters": "events"}
+#: Not materialised by any job: the webhook sensors report dead-lettered events as its observations,
+#: the health sensor every school's health (one view of all schools, so not partitioned).
+OBSERVED = {"events/dead_letters": "events", "ops/school_health": "ops"}
+UNPARTITIONED = {"ops/school_health"}
+#: Materialised once a day by its own job and schedule, not by the sync jobs.
+REPORTS = {"reports/daily_changes": {f"zoho/{m.name}" for m in MODULES}}
 
 
 def test_asset_keys_groups_and_lineage_are_pinned():
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     assert {k: {d.asset_key.to_user_string() for d in s.deps} for k, s in specs.items()} == {
         **EXPECTED_UPSTREAM,
+        **REPORTS,
         **{k: set() for k in OBSERVED},
     }
     for key, spec in specs.items():
@@ -53,7 +59,10 @@ def test_asset_keys_groups_and_lineage_are_pinned():
         assert spec.kinds & {"zoho", "moodle"}
         assert spec.owners
         assert spec.description and len(spec.description) > 60
-        assert spec.partitions_def == dg.DynamicPartitionsDefinition(name="tenants")
+        if key in UNPARTITIONED:
+            assert spec.partitions_def is None
+        else:
+            assert spec.partitions_def == dg.DynamicPartitionsDefinition(name="tenants")
     for key in EXPECTED_UPSTREAM:
         if key.startswith("zoho/") and key not in GROUPS:
             assert "one row per" in specs[key].description
@@ -74,6 +83,8 @@ def test_jobs_cover_their_assets_and_resources_are_bound():
         "moodle__users",
         "zoho__grade_writeback",
     }
+    assert _keys("daily_report") == set(REPORTS)
+    assert _keys("reconcile") == set(EXPECTED_UPSTREAM)
     assert set(defs.resources) >= {"zoho", "moodle", "warehouse"}
     assert defs.resolve_sensor_def("tenants_sensor")
 

@@ -7,14 +7,17 @@ of every difference the last reconciliations found; ``moodle/grades``; and the t
 """
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from sync_pipelines.metadata import md_table
+from sync_pipelines.metadata import PUSH_STATUSES, md_table, run_metadata
 from sync_pipelines.moodle import preflight
 from sync_pipelines.moodle.client import MoodleClient, MoodleError
 from sync_pipelines.moodle.criteria import reconcile_rubrics
@@ -28,12 +31,16 @@ from sync_pipelines.moodle.entities import (
 from sync_pipelines.moodle.grades import collect_grades
 from sync_pipelines.moodle.reconcile import PushReport, reconcile
 from sync_pipelines.moodle.resource import MoodleResource
+from sync_pipelines.progress import Progress
+from sync_pipelines.report import source_lag_seconds
 from sync_pipelines.tenants import TenantConfigError, tenant_partitions
 from sync_pipelines.warehouse import Push, Warehouse
 from sync_pipelines.warehouse.resource import WarehouseResource
 
 logger = logging.getLogger(__name__)
 OWNERS = ["team:data-platform"]
+#: The BTEC grades a grade read counts (``grade_distinction``...), each on every materialization.
+GRADE_NAMES = ("Distinction", "Merit", "Pass", "Refer")
 
 
 class PushConfig(dg.Config):
@@ -54,17 +61,105 @@ def _key(path: str) -> dg.AssetKey:
     return dg.AssetKey(path.split("/"))
 
 
-def push_metadata(report: PushReport, calls: int | None = None) -> dict[str, object]:
-    """What a data team sees on a push step: counts, what was (or would be) written, failures, drift."""
-    meta: dict[str, object] = {"dry_run": report.dry_run, **report.counts()}
+#: What each write action counts as, in a push step's per-status counts (:data:`PUSH_STATUSES`).
+#: A grade upsert counts as updated (Zoho's answer does not reach the push log as insert or update).
+WRITE_STATUS = {
+    "create": "new",
+    "update": "updated",
+    "restore": "updated",
+    "link": "updated",
+    "upsert": "updated",
+    "remove": "deleted",
+    "suspend": "deleted",
+    "hide": "deleted",
+    "unenrol": "deleted",
+}
+
+
+def write_counts(report: PushReport) -> dict[str, int]:
+    """The writes Moodle or Zoho confirmed, as ``new``/``updated``/``deleted``, and ``failed``."""
+    out = {"new": 0, "updated": 0, "deleted": 0, "failed": 0}
+    for p in report.pushes:
+        status = WRITE_STATUS.get(p.action.split(" ")[0], "updated") if p.ok else "failed"
+        out[status] += 1
+    return out
+
+
+def push_metadata(
+    report: PushReport,
+    calls: int | None = None,
+    *,
+    row_count: int | None = None,
+    api_credits: int | None = None,
+    duration_seconds: float | None = None,
+    lag_seconds: float | None = None,
+) -> dict[str, object]:
+    """What a data team sees on a push step: the counts as numbers the UI plots (every one of
+    :data:`PUSH_STATUSES`, then per action ``<action>_ok``/``<action>_failed`` or, in a dry run,
+    ``planned_<action>``), API calls, duration and lag; what was (or would be) written, failures,
+    drift."""
+    meta: dict[str, object] = {"dry_run": report.dry_run}
+    meta.update(
+        run_metadata(
+            counts={**report.counts(), **write_counts(report)},
+            statuses=PUSH_STATUSES,
+            row_count=row_count,
+            api_calls=calls,
+            api_credits=api_credits,
+            duration_seconds=duration_seconds,
+            lag_seconds=lag_seconds,
+        )
+    )
     meta["writes"] = dg.MetadataValue.md(md_table(report.plan))
     meta["failures"] = dg.MetadataValue.md(md_table(report.failures))
     meta["waiting"] = dg.MetadataValue.md(md_table(report.skipped))
     if len(report.drift):
         meta["drift_found"] = dg.MetadataValue.md(md_table(report.drift))
-    if calls is not None:
-        meta["api_calls"] = calls
     return meta
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+
+#: Lists in an answer that are no records (the site information's, the warnings).
+_NOT_RECORDS = frozenset({"warnings", "functions", "advancedfeatures"})
+
+
+def _records(params: Mapping[str, Any] | None, answer: Any) -> int:
+    """The records one web-service call carried: those it answered (a list; the lists of an
+    object, such as ``usergrades``), else those it sent (a write that answers nothing)."""
+    if isinstance(answer, list):
+        return len(answer)
+    if isinstance(answer, dict):
+        return sum(len(v) for k, v in answer.items() if isinstance(v, list) and k not in _NOT_RECORDS)
+    sent = [
+        len(v) for v in (params or {}).values() if isinstance(v, list) and v and isinstance(v[0], Mapping)
+    ]
+    return max(sent, default=0)
+
+
+@contextmanager
+def moodle_progress(
+    context: dg.AssetExecutionContext, client: MoodleClient, what: str, **options: Any
+) -> Iterator[Progress]:
+    """A step's progress lines (:mod:`sync_pipelines.progress`): every web-service call of
+    ``client`` counted as one request, with the records it carried, by function (gradebooks read
+    course after course, enrolled users per course, user creation batches...). ``options`` go to
+    :class:`Progress` (``every``, ``clock``)."""
+    progress = Progress(context.log, what, unit="requests", calls=lambda: client.stats.calls, **options)
+
+    def observed(function: str, params: Mapping[str, Any] | None, answer: Any) -> None:
+        progress.add(function, _records(params, answer))
+
+    with client.observe(observed), progress:
+        yield progress
+
+
+def held_count(store: Warehouse, tenant_id: str, spec: EntitySpec) -> int:
+    """Objects the pipeline holds in Moodle for an entity (its id map, or the enrolments it holds)."""
+    if spec.derived_identity:
+        return len(store.moodle.enrolments(tenant_id))
+    return len(store.moodle.id_map(tenant_id, spec.entity))
 
 
 #: How often a Moodle step reads the site's own information again (one call).
@@ -187,20 +282,29 @@ def _entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         store, tenant, run_id = warehouse.get(), context.partition_key, context.run.run_id
 
         def step() -> dg.MaterializeResult:
+            started, now = time.monotonic(), datetime.now(UTC)
             client = moodle.client(tenant)
-            service_user = remember_site(client, store, tenant)
-            before_first_write(client, store, tenant)
-            report = reconcile(
-                spec,
-                client,
-                store,
-                tenant,
-                policy=moodle.drift_policy(tenant),
-                dry_run=config.dry_run,
-                run_id=run_id,
-                service_user_id=service_user,
+            with moodle_progress(context, client, f"{spec.asset} for {tenant}"):
+                service_user = remember_site(client, store, tenant)
+                before_first_write(client, store, tenant)
+                report = reconcile(
+                    spec,
+                    client,
+                    store,
+                    tenant,
+                    policy=moodle.drift_policy(tenant),
+                    dry_run=config.dry_run,
+                    run_id=run_id,
+                    service_user_id=service_user,
+                )
+            meta = push_metadata(
+                report,
+                client.stats.calls,
+                row_count=held_count(store, tenant, spec),
+                duration_seconds=time.monotonic() - started,
+                lag_seconds=source_lag_seconds(store, tenant, spec.sources, now),
             )
-            return dg.MaterializeResult(metadata=push_metadata(report, client.stats.calls))
+            return dg.MaterializeResult(metadata=meta)
 
         return guard(step, store, tenant, spec.entity, run_id)
 
@@ -221,14 +325,25 @@ entity_assets = [_entity_asset(spec) for spec in ENTITIES]
     **_COMMON,
 )
 def moodle_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    started = time.monotonic()
     drift = warehouse.get().moodle.drift(context.partition_key)
-    meta: dict[str, object] = {
-        "dagster/row_count": len(drift),
+    counts = {
         "unhealed": int((~drift["healed"].astype(bool)).sum()) if len(drift) else 0,
+        **{f"{e.entity}_{side}": 0 for e in ENTITIES for side in ("zoho", "moodle")},
     }
     if len(drift):
-        counts = drift.groupby(["entity", "side", "kind"]).size()
-        meta.update({f"{e}_{side}_{kind}": int(n) for (e, side, kind), n in counts.items()})
+        counts.update(
+            {f"{e}_{side}": int(n) for (e, side), n in drift.groupby(["entity", "side"]).size().items()}
+        )
+        counts.update(
+            {
+                f"{e}_{side}_{kind}": int(n)
+                for (e, side, kind), n in drift.groupby(["entity", "side", "kind"]).size().items()
+            }
+        )
+    meta: dict[str, object] = run_metadata(
+        counts=counts, row_count=len(drift), duration_seconds=time.monotonic() - started
+    )
     shown = drift[["entity", "side", "kind", "key", "moodle_id", "detail", "action"]] if len(drift) else drift
     meta["differences"] = dg.MetadataValue.md(md_table(shown))
     return dg.MaterializeResult(metadata=meta)
@@ -254,18 +369,30 @@ def moodle_rubrics(
     store, tenant, run_id = warehouse.get(), context.partition_key, context.run.run_id
 
     def step() -> dg.MaterializeResult:
+        started, now = time.monotonic(), datetime.now(UTC)
         client = moodle.client(tenant)
-        service_user = remember_site(client, store, tenant)
-        report = reconcile_rubrics(
-            client,
-            store,
-            tenant,
-            moodle.grading(tenant),
-            service_user_id=service_user,
-            dry_run=config.dry_run,
-            run_id=run_id,
+        with moodle_progress(context, client, f"{RUBRICS_ASSET} for {tenant}"):
+            service_user = remember_site(client, store, tenant)
+            report = reconcile_rubrics(
+                client,
+                store,
+                tenant,
+                moodle.grading(tenant),
+                service_user_id=service_user,
+                dry_run=config.dry_run,
+                run_id=run_id,
+            )
+        written = {
+            "written": sum(p.ok for p in report.pushes),
+            "failed": sum(not p.ok for p in report.pushes),
+        }
+        meta: dict[str, object] = run_metadata(
+            counts={**report.counts(), **written},
+            row_count=len(report.rubrics),
+            api_calls=client.stats.calls,
+            duration_seconds=time.monotonic() - started,
+            lag_seconds=source_lag_seconds(store, tenant, ["units", "classes"], now),
         )
-        meta: dict[str, object] = {**report.counts(), "api_calls": client.stats.calls}
         meta["rubrics"] = dg.MetadataValue.md(
             md_table(report.rubrics[["cmid", "unit_zoho_id", "status", "detail"]])
         )
@@ -290,15 +417,25 @@ def moodle_grades(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     def step() -> dg.MaterializeResult:
-        client = moodle.client(context.partition_key)
-        grades = collect_grades(client, warehouse.get(), context.partition_key, course_ids=config.course_ids)
-        counts = grades["btec_grade"].value_counts().to_dict() if len(grades) else {}
+        started = time.monotonic()
+        tenant = context.partition_key
+        client = moodle.client(tenant)
+        with moodle_progress(context, client, f"{GRADES_ASSET} for {tenant}"):
+            grades = collect_grades(client, warehouse.get(), tenant, course_ids=config.course_ids)
+        letters = grades["btec_grade"].value_counts().to_dict() if len(grades) else {}
+        by_grade = {f"grade_{name.lower()}": 0 for name in GRADE_NAMES}
+        by_grade.update({f"grade_{str(k).lower()}": int(v) for k, v in letters.items()})
+        courses = int(grades["moodle_course_id"].nunique()) if len(grades) else 0
+        ungraded = int(grades["letter"].isna().sum()) if len(grades) else 0
         return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": len(grades),
-                "api_calls": client.stats.calls,
-                **{f"grade_{k.lower()}": int(v) for k, v in counts.items()},
-            }
+            metadata=run_metadata(
+                counts=by_grade,
+                row_count=len(grades),
+                api_calls=client.stats.calls,
+                duration_seconds=time.monotonic() - started,
+                courses_with_grades=courses,
+                ungraded=ungraded,
+            )
         )
 
     return guard(step, warehouse.get(), context.partition_key, "grade", context.run.run_id)

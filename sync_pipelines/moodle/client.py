@@ -42,6 +42,7 @@ The token never appears in exceptions, logs or reprs: URLs are logged without th
 error text is scrubbed, and urllib3's own debug log line (which carries the full URL) is redacted.
 """
 
+import contextlib
 import html
 import logging
 import math
@@ -400,6 +401,7 @@ class MoodleClient:
             rng=rng,
         )
         self.stats = MoodleStats()
+        self._observers: list[Callable[[str, Mapping[str, Any] | None, Any], None]] = []
 
     def __repr__(self) -> str:
         return (
@@ -421,6 +423,16 @@ class MoodleClient:
     def field_budget(self) -> int:
         """The most form fields one request body may carry: ``max_input_vars - input_vars_headroom``."""
         return self.max_input_vars - self.input_vars_headroom
+
+    @contextlib.contextmanager
+    def observe(self, callback: Callable[[str, Mapping[str, Any] | None, Any], None]) -> Iterator[None]:
+        """Call ``callback(function, params, answer)`` after every answered call while the block
+        runs (for progress lines, :class:`sync_pipelines.progress.Progress`); nothing is sent."""
+        self._observers.append(callback)
+        try:
+            yield
+        finally:
+            self._observers.remove(callback)
 
     # --- one call ---------------------------------------------------------------------------------
 
@@ -459,6 +471,8 @@ class MoodleClient:
             raise self._error(MoodleUnavailable, function, "connection_error", str(exc)) from None
         answer = self._answer(function, response)
         logger.debug("tenant %s: %s, %d fields: ok", self.tenant_id, function, len(form))
+        for callback in list(self._observers):
+            callback(function, params, answer)
         return answer
 
     def _counter(self, function: str) -> Callable[[int], None]:

@@ -1,12 +1,14 @@
 """One asset per Zoho module, built from the module table."""
 
+import time
 from datetime import datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
 
 from sync_pipelines.diff import ID, Status
-from sync_pipelines.metadata import md_table
+from sync_pipelines.metadata import ZOHO_STATUSES, md_table, run_metadata
+from sync_pipelines.progress import Progress
 from sync_pipelines.tenants import TenantConfigError, tenant_partitions
 from sync_pipelines.warehouse.org_cache import load_tenant_modules
 from sync_pipelines.warehouse.resource import WarehouseResource
@@ -91,29 +93,47 @@ def asset_key(spec: ModuleSpec) -> dg.AssetKey:
     return dg.AssetKey(["zoho", spec.name])
 
 
-def report_metadata(report: ModuleSyncReport, row_count: int) -> dict[str, object]:
-    """What the data team sees on a materialization."""
-    counts = report.counts
+def report_metadata(
+    report: ModuleSyncReport,
+    row_count: int,
+    *,
+    api_calls: int | None = None,
+    duration_seconds: float | None = None,
+    org_metadata_api_calls: int | None = None,
+) -> dict[str, object]:
+    """What the data team sees on a materialization: every count a number the UI plots
+    (:func:`~sync_pipelines.metadata.run_metadata`), then the mode, the read position and the tables.
+
+    ``api_calls`` (default: the sync's own) is the step's, the org metadata read included.
+    """
     recs = report.result.records
     problems = recs.loc[recs["sync_status"] == Status.INVALID, [ID, "change", "sync_reason"]]
     problems = problems.rename(columns={"sync_reason": "findings"})
-    meta: dict[str, object] = {
-        "dagster/row_count": row_count,
-        **{status.lower(): n for status, n in counts.items()},
-        "mode": report.mode,
-        "fetched": report.fetched,
-        "unidentified": report.extra.get("unidentified", 0),
-        "confirmed_deleted_by_id": report.extra.get("confirmed_deleted", 0),
-        "lookups_missing_in_zoho": report.extra.get("lookups_missing_in_zoho", 0),
-        "lookups_waiting": report.extra.get("lookups_waiting", 0),
-        "api_calls": report.api_calls,
-        "api_credits": report.api_credits,
-        "watermark": report.cursor.modified_since.isoformat() if report.cursor.modified_since else "",
-        "max_id": report.cursor.max_id or "",
-        "sync_run_id": report.sync_run_id,
-        "changes": dg.MetadataValue.md(md_table(report.result.changes)),
-        "invalid_records": dg.MetadataValue.md(md_table(problems)),
-    }
+    meta: dict[str, object] = run_metadata(
+        counts=report.counts,
+        statuses=ZOHO_STATUSES,
+        row_count=row_count,
+        api_calls=report.api_calls if api_calls is None else api_calls,
+        api_credits=report.api_credits,
+        duration_seconds=duration_seconds,
+        lag_seconds=report.lag_seconds,
+        fetched=report.fetched,
+        deleted_listed=report.deleted_seen,
+        unidentified=report.extra.get("unidentified", 0),
+        confirmed_deleted_by_id=report.extra.get("confirmed_deleted", 0),
+        lookups_missing_in_zoho=report.extra.get("lookups_missing_in_zoho", 0),
+        lookups_waiting=report.extra.get("lookups_waiting", 0),
+        subform_reads=report.extra.get("subform_reads", 0),
+        events_applied=report.extra.get("events_applied", 0),
+        org_metadata_api_calls=org_metadata_api_calls,
+    )
+    meta["mode"] = report.mode
+    if report.cursor.modified_since is not None:
+        meta["watermark"] = dg.MetadataValue.timestamp(report.cursor.modified_since)
+    meta["max_id"] = report.cursor.max_id or ""
+    meta["sync_run_id"] = report.sync_run_id
+    meta["changes"] = dg.MetadataValue.md(md_table(report.result.changes))
+    meta["invalid_records"] = dg.MetadataValue.md(md_table(problems))
     return meta
 
 
@@ -168,6 +188,7 @@ def build_zoho_asset(spec: ModuleSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         tenant_id = context.partition_key
         store = warehouse.get()
+        started = time.monotonic()
         try:
             client = zoho.client(tenant_id)
             calls0 = client.stats.calls
@@ -195,15 +216,25 @@ def build_zoho_asset(spec: ModuleSpec) -> dg.AssetsDefinition:
                 record_ids=config.record_ids,
                 deleted_ids=config.deleted_ids,
                 events=module_events(tenant_id, spec, config.event_files),
+                progress=Progress(
+                    context.log,
+                    f"zoho/{spec.name} ({specs[spec.name].api_name}) for {tenant_id}",
+                    calls=lambda: client.stats.calls,
+                ),
             )
         except (ZohoError, TenantConfigError, DropFileError) as exc:
             # The message already names the tenant and Zoho's code, and never a secret.
             raise dg.Failure(description=str(exc), metadata={"error_type": type(exc).__name__}) from exc
         context.log.info(f"{spec.name} for {tenant_id}: {report.counts} in {report.api_calls} API calls")
-        meta = report_metadata(report, store.count(tenant_id, spec))
-        # Every call of the step, reading the org's metadata (when its cache was stale) included.
-        meta["api_calls"] = client.stats.calls - calls0
-        meta["org_metadata_api_calls"] = client.stats.calls - calls0 - report.api_calls
+        calls = client.stats.calls - calls0
+        meta = report_metadata(
+            report,
+            store.count(tenant_id, spec),
+            # Every call of the step, reading the org's metadata (when its cache was stale) included.
+            api_calls=calls,
+            org_metadata_api_calls=calls - report.api_calls,
+            duration_seconds=time.monotonic() - started,
+        )
         return dg.MaterializeResult(metadata=meta)
 
     return _sync

@@ -462,6 +462,7 @@ class ZohoClient:
         # Every secret this client has held, scrubbed from any text it puts in an error.
         self._secrets: set[str] = {s for s in (client_secret, refresh_token) if s}
         self.stats = CallStats()
+        self._observers: list[Callable[[str, int], None]] = []
 
     def __repr__(self) -> str:
         return (
@@ -489,6 +490,25 @@ class ZohoClient:
         """The OAuth scopes the last token answer that named any granted, e.g.
         ``("ZohoCRM.modules.ALL", "ZohoCRM.settings.ALL")``; ``()`` until then."""
         return self._slot.cached().scopes
+
+    # --- progress ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def observe(self, callback: Callable[[str, int], None]) -> Iterator[None]:
+        """Call ``callback(kind, records)`` for every answered page, ``ids`` batch, single-record
+        read and write batch while the block runs (``kind`` is ``list``, ``ids``, ``get``,
+        ``deleted``, ``upsert`` or ``update``; ``records`` the records it carried). For progress
+        lines (:class:`sync_pipelines.progress.Progress`): nothing is counted twice, nothing
+        is sent."""
+        self._observers.append(callback)
+        try:
+            yield
+        finally:
+            self._observers.remove(callback)
+
+    def _observed(self, kind: str, records: int) -> None:
+        for callback in list(self._observers):
+            callback(kind, records)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -659,10 +679,13 @@ class ZohoClient:
                     params["fields"] = ",".join(chunk)
                 response = self._call("ids", "GET", path, params=params, credits=1)
                 if response.status_code == 204:
+                    self._observed("ids", 0)
                     return iter(())
                 body = self._expect_json(response, "ids", ok=(200,))
                 data = body.get("data") or []
-                return iter([r for r in data if isinstance(r, dict) and str(r.get("id")) in asked])
+                found = [r for r in data if isinstance(r, dict) and str(r.get("id")) in asked]
+                self._observed("ids", len(found))
+                return iter(found)
 
             return read
 
@@ -729,6 +752,7 @@ class ZohoClient:
             query = {"type": type, "page": page, "per_page": MAX_PER_PAGE}
             response = self._call("deleted", "GET", path, params=query, headers=headers, credits=1)
             if response.status_code in (204, 304):
+                self._observed("deleted", 0)
                 complete = True  # 204: no (more) entries; 304: none since If-Modified-Since
                 break
             if (
@@ -740,6 +764,7 @@ class ZohoClient:
             body = self._expect_json(response, "deleted", ok=(200,))
             data = body.get("data") or []
             info = body.get("info") or {}
+            self._observed("deleted", len(data))
             for entry in data:
                 entry_id = str(entry.get("id")) if isinstance(entry, dict) else None
                 if entry_id is not None and entry_id in seen:
@@ -776,16 +801,19 @@ class ZohoClient:
         names = list(dict.fromkeys(f for f in fields if f)) if fields is not None else []
         chunks: list[list[str] | None] = list(_chunks(names, MAX_FIELDS_PER_REQUEST)) if names else [None]
         merged: dict | None = None
-        for chunk in chunks:
+        for n, chunk in enumerate(chunks, start=1):
             params = {"fields": ",".join(chunk)} if chunk else None
             response = self._call("get", "GET", path, params=params, credits=1)
             if response.status_code == 204:
+                self._observed("get", 0)
                 return None
             body = self._expect_json(response, "get", ok=(200,))
             data = body.get("data")
             if not isinstance(data, list) or not data:
+                self._observed("get", 0)
                 return None
             merged = {**(merged or {}), **data[0]}
+            self._observed("get", 1 if n == len(chunks) else 0)  # a record, however many chunks
         return merged
 
     def count(self, module: str) -> int:
@@ -906,6 +934,7 @@ class ZohoClient:
             if response.status_code in (204, 304):
                 # 204: no records; 304: nothing modified since If-Modified-Since.
                 logger.debug("%s %s page %d: HTTP %d", endpoint, path, page, response.status_code)
+                self._observed(endpoint, 0)
                 return
             body = self._expect_json(response, endpoint, ok=(200,))
             data = body.get("data") or []
@@ -919,6 +948,7 @@ class ZohoClient:
                 len(data),
             )
             read += len(data)
+            self._observed(endpoint, len(data))
             yield from data
             if not info.get("more_records"):
                 return
@@ -1019,6 +1049,7 @@ class ZohoClient:
                     endpoint=endpoint,
                 )
             results.extend(self._upsert_result(offset + i, item) for i, item in enumerate(items))
+            self._observed(endpoint, len(batch))
             logger.debug(
                 "%s %s: batch at %d, %d records, HTTP %d",
                 endpoint,

@@ -28,12 +28,14 @@ How changes are found
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from sync_pipelines.diff import ID, NOTE, DiffResult, Status, diff, field_changes
+from sync_pipelines.progress import Progress
 from sync_pipelines.warehouse import Cursor, RunInfo, Warehouse
 from sync_pipelines.warehouse.store import AppliedEvent
 from sync_pipelines.zoho.canonical import (
@@ -72,6 +74,10 @@ class ModuleSyncReport:
     sync_run_id: str
     pending: int = 0
     extra: dict = field(default_factory=dict)
+    #: When the read began (the ``now`` of the sync).
+    started_at: datetime | None = None
+    #: How far behind Zoho the mirror may be, in seconds at the read's start (:func:`mirror_lag`).
+    lag_seconds: float | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -171,6 +177,7 @@ def sync_module(
     pushed_records: Sequence[dict] = (),
     events: Sequence[ModuleEvent] = (),
     org_specs: Mapping[str, ModuleSpec] | None = None,
+    progress: Progress | None = None,
 ) -> ModuleSyncReport:
     """Sync one Zoho module of one tenant into the warehouse.
 
@@ -190,10 +197,58 @@ def sync_module(
     ``spec`` may be a tenant's own (:func:`sync_pipelines.zoho.org.tenant_spec`); ``org_specs``
     (module name → the tenant's spec) then names the lookup targets as that org spells them.
 
+    ``progress`` is told of every page, batch and record read while the sync runs, and logs
+    them at a steady pace (:mod:`sync_pipelines.progress`), its last line when the sync ends;
+    without one, the lines go to this module's logger.
+
     Raises:
         ZohoError: Zoho failed (after retries). Nothing was applied; the failure is logged in
             ``sync_runs`` and the next run starts from the same cursor.
     """
+    if progress is None:
+        progress = Progress(
+            logger, f"zoho/{spec.name} ({spec.api_name}) for {tenant_id}", calls=lambda: client.stats.calls
+        )
+    with ExitStack() as stack:
+        stack.enter_context(progress)  # the end line, also when the sync fails
+        observe = getattr(client, "observe", None)  # a stand-in client in a test may have none
+        if observe is not None:
+            stack.enter_context(observe(progress.add))
+        return _sync_module(
+            tenant_id=tenant_id,
+            spec=spec,
+            client=client,
+            warehouse=warehouse,
+            full_refresh=full_refresh,
+            reconcile_after_hours=reconcile_after_hours,
+            deleted_check_minutes=deleted_check_minutes,
+            dagster_run_id=dagster_run_id,
+            now=now,
+            record_ids=record_ids,
+            deleted_ids=deleted_ids,
+            pushed_records=pushed_records,
+            events=events,
+            org_specs=org_specs,
+        )
+
+
+def _sync_module(
+    *,
+    tenant_id: str,
+    spec: ModuleSpec,
+    client: ZohoClient,
+    warehouse: Warehouse,
+    full_refresh: bool,
+    reconcile_after_hours: float,
+    deleted_check_minutes: float,
+    dagster_run_id: str | None,
+    now: datetime | None,
+    record_ids: Sequence[str],
+    deleted_ids: Sequence[str],
+    pushed_records: Sequence[dict],
+    events: Sequence[ModuleEvent],
+    org_specs: Mapping[str, ModuleSpec] | None,
+) -> ModuleSyncReport:
     now = now or datetime.now(UTC)
     calls0, credits0 = client.stats.calls, client.stats.credits
     cursor = warehouse.cursor(tenant_id, spec)
@@ -332,6 +387,8 @@ def sync_module(
         api_credits=run.api_credits,
         cursor=new_cursor,
         sync_run_id=run.sync_run_id,
+        started_at=now,
+        lag_seconds=mirror_lag(spec, cursor, incoming, now, full=full),
         extra={
             "unidentified": unidentified,
             "confirmed_deleted": confirm.confirmed_deleted,
@@ -522,6 +579,29 @@ def _fetch(
         return records, [], True
     read = client.read_deleted(spec.api_name, since=cursor.deleted_since)
     return records, read.entries, read.complete
+
+
+def mirror_lag(
+    spec: ModuleSpec, before: Cursor, incoming: pd.DataFrame, now: datetime, *, full: bool
+) -> float | None:
+    """How far behind Zoho the mirror may be at the read's start (``now``), in seconds.
+
+    With ``Modified_Time``: from the newest ``Modified_Time`` the mirror holds (the newest this
+    read brought, else the watermark before it) to ``now``: a school that edits nothing for an hour
+    shows an hour, a sync that falls behind shows its backlog. Without it (``Products``,
+    ``BTEC_Enrollments``: edits are seen by full reads only): from the last full read's start
+    (0 for a full read). ``None`` while the module was never read.
+    """
+    if spec.has_modified_time:
+        newest = None
+        if MODIFIED in incoming and incoming[MODIFIED].notna().any():
+            newest = _safe_time(incoming[MODIFIED].dropna().max())
+        held = max(filter(None, [newest, before.modified_since]), default=None)
+    else:
+        held = now if full else before.last_full_at
+    if held is None:
+        return None
+    return max(0.0, (now - held).total_seconds())
 
 
 def _watermark(previous: datetime | None, seen: datetime | None, started: datetime) -> datetime | None:

@@ -60,7 +60,7 @@ PINNED_EDGES = {
     "moodle/grades": {"moodle/enrolments"},
     "zoho/grade_writeback": {"moodle/grades"},
 }
-GROUPS = {"zoho", "moodle", "writeback", "events"}
+GROUPS = {"zoho", "moodle", "writeback", "events", "reports", "ops"}
 DEMO_TENANT = "demo_school"
 
 WORKSPACE_QUERY = """
