@@ -9,7 +9,6 @@ Zoho API call per module, so it runs with the nightly reconciliation (job ``reco
 after every module was read in full.
 """
 
-
 import dagster as dg
 import pandas as pd
 

@@ -975,7 +975,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sync_pipelines.settings import WAREHOUSE_URL_ENV, warehouse_url
 
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--url", help=f"the warehouse (default: ${WAREHOUSE_URL_ENV} or $SYNC_DATABASE_URL, else the embedded one)")
+    pre.add_argument(
+        "--url",
+        help=f"the warehouse (default: ${WAREHOUSE_URL_ENV} or $SYNC_DATABASE_URL, else the embedded one)",
+    )
     known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else list(argv))
     logging.basicConfig(format="%(levelname)-5.5s [%(name)s] %(message)s")  # as alembic.ini would
     logging.getLogger("alembic").setLevel(logging.INFO)

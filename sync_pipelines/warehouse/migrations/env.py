@@ -16,11 +16,7 @@ config = context.config
 
 
 def _url() -> str:
-    return (
-        config.attributes.get("url")
-        or config.get_main_option("sqlalchemy.url")
-        or warehouse_url()
-    )
+    return config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or warehouse_url()
 
 
 def _configure(**kw) -> None:
