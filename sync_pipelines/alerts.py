@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 import requests
 
+from sync_pipelines.http import RetryingSession, RetryPolicy, TransportError
 from sync_pipelines.sensors import DEAD_LETTERS, first_line, step_error
 from sync_pipelines.settings import local_dir
 from sync_pipelines.tenants import (
@@ -436,8 +437,8 @@ def _scrub(text: str, *secrets: str | None) -> str:
 
 
 class _Redact(logging.Filter):
-    """Blanks the webhook URLs' secret parts in urllib3's own records: at DEBUG it logs every
-    request line (``"POST /services/T…/B…/secret HTTP/1.1" 200``)."""
+    """Blanks the webhook URLs' secret parts in urllib3's and the HTTP helper's records: at DEBUG
+    both log every request line (``"POST /services/T…/B…/secret HTTP/1.1" 200``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -453,7 +454,8 @@ class _Redact(logging.Filter):
 
 
 _redact = _Redact()
-logging.getLogger("urllib3.connectionpool").addFilter(_redact)
+for _name in ("urllib3.connectionpool", "sync_pipelines.http"):
+    logging.getLogger(_name).addFilter(_redact)
 
 
 def post_webhook(url: str, text: str) -> None:
@@ -467,31 +469,26 @@ def post_webhook(url: str, text: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DeliveryError("the variable does not hold an http(s) URL", retriable=False)
     _redact.secrets.update(x for x in (parts.path, parts.query) if len(x) > 1)
-    last = ""
-    delay = 0.0
-    for attempt in range(WEBHOOK_ATTEMPTS):
-        if attempt:
-            time.sleep(delay)
-        delay = BACKOFF_SECONDS * 2**attempt
+    # The project's one HTTP helper (sync_pipelines.http): timeouts, backoff with jitter, Retry-After.
+    policy = RetryPolicy(max_retries=WEBHOOK_ATTEMPTS - 1, backoff_base=BACKOFF_SECONDS, backoff_max=5.0)
+    with requests.Session() as session:
+        session.max_redirects = 0  # a webhook that redirects is misconfigured: say so, do not follow
+        http = RetryingSession(timeout=WEBHOOK_TIMEOUT, policy=policy, session=session)
         try:
-            response = requests.post(url, json={"text": text}, timeout=WEBHOOK_TIMEOUT, allow_redirects=False)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            last = f"no answer ({type(exc).__name__})"
-            continue
+            response = http.request("POST", url, json={"text": text})
+        except TransportError as exc:
+            raise DeliveryError(
+                f"no answer ({exc.reason.split(':', 1)[0]}) after {WEBHOOK_ATTEMPTS} attempts", retriable=True
+            ) from None
         except requests.RequestException as exc:
             raise DeliveryError(f"request failed ({type(exc).__name__})", retriable=False) from None
-        if 200 <= response.status_code < 300:
-            return
-        detail = _scrub(first_line(response.text, 120), parts.path, parts.query)
-        answer = f"HTTP {response.status_code}" + (f" {detail}" if detail else "")
-        if response.status_code == 429 or response.status_code >= 500:
-            last = answer
-            retry_after = response.headers.get("Retry-After", "")
-            if retry_after.isdigit():
-                delay = min(float(retry_after), 5.0)
-            continue
-        raise DeliveryError(answer, retriable=False)
-    raise DeliveryError(f"{last} after {WEBHOOK_ATTEMPTS} attempts", retriable=True)
+    if 200 <= response.status_code < 300:
+        return
+    detail = _scrub(first_line(response.text, 120), parts.path, parts.query)
+    answer = f"HTTP {response.status_code}" + (f" {detail}" if detail else "")
+    if http.is_retriable(response):
+        raise DeliveryError(f"{answer} after {WEBHOOK_ATTEMPTS} attempts", retriable=True)
+    raise DeliveryError(answer, retriable=False)
 
 
 def _secret_env(name: str | None, what: str) -> str | None:
