@@ -137,3 +137,12 @@ reliability: install
 MOODLE_URL ?= http://127.0.0.1:8499
 moodle-acceptance: install
 	$(BIN)/python scripts/moodle_acceptance.py --url $(MOODLE_URL) $(if $(GRADE_COURSE),--grade-course $(GRADE_COURSE)) $(if $(MOODLE_DIR),--moodle-dir $(MOODLE_DIR))
+
+## The production topology as separate processes (sync_pipelines_tests/topology/): the simulators,
+## dagster-daemon, dagster-webserver and the webhook receiver on two fresh PostgreSQL databases, with
+## deploy/dagster.postgres.yaml as the instance; a scheduled and a webhook run of the demo school
+## through the run queue. About 1.5 to 2.5 minutes (it waits for the minute's cron tick). Needs
+## PostgreSQL at 127.0.0.1:5432 (TEST_POSTGRES_URL). `make test` skips it.
+.PHONY: topology
+topology: install
+	SYNC_TOPOLOGY=1 $(BIN)/pytest -p no:cacheprovider sync_pipelines_tests/topology -m slow

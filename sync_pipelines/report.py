@@ -32,7 +32,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from sync_pipelines.metadata import md_table, numeric
-from sync_pipelines.schedules import TIMEZONE
+from sync_pipelines.schedules import TIMEZONE, per_tenant
 from sync_pipelines.settings import local_dir
 from sync_pipelines.tenants import tenant_partitions
 from sync_pipelines.warehouse import Warehouse
@@ -392,13 +392,4 @@ daily_report = dg.define_asset_job(
     description="Yesterday's change report of every tenant, unless a sync after midnight already made it.",
 )
 def daily_change_report(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
-    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
-    return [
-        dg.RunRequest(
-            run_key=f"report:{tenant}:{stamp}",
-            partition_key=tenant,
-            tags={"sync/trigger": "report"},
-        )
-        for tenant in sorted(tenants)
-    ]
+    return per_tenant(context, "report")

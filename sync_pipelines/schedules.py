@@ -24,9 +24,10 @@ TIMEZONE = os.environ.get("SYNC_SCHEDULE_TIMEZONE", "UTC")
 RECONCILE_CONFIG = zoho_ops_config(full_refresh=True, org_metadata_max_age_hours=1.0)
 
 
-def _per_tenant(
+def per_tenant(
     context: dg.ScheduleEvaluationContext, label: str, run_config: dict | None = None
 ) -> list[dg.RunRequest]:
+    """One run request per tenant partition, keyed by the tick: a replayed tick runs nothing twice."""
     tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
     stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
     return [
@@ -52,7 +53,7 @@ MAIN_JOB = "full_sync"
     description="Incremental sync of every tenant: Zoho changes since the last run, Moodle, write-back.",
 )
 def incremental_sync(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    return _per_tenant(context, "incremental")
+    return per_tenant(context, "incremental")
 
 
 @dg.schedule(
@@ -65,7 +66,7 @@ def incremental_sync(context: dg.ScheduleEvaluationContext) -> list[dg.RunReques
     "then warehouse counts against Zoho's.",
 )
 def nightly_reconciliation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    return _per_tenant(context, "reconcile")  # the job's own config reads every module in full
+    return per_tenant(context, "reconcile")  # the job's own config reads every module in full
 
 
 schedules = [incremental_sync, nightly_reconciliation]

@@ -55,6 +55,7 @@ def instance(
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", url.password or "")
     monkeypatch.setenv("DAGSTER_PG_DB", str(url.database))
     monkeypatch.setenv("DAGSTER_COMPUTE_LOG_DIR", str(tmp_path / "compute_logs"))
+    monkeypatch.setenv("DAGSTER_MAX_CONCURRENT_RUNS", "7")
     with dg.DagsterInstance.get() as opened:
         yield opened
 
@@ -89,7 +90,7 @@ def test_the_production_yaml_loads_a_queued_coordinator_with_one_run_per_tenant(
     coordinator = instance.run_coordinator
     assert isinstance(coordinator, dg.QueuedRunCoordinator)
     queue = coordinator.get_run_queue_config()
-    assert queue.max_concurrent_runs >= 2  # several schools side by side
+    assert queue.max_concurrent_runs == 7  # several schools side by side, as many as DAGSTER_MAX_CONCURRENT_RUNS
     assert list(queue.tag_concurrency_limits) == [PER_TENANT_LIMIT]
     assert instance.get_concurrency_config().run_queue_config == queue
 
