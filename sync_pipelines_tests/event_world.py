@@ -204,7 +204,8 @@ def event_world(
         store = Warehouse(warehouse_url)
         # The receiver starts although one school's entry is broken.
         app = create_app(tenants_file=tenants_file, drop_root=tmp_path / "drop")
-        with running(app) as base, dg.instance_for_test() as instance:
+        # In-memory run and event storage: nothing here reads the instance from another process.
+        with running(app) as base, dg.DagsterInstance.ephemeral() as instance:
             instance.add_dynamic_partitions(tenant_partitions.name, [TENANT, BROKEN])
             first = job.execute_in_process(instance=instance, partition_key=TENANT, raise_on_error=False)
             assert first.success

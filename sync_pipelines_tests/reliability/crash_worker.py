@@ -1,6 +1,6 @@
 """A whole sync in a child process, optionally SIGKILLed at a named point (see test_crash.py).
 
-``python -m sync_pipelines_tests.reliability.crash_worker '<json>'`` with keys ``zoho_url``,
+``python -m sync_pipelines_tests.reliability.crash_worker '<json>'`` (or :func:`child`) with keys ``zoho_url``,
 ``moodle_url``, ``warehouse_url``, ``tenant`` and ``kill_at``: one of :data:`KILL_POINTS` or
 null. The process kills itself with SIGKILL (no clean-up, no ``finally``) when it gets there.
 """
@@ -96,6 +96,15 @@ def run(cfg: dict) -> None:
     writeback.write_back_grades(zoho, store, tenant)
     writeback.write_back_bookkeeping(zoho, store, tenant)
     store.dispose()
+
+
+def child(config: str, stderr_path: str) -> None:
+    """The child's entry point when forked by a multiprocessing forkserver that has imported this
+    module already (``test_crash.py``): its stderr to ``stderr_path``, then :func:`main`."""
+    with open(stderr_path, "w") as err:
+        os.dup2(err.fileno(), 2)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    main(["crash_worker", config])
 
 
 def main(argv: list[str]) -> int:

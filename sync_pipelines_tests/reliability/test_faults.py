@@ -759,7 +759,8 @@ def open_world(
     try:
         tenants = write_tenants_file(folder / f"{name}.yaml", [school])
         job = definitions(tenants, url, max_retries=max_retries).resolve_job_def("full_sync")
-        with dg.instance_for_test() as instance:
+        # In-memory run and event storage: nothing here reads the instance from another process.
+        with dg.DagsterInstance.ephemeral() as instance:
             instance.add_dynamic_partitions(tenant_partitions.name, [TENANT])
             yield World(school, store, job, instance)
     finally:

@@ -172,7 +172,8 @@ def shared_world(
             )
         tenants = write_tenants_file(folder / "tenants.yaml", list(schools.values()))
         job = definitions(tenants, warehouse_url).resolve_job_def("full_sync")
-        with dg.instance_for_test() as instance:
+        # In-memory run and event storage: nothing here reads the instance from another process.
+        with dg.DagsterInstance.ephemeral() as instance:
             instance.add_dynamic_partitions(tenant_partitions.name, list(tenant_ids))
             yield Shared(schools, store, job, instance, tenants, warehouse_url)
     finally:
