@@ -36,7 +36,7 @@ QUICK = {
     "diff_repeats": 3,
     "e2e_records": 1_000,
     "e2e_repeats": 3,
-    "economy_scale": 0.1,
+    "economy_scale": 0.05,
     "dagster_repeats": 1,
     "dagster_scale": 0.05,
     "profiles": False,

@@ -12,12 +12,13 @@ credentials are wrong fails its own run with a clear error and stops nobody else
 
 import contextlib
 import copy
+import dataclasses
 import json
+import multiprocessing
 import os
 import socket
-import subprocess
-import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,23 +111,26 @@ class Shared:
     def run_side_by_side(self, tenant_ids: Sequence[str]) -> dict[str, RunOutcome]:
         """One run per tenant, all at the same time, each in a process of its own (as Dagster's run
         launcher starts them: ``execute_in_process`` is not safe in threads of one process)."""
+        results = _WORKERS.Queue()
         procs = {}
         for tenant_id in tenant_ids:
             cfg = {"tenants_file": str(self.tenants_file), "warehouse_url": self.url, "tenant": tenant_id}
-            procs[tenant_id] = subprocess.Popen(
-                [sys.executable, "-c", _RUN_IN_A_PROCESS, json.dumps(cfg)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=dict(os.environ),  # the secrets the test set, as the run worker's environment
-                cwd=PROJECT_ROOT,  # where ``sync_pipelines_tests`` is importable from
+            # Forked from a server process that imported Dagster and the definitions once
+            # (multiprocessing's forkserver); the environment (the secrets the test set) goes along.
+            procs[tenant_id] = _WORKERS.Process(
+                target=_run_in_a_process, args=(cfg, dict(os.environ), results)
             )
-        outcomes = {}
+            procs[tenant_id].start()
+        got: dict[str, dict] = {}
+        for _ in procs:
+            tenant_id, result = results.get(timeout=600)
+            got[tenant_id] = result
         for tenant_id, proc in procs.items():
-            out, err = proc.communicate(timeout=600)
-            lines = [line for line in out.splitlines() if line.startswith(_RESULT)]
-            assert proc.returncode == 0 and lines, f"the run of {tenant_id} crashed:\n{err[-3000:]}"
-            result = json.loads(lines[-1].removeprefix(_RESULT))
+            proc.join(timeout=60)
+            assert proc.exitcode == 0, f"the run of {tenant_id} crashed: {got.get(tenant_id)}"
+        outcomes = {}
+        for tenant_id, result in got.items():
+            assert "crashed" not in result, f"the run of {tenant_id} crashed:\n{result['crashed']}"
             outcomes[tenant_id] = RunOutcome(
                 attempts=result["attempts"],
                 success=result["success"],
@@ -136,26 +140,31 @@ class Shared:
         return outcomes
 
 
-_RESULT = "RUN-RESULT "
-#: One sync run of one tenant in a fresh process: the test's resources, its own ephemeral instance.
-_RUN_IN_A_PROCESS = f"""
-import dataclasses, json, sys
-from pathlib import Path
-import dagster as dg
-import pytest
-from sync_pipelines.tenants import tenant_partitions
-from sync_pipelines_tests.reliability.test_faults import definitions, fast_moodle_retries, run_sync
+def _run_in_a_process(cfg: dict, env: dict[str, str], results: Any) -> None:
+    """One sync run of one tenant in a process of its own: the test's resources, its own ephemeral
+    instance; ``(tenant, outcome)`` put on ``results``."""
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        fast_moodle_retries(pytest.MonkeyPatch())
+        job = definitions(Path(cfg["tenants_file"]), cfg["warehouse_url"]).resolve_job_def("full_sync")
+        with dg.DagsterInstance.ephemeral() as instance:
+            instance.add_dynamic_partitions(tenant_partitions.name, [cfg["tenant"]])
+            outcome = run_sync(job, instance, cfg["tenant"])
+        errors = [[dataclasses.asdict(e) for e in attempt] for attempt in outcome.errors]
+        result = {
+            "attempts": outcome.attempts,
+            "success": outcome.success,
+            "errors": errors,
+            "run_ids": outcome.run_ids,
+        }
+    except BaseException:
+        result = {"crashed": traceback.format_exc()[-3000:]}
+    results.put((cfg["tenant"], result))
 
-cfg = json.loads(sys.argv[1])
-fast_moodle_retries(pytest.MonkeyPatch())
-job = definitions(Path(cfg["tenants_file"]), cfg["warehouse_url"]).resolve_job_def("full_sync")
-with dg.DagsterInstance.ephemeral() as instance:
-    instance.add_dynamic_partitions(tenant_partitions.name, [cfg["tenant"]])
-    outcome = run_sync(job, instance, cfg["tenant"])
-errors = [[dataclasses.asdict(e) for e in attempt] for attempt in outcome.errors]
-result = dict(attempts=outcome.attempts, success=outcome.success, errors=errors, run_ids=outcome.run_ids)
-print({_RESULT!r} + json.dumps(result), flush=True)
-"""
+
+_WORKERS = multiprocessing.get_context("forkserver")
+_WORKERS.set_forkserver_preload(["sync_pipelines_tests.reliability.test_isolation"])
 
 
 @contextlib.contextmanager
