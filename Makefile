@@ -42,7 +42,7 @@ demo: install
 ## Every check: lint, format, Dagster definitions (`dg check defs`), and the test suite (SQLite and PostgreSQL).
 test: install lint browser plugin-test
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 4 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -90,7 +90,9 @@ def test_the_production_yaml_loads_a_queued_coordinator_with_one_run_per_tenant(
     coordinator = instance.run_coordinator
     assert isinstance(coordinator, dg.QueuedRunCoordinator)
     queue = coordinator.get_run_queue_config()
-    assert queue.max_concurrent_runs == 7  # several schools side by side, as many as DAGSTER_MAX_CONCURRENT_RUNS
+    assert (
+        queue.max_concurrent_runs == 7
+    )  # several schools side by side, as many as DAGSTER_MAX_CONCURRENT_RUNS
     assert list(queue.tag_concurrency_limits) == [PER_TENANT_LIMIT]
     assert instance.get_concurrency_config().run_queue_config == queue
 
