@@ -68,6 +68,7 @@ error naming the tenant, the module and the field; picklists are validated again
 own values.
 """
 
+import functools
 import logging
 import os
 import re
@@ -1102,14 +1103,25 @@ def read_tenants(path: str | Path | None = None) -> TenantSet:
     """
     path = Path(path) if path else default_tenants_file()
     try:
-        document = yaml.safe_load(path.read_text("utf-8"))
+        text = path.read_text("utf-8")
     except FileNotFoundError as exc:
         raise TenantConfigError(f"tenants file {path} not found (set {TENANTS_FILE_ENV})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise TenantConfigError(f"tenants file {path} cannot be read: {exc}") from exc
+    return _parse_text(text, str(path))
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_text(text: str, source: str) -> TenantSet:
+    """The tenants file's text, parsed once per process for each text it has had: every step and
+    sensor of a run reads the file again (an edit is seen at once), but YAML and the checks run
+    only when it changed. The result is immutable (frozen dataclasses); secrets are read from the
+    environment when used, not here."""
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TenantConfigError(f"tenants file {path} is not valid YAML: {exc}") from exc
-    return parse_tenant_set(document, source=str(path))
+        raise TenantConfigError(f"tenants file {source} is not valid YAML: {exc}") from exc
+    return parse_tenant_set(document, source=source)
 
 
 def load_tenants(path: str | Path | None = None) -> dict[str, Tenant]:

@@ -608,3 +608,28 @@ def test_the_module_docstrings_example_parses_without_warnings():
         "DEMO_ZOHO_WEBHOOK_SECRET",
         "DEMO_MOODLE_WEBHOOK_SECRET",
     )
+
+
+def test_the_file_is_parsed_once_per_content_and_an_edit_is_seen_at_once(tmp_path, monkeypatch):
+    """Every step and sensor reads the tenants file; YAML and the checks run only when it changed."""
+    parsed = []
+    real = yaml.safe_load
+    monkeypatch.setattr(tenants_module.yaml, "safe_load", lambda text: parsed.append(1) or real(text))
+    path = tmp_path / "tenants.yaml"
+    entry = {
+        "id": "school_a",
+        "zoho": {
+            "data_centre": "eu",
+            "client_id_env": "A_ID",
+            "client_secret_env": "A_SECRET",
+            "refresh_token_env": "A_R",
+        },
+    }
+    path.write_text(yaml.safe_dump({"tenants": [entry]}))
+
+    first = read_tenants(path)
+    assert read_tenants(path) is first and len(parsed) == 1
+    path.write_text(yaml.safe_dump({"tenants": [entry, {**entry, "id": "school_b"}]}))
+    assert read_tenants(path).ids == {"school_a", "school_b"} and len(parsed) == 2
+    assert load_tenants(path).keys() == {"school_a", "school_b"}
+    assert len(parsed) == 2
