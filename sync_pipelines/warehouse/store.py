@@ -276,10 +276,13 @@ class Warehouse:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def load_state(self, tenant_id: str, spec: ModuleSpec, *, with_modified: bool = False) -> pd.DataFrame:
+    def load_state(
+        self, tenant_id: str, spec: ModuleSpec, *, with_modified: bool = False, nothing: bool = False
+    ) -> pd.DataFrame:
         """Every stored record of the module: ``zoho_id``, ``fingerprint``, ``aux_fingerprint``,
         ``deleted``, natural key; ``Modified_Time`` too when ``with_modified`` (pushed records are
-        ordered against it)."""
+        ordered against it). ``nothing``: the same columns and no row, without a query (a sync
+        that fetched nothing has nothing to compare)."""
         t = MODULE_TABLES[spec.name]
         # The flag as the database returns it (a bool, or SQLite's 0/1), made a bool by pandas:
         # typed as an integer, it needs no conversion of each value on the way.
@@ -290,8 +293,11 @@ class Warehouse:
         if with_modified and spec.has_modified_time:
             cols.append(t.c.zoho_modified_time)
             names.append(MODIFIED)
-        with self.engine.connect() as conn:
-            rows = fetch_rows(conn, sa.select(*cols).where(t.c.tenant_id == tenant_id))
+        if nothing:
+            rows: list = []
+        else:
+            with self.engine.connect() as conn:
+                rows = fetch_rows(conn, sa.select(*cols).where(t.c.tenant_id == tenant_id))
         frame = _frame(rows, names)
         if MODIFIED in frame:
             frame[MODIFIED] = from_db(frame, spec, extra={MODIFIED: "datetime"})[MODIFIED]
