@@ -142,7 +142,7 @@ moodle-acceptance: install
 ## dagster-daemon, dagster-webserver and the webhook receiver on two fresh PostgreSQL databases, with
 ## deploy/dagster.postgres.yaml as the instance; a scheduled and a webhook run of the demo school
 ## through the run queue. About 1.5 to 2.5 minutes (it waits for the minute's cron tick). Needs
-## PostgreSQL at 127.0.0.1:5432 (TEST_POSTGRES_URL). `make test` skips it.
+## PostgreSQL at 127.0.0.1:5432 (TEST_POSTGRES_URL). `make test` deselects it (marker topology).
 .PHONY: topology
 topology: install
-	SYNC_TOPOLOGY=1 $(BIN)/pytest -p no:cacheprovider sync_pipelines_tests/topology -m slow
+	$(BIN)/pytest -p no:cacheprovider sync_pipelines_tests/topology -m topology

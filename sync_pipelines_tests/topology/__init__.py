@@ -1,1 +1,1 @@
-"""The production topology as separate processes (``make topology``; skipped unless SYNC_TOPOLOGY=1)."""
+"""The production topology as separate processes (``make topology``; marker ``topology``, deselected by ``make test``)."""

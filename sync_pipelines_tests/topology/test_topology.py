@@ -22,7 +22,7 @@ progress waits in the queue (the usual case; the timings printed say which waite
 must answer ``/server_info`` and GraphQL about them.
 
 Slow (up to a minute of waiting for the cron, then the demo school's first full sync: 1.5 to 2.5
-minutes in all), so ``make test`` skips it; ``make topology`` sets ``SYNC_TOPOLOGY=1``. ``SYNC_TOPOLOGY_SCALE``
+minutes in all), so ``make test`` deselects it (marker ``topology``); ``make topology`` runs it. ``SYNC_TOPOLOGY_SCALE``
 (default 1, the demo school as ``make demo`` has it) makes the school smaller or larger.
 On failure the daemon's log (with the runs' own output) and the ends of the others are printed.
 """
@@ -52,13 +52,8 @@ from sync_pipelines.sandbox import DEMO_MOODLE_TOKEN, DEMO_SEED, demo_credential
 from sync_pipelines.webhooks.signing import sign
 from sync_pipelines_tests.conftest import postgres_database
 
-if os.environ.get("SYNC_TOPOLOGY") != "1":
-    pytest.skip(
-        "the production topology as processes is slow: `make topology` runs it (SYNC_TOPOLOGY=1)",
-        allow_module_level=True,
-    )
-
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+#: Deselected by default (pyproject's addopts): `make topology` runs it, and CI does.
+pytestmark = [pytest.mark.topology, pytest.mark.slow, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
