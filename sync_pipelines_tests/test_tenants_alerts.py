@@ -10,13 +10,8 @@ from sync_pipelines.tenants import (
     parse_tenant_set,
     parse_tenants,
 )
+from sync_pipelines_tests.test_tenants_grading import ZOHO  # the same minimal Zoho section
 
-ZOHO = {
-    "data_centre": "eu",
-    "client_id_env": "A_ID",
-    "client_secret_env": "A_SECRET",
-    "refresh_token_env": "A_R",
-}
 EMAIL = {
     "to": ["it@school-a.example", "head@school-a.example"],
     "from": "sync@school-a.example",
