@@ -18,25 +18,19 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: a virtualenv with the package, its native fingerprint module compiled --------------
+# --- build: a virtualenv with the package (pure Python: nothing is compiled) ---------------------
 FROM ${PYTHON_IMAGE} AS build
 ARG EXTRA_PACKAGES=""
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev \
- && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip
 WORKDIR /src
 # The dependencies first (pinned in pyproject.toml), so that a code change does not reinstall them.
-COPY pyproject.toml setup.py README.md ./
-COPY sync_pipelines/_sp1.c sync_pipelines/_sp1.c
+COPY pyproject.toml README.md ./
 RUN touch sync_pipelines/__init__.py \
  && /opt/venv/bin/pip install . ${EXTRA_PACKAGES} \
  && /opt/venv/bin/pip uninstall -y sync_pipelines
 COPY sync_pipelines ./sync_pipelines
-# …and check that the native module was built (from /, not from the source folder).
-RUN /opt/venv/bin/pip install --no-deps . \
- && cd / && /opt/venv/bin/python -c "import sync_pipelines._sp1"
+RUN /opt/venv/bin/pip install --no-deps .
 
 # --- runtime -----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -22,7 +22,7 @@ export DAGSTER_HOME
 
 .PHONY: install demo test lint dev sandbox webhooks reliability clean moodle-acceptance
 
-$(STAMP): pyproject.toml setup.py sync_pipelines/_sp1.c
+$(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -8,20 +8,22 @@ alternately in one process, median of ``repeats``:
 * **engine**: what :func:`sync_pipelines.zoho.sync.sync_module` does once the records are fetched:
   :func:`sync_pipelines.diff.diff` (fingerprints, classification, deletions) and
   :func:`sync_pipelines.diff.field_changes` for the UPDATED records, against the stored rows the
-  warehouse hands back for them.
+  warehouse hands back for them (a state fingerprinted in the current format, sp2).
+* **engine, re-fingerprinting**: the same against a state fingerprinted the old way (sp1, no
+  version stored): the one run after the upgrade, which compares in sp1 and re-fingerprints.
 * **per-row**: the seed's method: each record to a ``dict``, ``json.dumps(sort_keys=True)``,
   SHA-256, its fingerprint compared with the stored one, and, for a changed record, its fields
   compared one by one with the stored record (stored fingerprints and records handed over as
   ready-made dicts, i.e. not charged to it).
-* **fingerprints alone**: :func:`sync_pipelines.diff.fingerprint` (the native module when it was
-  built), and the same digests through the pure-Python path (what an install without a C
-  compiler runs), both as hex.
-* **floor**: one SHA-256 pass over the bytes the engine hashes (every record's ``sp1`` text,
+* **fingerprints alone**: :func:`sync_pipelines.diff.mirror_fingerprint` (sp2: Arrow lays out,
+  xxhash hashes), and the sp1 fingerprints of the previous version in pure Python
+  (:func:`sync_pipelines.diff.python_digests`; its native module is gone), both as hex.
+* **floor**: one XXH3-128 pass over the bytes the engine hashes (every record's sp2 text,
   concatenated): what hashing alone costs, with no per-record work at all.
-* **hash per record** (for reference): one ``hashlib`` call per record over its ready-made bytes,
-  the least any per-record fingerprint costs in Python before a single string is built. These
-  bytes are built the plain way (a string per column and record) and their digests must equal the
-  engine's fingerprints, at every size.
+* **hash per record** (for reference): one ``xxh3_128`` call per record over its ready-made
+  bytes, the least any per-record fingerprint costs in Python before a single string is built.
+  These bytes are built the plain way (a string per column and record) and their digests must
+  equal the engine's fingerprints, at every size.
 
 Memory is measured in a child process per size (``python -m benchmarks.diff_bench --memory N``):
 the resident size once the inputs are built, the peak resident size during the engine's call
@@ -42,10 +44,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import xxhash
 
 from benchmarks.common import alternate, median, profile_top
-from sync_pipelines import diff as diff_module
-from sync_pipelines.diff import ID, Status, diff, field_changes, fingerprint, python_digests, to_hex
+from sync_pipelines.diff import (
+    FINGERPRINT_VERSION,
+    ID,
+    Status,
+    diff,
+    field_changes,
+    fingerprint,
+    mirror_fingerprint,
+    python_digests,
+    sp2_seed,
+    to_hex,
+)
 
 #: The 15 business columns (students-like: names, e-mails, dates, picklists, a lookup).
 COLUMNS = (
@@ -138,10 +151,13 @@ def make_frames(n: int, seed: int = 2026) -> dict[str, Any]:
     state = pd.DataFrame(
         {
             ID: stored[ID],
-            "fingerprint": fingerprint(stored, COLUMNS),
+            "fingerprint": mirror_fingerprint(stored, COLUMNS),
+            "fingerprint_version": FINGERPRINT_VERSION,
             "deleted": np.zeros(n, dtype=bool),
         }
     )
+    # The same records as the previous version stored them: sp1, no version.
+    legacy = state.assign(fingerprint=fingerprint(stored, COLUMNS), fingerprint_version=None)
     return {
         "n": n,
         "stored": stored,
@@ -149,6 +165,7 @@ def make_frames(n: int, seed: int = 2026) -> dict[str, Any]:
         "old_rows": stored.iloc[changed_pos].set_index(ID),
         "gone_ids": stored[ID].iloc[gone_pos].tolist(),
         "state": state,
+        "legacy_state": legacy,
         "incoming": incoming,
         "expected": {"UPDATED": n_changed, "NEW": n_new, "DELETED": n_gone},
     }
@@ -157,14 +174,15 @@ def make_frames(n: int, seed: int = 2026) -> dict[str, Any]:
 # --- the three methods ---------------------------------------------------------------------------
 
 
-def engine(case: dict[str, Any]) -> dict[str, int]:
+def engine(case: dict[str, Any], state: str = "state") -> dict[str, int]:
     """The project's engine, as ``sync_module`` runs it once the records are fetched."""
-    result = diff(case["incoming"], case["state"], fingerprint_columns=COLUMNS, deleted_ids=case["gone_ids"])
+    result = diff(case["incoming"], case[state], fingerprint_columns=COLUMNS, deleted_ids=case["gone_ids"])
     updated = result.of(Status.UPDATED)
     if len(updated):
         result.changes = field_changes(updated.set_index(ID), case["old_rows"], COLUMNS)
     counts = result.counts()
     counts["changed_fields"] = len(result.changes)
+    counts["refingerprinted"] = len(result.refingerprinted)
     return counts
 
 
@@ -212,26 +230,26 @@ def per_row(case: dict[str, Any], stored: dict[str, Any]) -> dict[str, int]:
 
 
 def record_bytes(case: dict[str, Any]) -> list[bytes]:
-    """The bytes the engine hashes for the incoming read: every record's ``sp1`` text, UTF-8."""
+    """The bytes the engine hashes for the incoming read: every record's sp2 text, UTF-8."""
     frame = case["incoming"]
-    acc = np.full(len(frame), "sp1", dtype=object)
+    acc = None
     for col in sorted(COLUMNS):
         values = frame[col].to_numpy(dtype=object, copy=True)
         values[pd.isna(values)] = "\x00"
-        acc = acc + (f"\x1e{col}\x1f" + values)
+        acc = values if acc is None else acc + ("\x1f" + values)
     return [text.encode() for text in acc]
 
 
 def floor(buffer: bytes) -> str:
-    """One SHA-256 pass over ``buffer``."""
-    return hashlib.sha256(buffer).hexdigest()
+    """One XXH3-128 pass over ``buffer``."""
+    return xxhash.xxh3_128_hexdigest(buffer)
 
 
 def hash_per_record(rows: list[bytes]) -> list[str]:
-    """SHA-256 of every record's ready-made bytes, one ``hashlib`` call each: the least any
+    """XXH3-128 of every record's ready-made bytes, one ``xxhash`` call each: the least any
     per-record fingerprint costs in Python, before a single string is built."""
-    sha = hashlib.sha256
-    return [sha(row).hexdigest() for row in rows]
+    seed, h = sp2_seed(COLUMNS), xxhash.xxh3_128_hexdigest
+    return [h(row, seed) for row in rows]
 
 
 # --- measurement ------------------------------------------------------------------------------
@@ -243,26 +261,28 @@ def measure_size(n: int, repeats: int, *, profile: bool = False) -> dict[str, An
     rows = record_bytes(case)
     buffer = b"".join(rows)
     # The engine's fingerprints are the documented format, recomputed here the plain way.
-    if hash_per_record(rows) != fingerprint(case["incoming"], COLUMNS).tolist():
-        raise AssertionError("the engine's fingerprints differ from the sp1 text hashed record by record")
-    if (
-        to_hex(python_digests(case["incoming"], COLUMNS)).tolist()
-        != fingerprint(case["incoming"], COLUMNS).tolist()
-    ):
-        raise AssertionError("the pure-Python fingerprints differ from the engine's")
+    if hash_per_record(rows) != mirror_fingerprint(case["incoming"], COLUMNS).tolist():
+        raise AssertionError("the engine's fingerprints differ from the sp2 text hashed record by record")
     stored = per_row_inputs(case)
     got = engine(case)
     for status, count in case["expected"].items():
         if got[status] != count:
             raise AssertionError(f"engine found {got[status]} {status}, expected {count}")
+    # Against the old format: the same statuses, no false UPDATED, every unchanged record re-fingerprinted.
+    again = engine(case, "legacy_state")
+    if {k: again[k] for k in case["expected"]} != case["expected"] or again["refingerprinted"] != got[
+        "UNCHANGED"
+    ]:
+        raise AssertionError(f"re-fingerprinting found {again}, expected {case['expected']}")
     row_counts = per_row(case, stored)
     for status in ("NEW", "UPDATED", "DELETED", "UNCHANGED", "changed_fields"):
         if row_counts[status] != got[status]:
             raise AssertionError(f"per-row found {row_counts[status]} {status}, engine {got[status]}")
     methods = {
         "engine": lambda: engine(case),
-        "fingerprint": lambda: fingerprint(case["incoming"], COLUMNS),
-        "fingerprint_python": lambda: to_hex(python_digests(case["incoming"], COLUMNS)),
+        "engine_refingerprint": lambda: engine(case, "legacy_state"),
+        "fingerprint": lambda: mirror_fingerprint(case["incoming"], COLUMNS),
+        "fingerprint_sp1": lambda: to_hex(python_digests(case["incoming"], COLUMNS)),
         "per_row": lambda: per_row(case, stored),
         "floor": lambda: floor(buffer),
         "hash_per_record": lambda: hash_per_record(rows),
@@ -272,13 +292,13 @@ def measure_size(n: int, repeats: int, *, profile: bool = False) -> dict[str, An
     out: dict[str, Any] = {
         "records": n,
         "fields": len(COLUMNS),
-        "native": diff_module._native_digests is not None,
         "incoming": len(case["incoming"]),
         "bytes_hashed": len(buffer),
         "counts": {k: got[k] for k in ("NEW", "UNCHANGED", "UPDATED", "DELETED", "changed_fields")},
+        "refingerprinted": again["refingerprinted"],
         "repeats": repeats,
-        "times": {k: [round(t, 4) for t in v] for k, v in times.items()},
-        "median_s": {k: round(median(v), 4) for k, v in times.items()},
+        "times": {k: [round(t, 6) for t in v] for k, v in times.items()},
+        "median_s": {k: round(median(v), 6) for k, v in times.items()},
     }
     if profile:
         out["profile"] = profile_top(lambda: engine(case))

@@ -1,37 +1,70 @@
 """Fingerprints and the dataframe diff: NEW / UNCHANGED / UPDATED / REFRESHED / INVALID / DELETED.
 
 Everything here works a column at a time on pandas frames; no step compares or classifies records
-in a Python loop. The one per-record step is laying out and hashing each record's text, in C when
-the native module ``_sp1`` was compiled (else a batch at a time in Python, with the same digests).
+in a Python loop. The one per-record step is hashing each record's text, one library call a
+record over bytes Arrow laid out for the whole batch. No native code of the project's own.
 
-Fingerprint format (version ``sp1``), recomputable outside Python::
+Two fingerprint formats
+-----------------------
+**sp2** (version 2, the mirror's: ``fingerprint`` and ``aux_fingerprint`` of every module table,
+``fingerprint_version = 2``), recomputable outside Python::
 
-    sha256_hex( UTF-8( "sp1" + concat over columns c in ascending name order of
-                                ( "\\x1e" + c + "\\x1f" + (value of c, or "\\x00" if missing) ) ) )
+    xxh3_128_hex( UTF-8( join("\\x1f", value of c, or "\\x00" if missing,
+                              for each column c in ascending name order) ),
+                  seed = xxh3_64( UTF-8( "sp2" + concat over those columns ("\\x1e" + c) ) ) )
+
+The column names are in the seed rather than in every record's text: they are the same for every
+record of a batch, so each record's text is its values only, which Arrow's
+``binary_join_element_wise`` lays out for a whole batch in one C++ call, and ``xxhash`` (the
+Python binding of the reference XXH3, a well-kept library on PyPI) hashes at memory speed. Adding
+a column to a module changes the seed, so every fingerprint once: the next run reports each
+record UPDATED with that one field. XXH3-128 is no cryptographic hash, and needs not be one: a
+fingerprint only tells whether a record Zoho sent equals the one stored *for the same id*; an
+accidental collision between a record and its own next version is 2⁻¹²⁸-unlikely, and nobody
+gains by forging one (whoever can edit the record in Zoho can change the mirror anyway).
+
+**sp1** (version 1; SHA-256 of ``"sp1"`` + the columns as ``"\\x1e" + name + "\\x1f" + value``) is
+the format before version 2, computed by :func:`python_digests`. The mirror keeps it readable so
+that a warehouse fingerprinted the old way is re-fingerprinted once, without a false UPDATED: a
+stored row whose ``fingerprint_version`` is not 2 is compared in sp1 and, when equal, given its
+sp2 fingerprints (UNCHANGED, counted as re-fingerprinted). The Moodle and write-back sides keep
+sp1 for what they last pushed (:func:`fingerprint`): a change of format there would push every
+record again; their volumes are small.
 
 Values are the canonical strings of :mod:`sync_pipelines.zoho.canonical`, which never contain
-control characters, so the separators cannot be forged by data. Adding a column to a module
-changes every fingerprint once: the next run reports each record UPDATED with that one field.
+control characters, so the separators cannot be forged by data.
 """
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
 
-try:  # the optional native fast path (setup.py); without it, the same digests in Python
-    from sync_pipelines._sp1 import sp1_digests as _native_digests
-except ImportError:  # pragma: no cover - depends on the install
-    _native_digests = None
-
-FINGERPRINT_VERSION = "sp1"
+#: The mirror's fingerprint format, stored in each module table's ``fingerprint_version``.
+FINGERPRINT_VERSION = 2
+#: The format before it (SHA-256, see the module docstring); a NULL version is this one.
+LEGACY_VERSION = 1
 ID = "zoho_id"
 #: An optional column of notes on a record that are no findings (a lookup whose target is on its
 #: way); the diff writes them into ``sync_reason``.
 NOTE = "sync_note"
+#: Stored alongside the fingerprints (``fingerprint_version`` in the state the diff is given).
+VERSION = "fingerprint_version"
+#: A column of the diff's records: True where an UNCHANGED record's stored fingerprints were of
+#: an older format and are to be rewritten in the current one.
+REFINGERPRINT = "refingerprint"
+
+_SP2_DIGEST = 16
+_SP1 = b"sp1"
+#: Rows laid out and hashed per batch: Arrow's offsets stay 32-bit and a batch's text small.
+_SP2_BATCH = 1 << 17
 
 #: Rows fingerprinted per batch: one join, one encode and one split each, in memory that stays small.
 _BATCH = 4096
@@ -53,43 +86,87 @@ class Status(StrEnum):
     DELETED = "DELETED"
 
 
-def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    """SHA-256 hex fingerprint of each row over ``columns`` (see the module docstring)."""
-    return pd.Series(to_hex(digests(frame, columns)), index=frame.index, dtype=object)
+# --- sp2: the mirror's fingerprints --------------------------------------------------------------
 
 
-def digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """The raw SHA-256 digests of :func:`fingerprint`: a ``(len(frame), 32)`` array of bytes.
+def sp2_seed(columns: Sequence[str]) -> int:
+    """The XXH3-128 seed of a column layout (see the module docstring)."""
+    return xxhash.xxh3_64_intdigest(("sp2" + "".join(f"\x1e{c}" for c in sorted(columns))).encode())
 
-    The diff compares these (32 bytes a record, compared by numpy) and turns into hex text only
-    the fingerprints it has to store. The native module (``_sp1.c``, when it was compiled) lays
-    out and hashes each row's text in C; values it does not take (pandas' missing markers other
-    than ``None``) send the frame down the pure-Python path, which gives the same digests.
+
+def mirror_digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """The sp2 digests of each row over ``columns``: a ``(len(frame), 16)`` array of bytes.
+
+    Each batch of rows is converted to Arrow strings a column at a time (missing values, however
+    pandas marks them, become Arrow nulls), laid out by ``binary_join_element_wise`` (nulls as
+    ``"\\x00"``) and hashed by one ``xxh3_128_digest`` call a row over a slice of the joined
+    buffer: no Python string is built per row or value.
     """
     cols = sorted(columns)
     n = len(frame)
-    if cols and _native_digests is not None:
-        heads = [f"\x1e{c}\x1f".encode() for c in cols]
-        heads[0] = FINGERPRINT_VERSION.encode() + heads[0]
-        try:
-            raw = _native_digests([_object_column(frame[c]) for c in cols], heads)
-        except TypeError:
-            pass
-        else:
-            return np.frombuffer(raw, dtype=np.uint8).reshape(n, 32)
-    return python_digests(frame, cols)
+    seed = sp2_seed(cols)
+    if not cols:
+        one = xxhash.xxh3_128_digest(b"", seed)
+        return np.frombuffer(one * n, dtype=np.uint8).reshape(n, _SP2_DIGEST)
+    values = [frame[c].to_numpy(dtype=object) for c in cols]
+    out = bytearray()
+    digest = xxhash.xxh3_128_digest
+    for start in range(0, n, _SP2_BATCH):
+        stop = min(n, start + _SP2_BATCH)
+        arrays = [_arrow_text(v[start:stop]) for v in values]
+        joined = pc.binary_join_element_wise(
+            *arrays, "\x1f", null_handling="replace", null_replacement="\x00"
+        )
+        if isinstance(joined, pa.ChunkedArray):  # pragma: no cover - arrays in, an array out
+            joined = joined.combine_chunks()
+        offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[
+            joined.offset : joined.offset + len(joined) + 1
+        ].tolist()
+        data = memoryview(joined.buffers()[2] or b"")
+        rows = map(data.__getitem__, map(slice, offsets[:-1], offsets[1:]))
+        out += b"".join(map(digest, rows, itertools.repeat(seed, stop - start)))
+    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(n, _SP2_DIGEST)
 
 
-def _object_column(column: pd.Series) -> np.ndarray:
-    return np.ascontiguousarray(column.to_numpy(dtype=object))
+def _arrow_text(values: np.ndarray) -> pa.Array:
+    """An object array of ``str`` and missing markers (``None``, NaN, ``pd.NA``, ``NaT``) as an
+    Arrow string array with nulls."""
+    try:
+        return pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # A pandas marker Arrow does not take as null (NaT, pd.NA in an object array):
+        cleaned = values.copy()
+        cleaned[pd.isna(cleaned)] = None
+        return pa.array(cleaned, type=pa.string(), from_pandas=True)
+
+
+def mirror_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """The sp2 hex fingerprint (32 characters) of each row over ``columns``."""
+    return pd.Series(to_hex(mirror_digests(frame, columns)), index=frame.index, dtype=object)
+
+
+# --- sp1: what was pushed, and the mirror's older format ----------------------------------------
+
+
+def fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """sp1: SHA-256 hex fingerprint (64 characters) of each row over ``columns``.
+
+    What the Moodle and write-back sides store of what they last pushed (see the module
+    docstring: kept in sp1 so that no record is pushed again for a change of format)."""
+    return pd.Series(to_hex(python_digests(frame, columns)), index=frame.index, dtype=object)
+
+
+def digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """The raw SHA-256 digests of :func:`fingerprint`: a ``(len(frame), 32)`` array of bytes."""
+    return python_digests(frame, columns)
 
 
 def python_digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """:func:`digests` without the native module (the reference it is tested against)."""
+    """The sp1 digests (SHA-256, ``hashlib``) of each row over ``columns``."""
     cols = sorted(columns)
     n = len(frame)
     if not cols:
-        one = hashlib.sha256(FINGERPRINT_VERSION.encode()).digest()
+        one = hashlib.sha256(_SP1).digest()
         return np.frombuffer(one * n, dtype=np.uint8).reshape(n, 32)
     values = [_with_missing_marker(frame[col]) for col in cols]
     slow = False
@@ -99,7 +176,7 @@ def python_digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     # joined, encoded and split at the row ends once, so no string is built per row or column;
     # the hashing is one C-level map over the batch's rows.
     heads = [f"\x1e{c}\x1f" for c in cols]
-    fixed = [FINGERPRINT_VERSION + heads[0], *heads[1:], _ROW_END]
+    fixed = [_SP1.decode() + heads[0], *heads[1:], _ROW_END]
     k, width = len(cols), 2 * len(cols) + 1
     sha, digest = hashlib.sha256, _HASH_DIGEST
     out = bytearray()
@@ -133,30 +210,34 @@ def python_digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
 
 
 def to_hex(raw: np.ndarray) -> np.ndarray:
-    """Rows of :func:`digests` → their 64-character hex text (an object array of ``str``)."""
+    """Rows of digests (``(n, width)`` bytes) → their hex text (an object array of ``str``)."""
+    width = 2 * raw.shape[1] if raw.ndim == 2 else 64
     text = raw.tobytes().hex()
-    return np.array([text[i : i + 64] for i in range(0, len(text), 64)], dtype=object)
+    return np.array([text[i : i + width] for i in range(0, len(text), width)], dtype=object)
 
 
 def _hex_bytes(raw: np.ndarray) -> np.ndarray:
-    """Rows of :func:`digests` → their hex text as fixed-width ASCII (numpy ``S64``)."""
-    return np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype="S64")
+    """Rows of digests → their hex text as fixed-width ASCII (numpy ``S<2 × width>``)."""
+    return np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype=f"S{2 * raw.shape[1]}")
 
 
-def _stored_hex_bytes(fingerprints: np.ndarray) -> np.ndarray:
-    """Stored hex fingerprints as ``S64``; a value that is not 64 ASCII characters (another
-    format) becomes ``b""``, which no fingerprint equals."""
+def _stored_hex_bytes(fingerprints: np.ndarray, width: int) -> np.ndarray:
+    """Stored hex fingerprints as ``S<width>``; a value that is not ``width`` ASCII characters
+    (another format, or none) becomes ``b""``, which no fingerprint equals."""
     values = fingerprints.tolist()
     try:
         joined = "".join(values)
         lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     except TypeError:
         joined, lengths = "", None
-    if lengths is not None and (lengths == 64).all() and joined.isascii():
-        return np.frombuffer(joined.encode("ascii"), dtype="S64")
+    if lengths is not None and (lengths == width).all() and joined.isascii():
+        return np.frombuffer(joined.encode("ascii"), dtype=f"S{width}")
     return np.array(
-        [v.encode("ascii") if isinstance(v, str) and len(v) == 64 and v.isascii() else b"" for v in values],
-        dtype="S64",
+        [
+            v.encode("ascii") if isinstance(v, str) and len(v) == width and v.isascii() else b""
+            for v in values
+        ],
+        dtype=f"S{width}",
     )
 
 
@@ -185,6 +266,9 @@ class DiffResult:
             (a join copies every column of every record).
         changes: UPDATED records' changed fields, long form: ``zoho_id``, ``field``, ``old``,
             ``new``. Filled by :func:`field_changes`.
+        refingerprinted: ids of UNCHANGED records whose stored fingerprints were of an older
+            format: their ``fingerprint`` and ``aux_fingerprint`` in ``records`` are the current
+            format's, to be stored with ``fingerprint_version`` (nothing else of them changed).
     """
 
     def __init__(
@@ -193,7 +277,9 @@ class DiffResult:
         changes: pd.DataFrame | None = None,
         *,
         deleted: pd.DataFrame | None = None,
+        refingerprinted: pd.Index | None = None,
     ) -> None:
+        self.refingerprinted = refingerprinted if refingerprinted is not None else pd.Index([], dtype=object)
         self._parts = [records] if deleted is None or deleted.empty else [records, deleted]
         self._records = records if len(self._parts) == 1 else None
         self.changes = (
@@ -245,8 +331,11 @@ def diff(
     Args:
         incoming: canonical records, one row each, with ``zoho_id``, ``invalid_reason`` and
             ``findings`` (missing when valid). Duplicate ids keep the last row.
-        state: what is stored: ``zoho_id``, ``fingerprint``, ``deleted`` (bool), the
-            ``natural_key`` columns and, with ``aux_columns``, ``aux_fingerprint``.
+        state: what is stored: ``zoho_id``, ``fingerprint``, ``fingerprint_version`` (NULL or
+            absent: sp1), ``deleted`` (bool), the ``natural_key`` columns and, with
+            ``aux_columns``, ``aux_fingerprint``. All of the module's stored records, or (an
+            incremental read) those of the incoming and deleted ids and every live record holding
+            one of the incoming records' natural keys: the result is the same.
         fingerprint_columns: the business columns hashed into the fingerprint.
         aux_columns: the other stored columns (sync bookkeeping, formula fields, Zoho's
             ``Modified_Time``, the findings): hashed into a second fingerprint, so that a change
@@ -299,14 +388,19 @@ def diff(
     position = np.where(kept_codes < n_stored, kept_codes, -1)
     found = position >= 0
     is_new = ~found
-    is_same, fp = _compare(inc, fingerprint_columns, live["fingerprint"], position, found)
+    # Rows stored in the current format are compared in it; the others (fingerprinted before the
+    # version was stored) in their own, once, and given the current one (see the module docstring).
+    current = np.zeros(len(inc), dtype=bool)
+    current[found] = _stored_versions(live)[position[found]] == FINGERPRINT_VERSION
+    is_same, fp = _compare(inc, fingerprint_columns, live["fingerprint"], position, found, current)
     if aux_columns:
         stored_aux = (
             live["aux_fingerprint"] if "aux_fingerprint" in live else pd.Series(None, index=live.index)
         )
-        aux_same, aux_fp = _compare(inc, aux_columns, stored_aux, position, found)
+        aux_same, aux_fp = _compare(inc, aux_columns, stored_aux, position, found, current)
     else:
         aux_same, aux_fp = np.ones(len(inc), dtype=bool), np.full(len(inc), None, dtype=object)
+    refingerprinted = found & ~current & is_same & aux_same
     inc["fingerprint"] = pd.Series(fp, index=inc.index, dtype=object)
     inc["aux_fingerprint"] = pd.Series(aux_fp, index=inc.index, dtype=object)
 
@@ -339,24 +433,43 @@ def diff(
     gone["sync_status"] = str(Status.DELETED)
     gone["sync_reason"] = None
     gone["change"] = str(Status.DELETED)
-    return DiffResult(inc, deleted=gone)
+    return DiffResult(inc, deleted=gone, refingerprinted=pd.Index(inc[ID].to_numpy()[refingerprinted]))
+
+
+def _stored_versions(live: pd.DataFrame) -> np.ndarray:
+    """Each stored row's fingerprint format: its ``fingerprint_version``, the legacy one where
+    that is NULL or the state has no such column (rows written before the version was stored)."""
+    if VERSION not in live:
+        return np.full(len(live), LEGACY_VERSION, dtype=np.int64)
+    return pd.to_numeric(live[VERSION], errors="coerce").fillna(LEGACY_VERSION).to_numpy(dtype=np.int64)
 
 
 def _compare(
-    inc: pd.DataFrame, columns: Sequence[str], stored: pd.Series, position: np.ndarray, found: np.ndarray
+    inc: pd.DataFrame,
+    columns: Sequence[str],
+    stored: pd.Series,
+    position: np.ndarray,
+    found: np.ndarray,
+    current: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fingerprint ``columns`` of ``inc`` and compare with the stored fingerprint of each record
-    (``position`` in ``stored``, where ``found``). Returns (same, fingerprint text): unchanged
-    records keep their stored text, only the others' digests become hex."""
-    new_digest = digests(inc, columns)
+    (``position`` in ``stored``, where ``found``): in sp2 where the stored row is ``current``, in
+    sp1 for the others. Returns (same, sp2 fingerprint text): records unchanged in sp2 keep their
+    stored text, only the others' digests become hex."""
+    new_digest = mirror_digests(inc, columns)
     stored_fp = stored.to_numpy(dtype=object)
-    # Compared as 64 ASCII bytes a record; a stored value that is not an sp1 fingerprint (another
-    # format, or none) never matches, so such a record gets one.
     is_same = np.zeros(len(inc), dtype=bool)
-    is_same[found] = _stored_hex_bytes(stored_fp[position[found]]) == _hex_bytes(new_digest[found])
+    # Compared as fixed-width ASCII bytes; a stored value in another format, or none, never matches.
+    now = found & current
+    is_same[now] = _stored_hex_bytes(stored_fp[position[now]], 2 * _SP2_DIGEST) == _hex_bytes(new_digest[now])
+    legacy = found & ~current
+    if legacy.any():
+        old = python_digests(inc[legacy], columns)
+        is_same[legacy] = _stored_hex_bytes(stored_fp[position[legacy]], 64) == _hex_bytes(old)
+    keep = is_same & current
     fp = np.empty(len(inc), dtype=object)
-    fp[is_same] = stored_fp[position[is_same]]
-    fp[~is_same] = to_hex(new_digest[~is_same])
+    fp[keep] = stored_fp[position[keep]]
+    fp[~keep] = to_hex(new_digest[~keep])
     return is_same, fp
 
 

@@ -54,13 +54,15 @@ def test_diff_figures_are_well_formed(quick: tuple[dict, str, str]):
         n = row["records"]
         assert set(row["median_s"]) == {
             "engine",
+            "engine_refingerprint",
             "fingerprint",
-            "fingerprint_python",
+            "fingerprint_sp1",
             "per_row",
             "floor",
             "hash_per_record",
         }
-        assert row["native"] is True  # the figures are those of the native fingerprint module
+        # The run after the upgrade from sp1 re-fingerprints every unchanged record, no more.
+        assert row["refingerprinted"] == row["counts"]["UNCHANGED"] > 0
         assert all(len(times) == row["repeats"] >= 3 for times in row["times"].values())
         assert all(_positive(t) for t in row["median_s"].values())
         assert row["counts"]["UPDATED"] == round(n * 0.01)

@@ -3,11 +3,12 @@ import json
 
 import pandas as pd
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync_pipelines import diff as diff_module
-from sync_pipelines.diff import Status, diff, field_changes, fingerprint
+from sync_pipelines.diff import Status, diff, field_changes, fingerprint, mirror_fingerprint
 
 COLS = ["first_name", "last_name", "email"]
 
@@ -18,17 +19,38 @@ def _incoming(rows: list[dict]) -> pd.DataFrame:
 
 
 def _state(incoming: pd.DataFrame, deleted: tuple[str, ...] = ()) -> pd.DataFrame:
+    """What the warehouse hands the diff: fingerprints in the current format (sp2, version 2)."""
     return pd.DataFrame(
         {
             "zoho_id": incoming["zoho_id"],
-            "fingerprint": fingerprint(incoming, COLS),
+            "fingerprint": mirror_fingerprint(incoming, COLS),
+            "fingerprint_version": 2,
             "deleted": incoming["zoho_id"].isin(deleted),
             "email": incoming["email"],
         }
     )
 
 
-def test_fingerprint_matches_the_documented_format_recomputed_by_hand():
+def _legacy_state(incoming: pd.DataFrame) -> pd.DataFrame:
+    """A warehouse fingerprinted before the version was stored: sp1 text, version NULL."""
+    state = _state(incoming)
+    state["fingerprint"] = fingerprint(incoming, COLS)
+    state["fingerprint_version"] = None
+    return state
+
+
+def test_mirror_fingerprint_matches_the_documented_format_recomputed_by_hand():
+    row = {"zoho_id": "1", "first_name": "Amal", "last_name": None, "email": "a@school.example"}
+    got = mirror_fingerprint(pd.DataFrame([row], dtype=object), COLS).iloc[0]
+    seed = xxhash.xxh3_64_intdigest(b"sp2\x1eemail\x1efirst_name\x1elast_name")
+    text = "a@school.example\x1fAmal\x1f\x00"
+    assert got == xxhash.xxh3_128_hexdigest(text.encode(), seed)
+    # The layout is in the seed: the same values under other column names differ.
+    renamed = pd.DataFrame([row], dtype=object).rename(columns={"email": "e_mail"})
+    assert mirror_fingerprint(renamed, ["first_name", "last_name", "e_mail"]).iloc[0] != got
+
+
+def test_pushed_fingerprint_stays_the_sp1_format_recomputed_by_hand():
     row = {"zoho_id": "1", "first_name": "Amal", "last_name": None, "email": "a@school.example"}
     got = fingerprint(pd.DataFrame([row], dtype=object), COLS).iloc[0]
     text = "sp1" + "\x1eemail\x1fa@school.example" + "\x1efirst_name\x1fAmal" + "\x1elast_name\x1f\x00"
@@ -39,20 +61,20 @@ def test_fingerprint_does_not_depend_on_column_order_or_string_dtype():
     frame = pd.DataFrame(
         {"first_name": ["عمر", "Ayşe"], "last_name": ["Haddad", None], "email": ["x@y.z", "q@r.s"]}
     )
-    as_object = fingerprint(frame.astype(object), COLS)
-    as_string = fingerprint(
-        frame.astype("string")[["email", "last_name", "first_name"]], list(reversed(COLS))
-    )
-    assert as_object.tolist() == as_string.tolist()
-    assert as_object.iloc[0] != as_object.iloc[1]
+    for method in (fingerprint, mirror_fingerprint):
+        as_object = method(frame.astype(object), COLS)
+        as_string = method(frame.astype("string")[["email", "last_name", "first_name"]], list(reversed(COLS)))
+        assert as_object.tolist() == as_string.tolist()
+        assert as_object.iloc[0] != as_object.iloc[1]
 
 
 def test_missing_and_empty_string_are_different_values():
     frame = pd.DataFrame(
         {"first_name": [None, ""], "last_name": ["a", "a"], "email": ["b", "b"]}, dtype=object
     )
-    fp = fingerprint(frame, COLS)
-    assert fp.iloc[0] != fp.iloc[1]
+    for method in (fingerprint, mirror_fingerprint):
+        fp = method(frame, COLS)
+        assert fp.iloc[0] != fp.iloc[1]
 
 
 def test_every_status_with_reasons_and_field_changes():
@@ -176,7 +198,7 @@ def test_a_change_outside_the_business_fields_is_refreshed_not_updated():
     stored = _incoming(rows).assign(
         student_moodle_id=None, zoho_modified_time="2026-01-01T00:00:00Z", findings=None
     )
-    state = _state(stored).assign(aux_fingerprint=fingerprint(stored, aux))
+    state = _state(stored).assign(aux_fingerprint=mirror_fingerprint(stored, aux))
     incoming = stored.copy()
     incoming.loc[0, "student_moodle_id"] = "77"  # written back by the pipeline, or edited in Zoho
     incoming.loc[1, "last_name"] = "Dee"
@@ -188,17 +210,12 @@ def test_a_change_outside_the_business_fields_is_refreshed_not_updated():
     assert set(again.records["sync_status"]) == {"REFRESHED"}
 
 
-# --- the native fingerprint module and its pure-Python twin ----------------------------------
+# --- the two formats, recomputed the plain way ----------------------------------------------------
 
 _awkward_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)),  # lone surrogates: tested on their own
     max_size=40,
 )
-
-
-def test_the_native_fingerprint_module_is_built_in_this_install():
-    # `make install` compiles it (setup.py); without it every sync takes the slower Python path.
-    assert diff_module._native_digests is not None
 
 
 @settings(max_examples=150, deadline=None)
@@ -208,37 +225,44 @@ def test_the_native_fingerprint_module_is_built_in_this_install():
         max_size=30,
     )
 )
-def test_native_and_python_digests_agree_on_any_text(rows):
+def test_both_formats_are_the_documented_text_hashed_the_plain_way(rows):
     frame = pd.DataFrame(rows, columns=COLS, dtype=object)
     frame = frame.astype(object).where(frame.notna(), None)
-    native = diff_module.digests(frame, COLS)
-    python = diff_module.python_digests(frame, COLS)
-    assert native.shape == (len(rows), 32)
-    assert native.tobytes() == python.tobytes()
-    # And both are the documented text, hashed the plain way.
+    sp2 = diff_module.mirror_digests(frame, COLS)
+    sp1 = diff_module.python_digests(frame, COLS)
+    assert sp2.shape == (len(rows), 16)
+    assert sp1.shape == (len(rows), 32)
+    seed = diff_module.sp2_seed(COLS)
     for i, row in enumerate(rows):
-        text = "sp1" + "".join(
-            f"\x1e{c}\x1f" + ("\x00" if v is None else v) for c, v in sorted(zip(COLS, row, strict=True))
-        )
-        assert native[i].tobytes() == hashlib.sha256(text.encode()).digest()
+        pairs = sorted(zip(COLS, row, strict=True))
+        text = "\x1f".join("\x00" if v is None else v for _, v in pairs)
+        assert sp2[i].tobytes() == xxhash.xxh3_128_digest(text.encode(), seed)
+        text = "sp1" + "".join(f"\x1e{c}\x1f" + ("\x00" if v is None else v) for c, v in pairs)
+        assert sp1[i].tobytes() == hashlib.sha256(text.encode()).digest()
 
 
-def test_native_digests_of_long_values_strided_columns_and_str_subclasses():
+def test_mirror_digests_of_long_values_strided_columns_str_subclasses_and_many_batches(monkeypatch):
     class Name(str):
         pass
 
-    long_value = "ü" * 5000 + "x" * 70_000  # past the native module's first buffer, twice
+    long_value = "ü" * 5000 + "x" * 70_000
     frame = pd.DataFrame(
         {
-            "first_name": [long_value, Name("Amal"), "\x1d\x1e\x1f", None] * 3,
+            "first_name": [long_value, Name("Amal"), "\x1d\x1e", None] * 3,
             "last_name": ["a", "", "عمر", "😀"] * 3,
             "email": [None] * 12,
         },
         dtype=object,
     )
-    strided = frame.iloc[::2]  # columns that are views with a step
-    for part in (frame, strided):
-        assert diff_module.digests(part, COLS).tobytes() == diff_module.python_digests(part, COLS).tobytes()
+    seed = diff_module.sp2_seed(COLS)
+    expected = [
+        xxhash.xxh3_128_digest("\x1f".join("\x00" if v is None else v for v in r).encode(), seed)
+        for r in frame[sorted(COLS)].itertuples(index=False)
+    ]
+    monkeypatch.setattr(diff_module, "_SP2_BATCH", 5)  # batches of 5: the last one short
+    for part, want in ((frame, expected), (frame.iloc[::2], expected[::2])):
+        got = diff_module.mirror_digests(part, COLS)
+        assert [bytes(r) for r in got] == want
 
 
 def test_other_missing_markers_and_lone_surrogates_behave_as_in_python():
@@ -246,13 +270,67 @@ def test_other_missing_markers_and_lone_surrogates_behave_as_in_python():
         {"first_name": ["a", None], "last_name": ["b", "c"], "email": [None, "d"]}, dtype="string"
     )
     as_object = as_string.astype(object).where(as_string.notna(), None)
-    # pd.NA is a missing value, as None is: the same fingerprints.
-    assert fingerprint(as_string, COLS).tolist() == fingerprint(as_object, COLS).tolist()
+    # pd.NA, NaN and NaT are missing values, as None is: the same fingerprints.
+    for method in (fingerprint, mirror_fingerprint):
+        assert method(as_string, COLS).tolist() == method(as_object, COLS).tolist()
+    marked = as_object.copy()
+    marked.loc[0, "email"], marked.loc[1, "first_name"] = float("nan"), pd.NaT
+    assert mirror_fingerprint(marked, COLS).tolist() == mirror_fingerprint(as_object, COLS).tolist()
     surrogate = pd.DataFrame({"first_name": ["\ud800"], "last_name": ["x"], "email": ["y"]}, dtype=object)
     with pytest.raises(UnicodeEncodeError):
-        diff_module.digests(surrogate, COLS)
+        diff_module.mirror_digests(surrogate, COLS)
     with pytest.raises(UnicodeEncodeError):
         diff_module.python_digests(surrogate, COLS)
+
+
+def test_the_diff_has_no_native_module_of_its_own():
+    # The fingerprints come from pyarrow and xxhash: nothing is compiled at install.
+    import sync_pipelines
+
+    package = __import__("pathlib").Path(sync_pipelines.__file__).parent
+    assert not [p.name for p in package.rglob("*") if p.suffix in {".c", ".so", ".pyd"}]
+
+
+# --- a warehouse fingerprinted the old way ------------------------------------------------------
+
+
+def test_rows_fingerprinted_the_old_way_are_re_fingerprinted_once_without_a_false_update():
+    stored = _incoming(
+        [
+            {"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"},
+            {"zoho_id": "2", "first_name": "C", "last_name": "D", "email": "c@d.e"},
+            {"zoho_id": "3", "first_name": "E", "last_name": "F", "email": "e@f.g"},
+        ]
+    )
+    state = _legacy_state(stored)
+    state.loc[2, "fingerprint_version"] = 2  # one row already in the new format
+    state.loc[2, "fingerprint"] = mirror_fingerprint(stored, COLS).iloc[2]
+    incoming = stored.copy()
+    incoming.loc[1, "last_name"] = "D-edited"
+    result = diff(incoming, state, fingerprint_columns=COLS)
+    by_id = result.records.set_index("zoho_id")
+    assert by_id["sync_status"].to_dict() == {"1": "UNCHANGED", "2": "UPDATED", "3": "UNCHANGED"}
+    assert list(result.refingerprinted) == ["1"]
+    # Every record leaves with its sp2 fingerprint: the next diff is in sp2 and finds nothing.
+    assert by_id["fingerprint"].tolist() == mirror_fingerprint(incoming, COLS).tolist()
+    again = _state(incoming)
+    assert diff(incoming, again, fingerprint_columns=COLS).counts()["UNCHANGED"] == 3
+
+
+def test_legacy_aux_fingerprints_are_compared_in_their_format_too():
+    aux, business = ["email"], ["first_name", "last_name"]
+    stored = _incoming([{"zoho_id": "1", "first_name": "A", "last_name": "B", "email": "a@b.c"}])
+    state = _legacy_state(stored)
+    state["fingerprint"] = fingerprint(stored, business)
+    state["aux_fingerprint"] = fingerprint(stored, aux)
+    same = diff(stored, state, fingerprint_columns=business, aux_columns=aux)
+    assert same.records["sync_status"].tolist() == ["UNCHANGED"]
+    assert list(same.refingerprinted) == ["1"]
+    assert same.records["aux_fingerprint"].iloc[0] == mirror_fingerprint(stored, aux).iloc[0]
+    moved = stored.assign(email="new@b.c")
+    got = diff(moved, state, fingerprint_columns=business, aux_columns=aux)
+    assert got.records["sync_status"].tolist() == ["REFRESHED"]
+    assert list(got.refingerprinted) == []
 
 
 def test_unchanged_records_keep_the_stored_fingerprint_text_and_others_get_fresh_ones():
@@ -268,7 +346,7 @@ def test_unchanged_records_keep_the_stored_fingerprint_text_and_others_get_fresh
     result = diff(stored, state, fingerprint_columns=COLS)
     by_id = result.records.set_index("zoho_id")
     assert by_id["sync_status"].to_dict() == {"1": "UNCHANGED", "2": "UPDATED"}
-    assert by_id["fingerprint"].tolist() == fingerprint(stored, COLS).tolist()
+    assert by_id["fingerprint"].tolist() == mirror_fingerprint(stored, COLS).tolist()
 
 
 def test_a_stored_state_holding_an_id_twice_is_refused_not_guessed_at():

@@ -40,6 +40,10 @@ def _module_table(spec: ModuleSpec) -> sa.Table:
         for f in spec.fields
         if f.kind == "lookup"
     ]
+    # An incremental sync reads only the stored records holding the natural keys it was sent
+    # (Warehouse.load_state), by this index.
+    if spec.natural_key:
+        lookup_indexes.append(sa.Index(f"ix_{spec.table}_natural_key", "tenant_id", *spec.natural_key))
     return sa.Table(
         spec.table,
         metadata,
@@ -58,12 +62,18 @@ def _module_table(spec: ModuleSpec) -> sa.Table:
             "fingerprint",
             sa.String(64),
             nullable=False,
-            comment="SHA-256 of the business fields (format sp1)",
+            comment="of the business fields, in the format fingerprint_version says",
         ),
         sa.Column(
             "aux_fingerprint",
             sa.String(64),
-            comment="SHA-256 (format sp1) of the bookkeeping and formula fields, Modified_Time and findings",
+            comment="of the bookkeeping and formula fields, Modified_Time and findings (same format)",
+        ),
+        sa.Column(
+            "fingerprint_version",
+            sa.SmallInteger(),
+            comment="format of both fingerprints: 2 = sp2 (XXH3-128); NULL = sp1 (SHA-256), written "
+            "before the version was stored (sync_pipelines/diff.py)",
         ),
         sa.Column(
             "findings",

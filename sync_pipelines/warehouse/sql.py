@@ -56,6 +56,10 @@ def in_values(
     PostgreSQL array, a SQLite JSON array read by ``json_each``), else one per ``chunk`` values.
     """
     values = [v for v in values if isinstance(v, str)]
+    if conn.dialect.name == "postgresql":
+        # PostgreSQL text cannot hold NUL: no stored value has one, so such a value matches nothing
+        # (and would fail the whole statement as a parameter).
+        values = [v for v in values if "\x00" not in v]
     if not values:
         return
     if conn.dialect.name == "postgresql":

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from sync_pipelines.diff import ID, DiffResult, Status, changes_by_record
+from sync_pipelines.diff import FINGERPRINT_VERSION, ID, VERSION, DiffResult, Status, changes_by_record
 from sync_pipelines.warehouse.migrate import upgrade
 from sync_pipelines.warehouse.moodle import MoodleStore
 from sync_pipelines.warehouse.schema import (
@@ -277,27 +277,51 @@ class Warehouse:
     # --- reads --------------------------------------------------------------------------------
 
     def load_state(
-        self, tenant_id: str, spec: ModuleSpec, *, with_modified: bool = False, nothing: bool = False
+        self,
+        tenant_id: str,
+        spec: ModuleSpec,
+        *,
+        with_modified: bool = False,
+        nothing: bool = False,
+        ids: Sequence[str] | None = None,
+        keys: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
-        """Every stored record of the module: ``zoho_id``, ``fingerprint``, ``aux_fingerprint``,
-        ``deleted``, natural key; ``Modified_Time`` too when ``with_modified`` (pushed records are
-        ordered against it). ``nothing``: the same columns and no row, without a query (a sync
-        that fetched nothing has nothing to compare)."""
+        """Stored records of the module: ``zoho_id``, ``fingerprint``, ``aux_fingerprint``,
+        ``fingerprint_version``, ``deleted``, natural key; ``Modified_Time`` too when
+        ``with_modified`` (pushed records are ordered against it).
+
+        Every stored record, or with ``ids`` only those of ``ids`` and, with ``keys`` (a frame of
+        the natural key's columns), every record holding one of those keys' first column (what
+        the diff needs of the others: who holds a key first). Both are indexed lookups, each one
+        statement whatever the number of values (:func:`in_values`). ``nothing``: the same columns
+        and no row, without a query (a sync that fetched nothing has nothing to compare)."""
         t = MODULE_TABLES[spec.name]
         # The flag as the database returns it (a bool, or SQLite's 0/1), made a bool by pandas:
         # typed as an integer, it needs no conversion of each value on the way.
         deleted = sa.type_coerce(t.c.deleted_at.isnot(None), sa.Integer()).label("deleted")
-        cols = [t.c.zoho_id, t.c.fingerprint, t.c.aux_fingerprint, deleted]
+        cols = [t.c.zoho_id, t.c.fingerprint, t.c.aux_fingerprint, t.c.fingerprint_version, deleted]
         cols += [t.c[c] for c in spec.natural_key]
-        names = [ID, "fingerprint", "aux_fingerprint", "deleted", *spec.natural_key]
+        names = [ID, "fingerprint", "aux_fingerprint", VERSION, "deleted", *spec.natural_key]
         if with_modified and spec.has_modified_time:
             cols.append(t.c.zoho_modified_time)
             names.append(MODIFIED)
+        query = sa.select(*cols).where(t.c.tenant_id == tenant_id)
+        rows: list = []
         if nothing:
-            rows: list = []
-        else:
+            pass
+        elif ids is None:
             with self.engine.connect() as conn:
-                rows = fetch_rows(conn, sa.select(*cols).where(t.c.tenant_id == tenant_id))
+                rows = fetch_rows(conn, query)
+        else:
+            wanted = sorted({str(i) for i in ids if i is not None})
+            first = spec.natural_key[0] if spec.natural_key and keys is not None else None
+            held = sorted({v for v in keys[first].tolist() if isinstance(v, str)}) if first else []
+            with self.engine.connect() as conn:
+                for among in in_values(conn, t.c.zoho_id, wanted):
+                    rows += [tuple(r) for r in conn.execute(query.where(among))]
+                for among in in_values(conn, t.c[first], held) if first else ():
+                    rows += [tuple(r) for r in conn.execute(query.where(among))]
+            rows = list({r[0]: r for r in rows}.values())  # a record found both ways, once
         frame = _frame(rows, names)
         if MODIFIED in frame:
             frame[MODIFIED] = from_db(frame, spec, extra={MODIFIED: "datetime"})[MODIFIED]
@@ -451,6 +475,8 @@ class Warehouse:
         with self.engine.begin() as conn:
             if len(write):
                 self._upsert_rows(conn, t, spec, tenant, write, run.sync_run_id, now)
+            if len(result.refingerprinted):
+                self._refingerprint(conn, t, tenant, records, result.refingerprinted)
             for among in in_values(conn, t.c.zoho_id, deleted):
                 conn.execute(
                     t.update()
@@ -567,6 +593,28 @@ class Warehouse:
                 )
             )
 
+    @staticmethod
+    def _refingerprint(
+        conn: sa.Connection, t: sa.Table, tenant: str, records: pd.DataFrame, ids: pd.Index
+    ) -> None:
+        """Give UNCHANGED rows stored in an older fingerprint format their current fingerprints
+        (nothing else of them changes: not ``updated_at``, not the run that last wrote them)."""
+        rows = records[records[ID].isin(ids) & records["change"].eq(Status.UNCHANGED)]
+        rows = rows[~rows[ID].duplicated(keep="last")]
+        aux = rows["aux_fingerprint"] if "aux_fingerprint" in rows else pd.Series(None, index=rows.index)
+        stmt = (
+            t.update()
+            .where(t.c.tenant_id == tenant, t.c.zoho_id == sa.bindparam("_id"))
+            .values(fingerprint=sa.bindparam("_fp"), aux_fingerprint=sa.bindparam("_aux"))
+            .values({VERSION: FINGERPRINT_VERSION})
+        )
+        params = [
+            {"_id": z, "_fp": f, "_aux": a}
+            for z, f, a in zip(_objects(rows[ID]), _objects(rows["fingerprint"]), _objects(aux), strict=True)
+        ]
+        if params:
+            conn.execute(stmt, params)
+
     def _upsert_rows(
         self,
         conn: sa.Connection,
@@ -581,6 +629,7 @@ class Warehouse:
         write = write[~write[ID].duplicated(keep="last")]
         columns = {ID: _objects(write[ID]), **db_columns(write, spec)}
         columns["fingerprint"] = _objects(write["fingerprint"])
+        columns[VERSION] = [FINGERPRINT_VERSION] * len(write)
         for col in ("aux_fingerprint", FINDINGS):
             columns[col] = _objects(write[col]) if col in write else [None] * len(write)
         for col in (*spec.columns, MODIFIED):  # a column the frame lacks is written empty

@@ -273,9 +273,11 @@ def _sync_module(
     try:
         listed: list[dict] = []  # records of a list read: Zoho leaves their subforms out
         stale_pushes = 0
-        state = warehouse.load_state(tenant_id, spec, with_modified=True) if pushed_records else None
+        state = None
         if pushed_records:
-            pushed_records, stale_pushes = order_pushed(pushed_records, state, spec)
+            pushed_ids = [str(r.get("id")) for r in pushed_records]
+            stored = warehouse.load_state(tenant_id, spec, with_modified=True, ids=pushed_ids)
+            pushed_records, stale_pushes = order_pushed(pushed_records, stored, spec)
         if targeted:
             raw, deleted_rows, listed = _fetch_targeted(client, spec, record_ids, deleted_ids, pushed_records)
         else:
@@ -298,12 +300,8 @@ def _sync_module(
                 run.mode = "full"
                 raw, _, _ = _fetch(client, spec, cursor, True, check_deleted=False)
             listed = raw
-        if state is None:
-            # Steady state: Zoho answered 304 (or an empty page) and listed no deletion. Nothing
-            # fetched is compared with nothing stored: the stored state is not read (a pending
-            # record an earlier version held back still brings it in, below).
-            idle = not full and not raw and not deleted_rows
-            state = warehouse.load_state(tenant_id, spec, nothing=idle)
+        if state is None and full:
+            state = warehouse.load_state(tenant_id, spec)
         subform_reads = _subforms(client, spec, listed, warehouse, tenant_id)
         # A pushed record is applied as sent; one sent without its subforms keeps the stored rows.
         _subforms(client, spec, raw[: len(pushed_records)], warehouse, tenant_id, read=False)
@@ -320,6 +318,19 @@ def _sync_module(
             )
         incoming = incoming[keyed]
         deleted_ids = {str(d["id"]) for d in deleted_rows if d.get("id")}
+        if state is None:
+            # An incremental or event read: only the stored rows of the ids it fetched or was told
+            # deleted, and those holding the natural keys it brought, are read (indexed lookups;
+            # the diff needs no other). Steady state — Zoho answered 304 (or an empty page) and
+            # listed no deletion — reads none (a pending record an earlier version held back
+            # still brings the state in, below).
+            state = warehouse.load_state(
+                tenant_id,
+                spec,
+                nothing=incoming.empty and not deleted_ids,
+                ids=[*incoming[ID].tolist(), *deleted_ids],
+                keys=incoming[list(spec.natural_key)] if spec.natural_key else None,
+            )
         if full:
             # A stored record a full read did not return is DELETED only when Zoho confirms it (a
             # read by id finds nothing): a page that shifted under a deletion, or a record read
@@ -346,7 +357,7 @@ def _sync_module(
     dead = pending[ID].isin(deleted_ids) | (full & ~pending[ID].isin(fetched_ids))
     forget_pending = pending.loc[dead, ID].tolist()
     pending = pending[~dead]
-    if len(pending) and state.empty and not full:
+    if len(pending) and not full:
         state = warehouse.load_state(tenant_id, spec)  # held-back records are compared with all
     if len(pending):
         pending[INVALID_REASON] = None
@@ -404,6 +415,10 @@ def _sync_module(
             "events_applied": len(fresh),
             "events_already_applied": len(done),
             "stale_pushes": stale_pushes,
+            # Stored rows the diff was given (the whole module on a full read, else only those
+            # of the records read), and those re-fingerprinted from an older format.
+            "state_rows_read": len(state),
+            "refingerprinted": len(result.refingerprinted),
         },
     )
 
