@@ -170,6 +170,8 @@ class ProjectSide:
             "client_calls": client.stats.calls,
             "credits": client.stats.credits,
             "rows": self.warehouse.count(TENANT, self.spec),
+            # Stored rows the diff was given: all of them on a first load, only the read ones after.
+            "state_rows_read": report.extra["state_rows_read"],
         }
 
     def close(self) -> None:

@@ -90,6 +90,7 @@ from sync_pipelines.btec import (
     criteria_grade,
     next_status,
 )
+from sync_pipelines.zoho.bulk import BULK_READ_THRESHOLD
 from sync_pipelines.zoho.modules import MODULES, MODULES_BY_API_NAME, MODULES_BY_NAME
 
 #: A tenant id; ``\Z``, not ``$``, which would let ``TENANT_ID.match`` accept a trailing newline.
@@ -165,6 +166,9 @@ class ZohoTenantConfig:
     client_secret_env: str
     refresh_token_env: str
     mapping: OrgMapping = field(default_factory=OrgMapping)
+    #: ``zoho.bulk_read_threshold``: a full read of a module holding more records goes through
+    #: Zoho's Bulk Read (:mod:`sync_pipelines.zoho.bulk`); ``null`` never uses it.
+    bulk_read_threshold: int | None = BULK_READ_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -547,6 +551,11 @@ def _zoho(raw: object, where: str, problems: _Problems) -> ZohoTenantConfig | No
         for key in ("client_id_env", "client_secret_env", "refresh_token_env")
     }
     mapping = problems.check(lambda: _mapping(raw, where))
+    threshold = raw.get("bulk_read_threshold", BULK_READ_THRESHOLD)
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0
+    ):
+        problems.add(f"{where}: zoho.bulk_read_threshold: a record count (>= 0) or null, got {threshold!r}")
     if len(problems.messages) > before or endpoints is None or mapping is None:
         return None
     accounts, api_domain = endpoints
@@ -557,6 +566,7 @@ def _zoho(raw: object, where: str, problems: _Problems) -> ZohoTenantConfig | No
         client_secret_env=envs["client_secret_env"],
         refresh_token_env=envs["refresh_token_env"],
         mapping=mapping,
+        bulk_read_threshold=threshold,
     )
 
 

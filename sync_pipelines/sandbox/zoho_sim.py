@@ -27,6 +27,10 @@ are kept on purpose:
 * writes are validated per record against the field metadata (picklists, data types, mandatory
   fields, lookups, owners, subform rows) with Zoho's per-record result bodies, several problems in
   one record answered as ``MULTIPLE_OR_MULTI_ERRORS``, and 200/207/400 statuses;
+* Bulk Read (``/crm/bulk/v8/read``): a job is created (201 ``ADDED_SUCCESSFULLY``, state
+  ``ADDED``), goes ``IN PROGRESS`` and then ``COMPLETED`` (or ``FAILURE``) as it is polled, and its
+  result is a ZIP of one CSV of at most 200,000 records (``page`` N, ``more_records``), charged
+  50 credits a job; downloads are throttled to 10 a minute (:meth:`ZohoSimulator._bulk`);
 * the metadata and org endpoints answer as Zoho documents them: ``/settings/modules``,
   ``/settings/modules/{api_name}``, ``/settings/fields`` (the full per-field keys, derived from the
   few kept in ``zoho_fields.json``), ``/org`` and ``/users`` (a small fixed org, :data:`ORG_USERS`).
@@ -38,6 +42,8 @@ developer pages. Where no independent source confirms an answer, the code says s
 
 import bisect
 import copy
+import csv
+import io
 import json
 import logging
 import math
@@ -45,6 +51,7 @@ import re
 import secrets
 import threading
 import time
+import zipfile
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -106,7 +113,30 @@ DEFAULT_SCOPES = (
     "ZohoCRM.users.READ",
     "ZohoCRM.org.READ",
     "ZohoCRM.coql.READ",
+    "ZohoCRM.bulk.READ",
 )
+#: Bulk Read (Zoho CRM v8 bulk-read pages ``create-job.html``, ``job-details.html``,
+#: ``download-result.html`` and the OpenAPI spec ``zoho/crm-oas`` ``v8.0/bulk_read``): records a
+#: job exports ("You can export a maximum of 200,000 records in a single API call"; ``page`` N is
+#: records ``(N-1)*200,000+1`` to ``N*200,000``).
+BULK_READ_PAGE_SIZE = 200_000
+#: Credits a Bulk Read job costs when it is created: "bulk read 50" (the project's Zoho reference,
+#: from the api-limits page). Its status and download cost one credit each, Zoho's default for a
+#: call it lists no price for (guess).
+BULK_READ_JOB_CREDITS = 50
+#: "Only 10 requests for download are allowed for one-minute interval. Crossing the limit will
+#: result in an error (HTTP code :429)" (download-result.html). A sliding minute on the simulator's
+#: clock (guess: Zoho does not say whether the minute slides or is a calendar minute).
+BULK_DOWNLOADS_PER_MINUTE = 10
+_BULK_PATH_RE = re.compile(
+    r"^/crm/bulk/(?P<version>v2\.1|v[2-8])/read(?:/(?P<job>[^/]+)(?:/(?P<result>result))?)?$"
+)
+#: Field types a Bulk Read CSV leaves out (guess: Zoho documents the CSV of plain fields only;
+#: subform rows are exported by bulk reading the subform module, which this simulator does not do).
+_BULK_NOT_EXPORTED = frozenset(
+    {"subform", "multiselectlookup", "multiuserlookup", "fileupload", "profileimage"}
+)
+
 #: The simulator's stand-in for the API console's "Generate Code" tab (not a Zoho URL): ``POST``
 #: with ``client_id``, optional ``scope`` (comma-separated) and ``expiry_seconds`` answers
 #: ``{"code": …, "expires_in": …}``, so that the sandbox's onboarding can be walked through with curl.
@@ -639,6 +669,7 @@ class _Response:
     headers: dict[str, str] = field(default_factory=dict)
     credits: int = 0
     drop: bool = False  # close the connection without answering
+    raw: bytes | None = None  # a binary body (a Bulk Read ZIP), sent as is with headers' type
 
 
 class _ApiError(Exception):
@@ -693,6 +724,23 @@ class _GrantCode:
     used: bool = False
 
 
+@dataclass
+class _BulkJob:
+    """One Bulk Read job: what it exports, how far it got, and its ZIP once completed."""
+
+    id: str
+    module: str
+    fields: list[str] | None  # None: every field of the module
+    page: int
+    created_time: str
+    state: str = "ADDED"
+    polls: int = 0
+    fail: bool = False
+    count: int = 0
+    more_records: bool = False
+    archive: bytes | None = None
+
+
 def _record_error(code: str, message: str, details: dict) -> dict:
     return {"code": code, "details": details, "message": message, "status": "error"}
 
@@ -732,6 +780,10 @@ class ZohoSimulator(LoopbackServer):
         enforce_scopes: refuse an API call that the access token's scopes do not cover, with
             HTTP 401 ``OAUTH_SCOPE_MISMATCH`` (see :func:`scope_needed`). Off by default: the
             default scopes cover everything anyway.
+        bulk_job_polls: how many status polls a Bulk Read job takes to finish: ``IN PROGRESS``
+            before that, ``COMPLETED`` (or ``FAILURE``, :meth:`fail_bulk_reads`) at that poll.
+            Guess: a real job runs on Zoho's schedule, not the client's polls; counting polls
+            keeps tests deterministic without a clock.
     """
 
     thread_name = "zoho-simulator"
@@ -756,6 +808,7 @@ class ZohoSimulator(LoopbackServer):
         faults: FaultPlan | None = None,
         scopes: Iterable[str] = DEFAULT_SCOPES,
         enforce_scopes: bool = False,
+        bulk_job_polls: int = 2,
     ) -> None:
         if len(id_prefix) != 13 or not id_prefix.isdigit():
             raise ValueError("id_prefix must be 13 digits (ids are 19 digits)")
@@ -802,6 +855,12 @@ class ZohoSimulator(LoopbackServer):
         self._page_tokens: dict[str, _PageToken] = {}
         self._failures: list[_Failure] = []
         self._in_flight = 0
+        if bulk_job_polls < 1:
+            raise ValueError("bulk_job_polls must be >= 1")
+        self.bulk_job_polls = bulk_job_polls
+        self._bulk_jobs: dict[str, _BulkJob] = {}
+        self._bulk_downloads: deque[datetime] = deque()
+        self._bulk_failures = 0
         super().__init__()
         self.requests: list[RequestLog] = []
         for module, records in (data or {}).items():
@@ -1037,6 +1096,19 @@ class ZohoSimulator(LoopbackServer):
         """Inject faults from ``faults`` from the next request on (``None`` stops injecting)."""
         with self._lock:
             self.faults = faults
+
+    def fail_bulk_reads(self, count: int = 1) -> None:
+        """Make the next ``count`` Bulk Read jobs created end in ``FAILURE`` (0 cancels)."""
+        with self._lock:
+            self._bulk_failures = max(0, count)
+
+    def bulk_job(self, job_id: str) -> dict | None:
+        """A Bulk Read job as the simulator holds it (``state``, ``page``, ``count``...), or ``None``."""
+        with self._lock:
+            job = self._bulk_jobs.get(str(job_id))
+            if job is None:
+                return None
+            return {k: v for k, v in job.__dict__.items() if k != "archive"}
 
     def reset_log(self) -> None:
         """Forget the request log."""
@@ -1452,9 +1524,13 @@ class ZohoSimulator(LoopbackServer):
                 time.sleep(self.response_delay)
             try:
                 token = self._authenticate(headers.get("Authorization"))
-                if self.enforce_scopes:
-                    self._check_scope(token, method, path)
-                response = self._route(method, path, query, headers, body)
+                bulk = _BULK_PATH_RE.match(path)
+                if bulk is not None:
+                    response = self._bulk(method, bulk, token, body)
+                else:
+                    if self.enforce_scopes:
+                        self._check_scope(token, method, path)
+                    response = self._route(method, path, query, headers, body)
             except _ApiError as error:
                 response = error.response()
             self._add_credit_header(response)
@@ -2270,6 +2346,236 @@ class ZohoSimulator(LoopbackServer):
         info = {"count": len(data), "more_records": offset + len(chunk) < len(rows)}
         return _Response(200, {"data": data, "info": info}, credits=credits)
 
+    # --- Bulk Read ------------------------------------------------------------------------------------
+
+    def _bulk(self, method: str, match: re.Match, token: str, body: bytes) -> _Response:
+        """``/crm/bulk/{version}/read``, ``/read/{job_id}`` and ``/read/{job_id}/result``.
+
+        Scopes (with ``enforce_scopes``): ``ZohoCRM.bulk.READ`` for all three, and the module's
+        read scope for creating a job (v8 create-job: "ZohoCRM.bulk.read (and)
+        ZohoCRM.modules.{module_name}.{operation_type}"; guess: the status and the download check
+        the bulk scope only). Unknown jobs, and the result of a job not yet completed, are 404
+        ``RESOURCE_NOT_FOUND`` (v8 OpenAPI spec).
+        """
+        version, job_id, result = match.group("version"), match.group("job"), match.group("result")
+        if job_id is None:
+            self._require_method(method, "POST")
+            return self._create_bulk_job(version, token, _json_body(body))
+        self._require_method(method, "GET")
+        self._check_bulk_scope(token, None)
+        with self._lock:
+            job = self._bulk_jobs.get(job_id)
+        if job is None:
+            raise _ApiError(
+                404, "RESOURCE_NOT_FOUND", "the requested resource is not found", {"resource": "job"}
+            )
+        if result is None:
+            credits = self._charge(1)
+            with self._lock:
+                self._advance_bulk_job(job)
+                return _Response(200, {"data": [self._bulk_job_view(job, version)]}, credits=credits)
+        return self._download_bulk_result(job)
+
+    def _check_bulk_scope(self, token: str, module: str | None) -> None:
+        if not self.enforce_scopes:
+            return
+        with self._lock:
+            granted = self._token_scopes.get(token, self.scopes)
+        needs = [("ZohoCRM.bulk.READ",)]
+        if module is not None:
+            needs.append(scope_needed("GET", module) or ())
+        for needed in needs:
+            if needed and not any(scope_covers(g, n) for n in needed for g in granted):
+                raise _ApiError(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL")
+
+    def _create_bulk_job(self, version: str, token: str, body: Any) -> _Response:
+        """``POST /read``: validate the request (the v8 request schema), charge, answer 201."""
+        if not isinstance(body, dict) or not isinstance(body.get("query"), dict):
+            raise _ApiError(400, "REQUEST_BODY_NOT_SUPPORTED", "the request body is not supported", {})
+        query = body["query"]
+        module_obj = query.get("module")
+        module = module_obj.get("api_name") if isinstance(module_obj, dict) else None
+        if not isinstance(module, str) or module not in _org_metadata():
+            # Guess: the code a bulk job for an unknown module gets (Records' INVALID_MODULE).
+            raise _ApiError(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {"api_name": "module"}
+            )
+        self._check_bulk_scope(token, module)
+        fields = query.get("fields")
+        if fields is not None:
+            if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+                raise _ApiError(400, "INVALID_DATA", "invalid data", {"json_path": "$.query.fields"})
+            meta = _fields_of(module)
+            for i, name in enumerate(fields):
+                if name != "id" and name not in meta:
+                    # Guess: Zoho's exact answer to an unknown field in a bulk query.
+                    raise _ApiError(
+                        400,
+                        "INVALID_DATA",
+                        "invalid data",
+                        {"api_name": name, "json_path": f"$.query.fields[{i}]"},
+                    )
+        page = query.get("page", 1)
+        if page is None:
+            page = 1
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            raise _ApiError(400, "INVALID_DATA", "invalid data", {"json_path": "$.query.page"})
+        if query.get("criteria") is not None or query.get("cvid") is not None:
+            # Not simulated (the pipeline never filters a full read); refused rather than ignored,
+            # so that nobody mistakes an unfiltered export for a filtered one.
+            raise _ApiError(400, "NOT_SUPPORTED", "criteria and cvid are not simulated", {})
+        if body.get("file_type", "csv") != "csv":
+            raise _ApiError(400, "INVALID_DATA", "invalid data", {"json_path": "$.file_type"})
+        callback = body.get("callback")
+        if callback is not None:
+            if not isinstance(callback, dict) or callback.get("method") != "post":
+                raise _ApiError(
+                    400,
+                    "INVALID_CALLBACK_METHOD",
+                    "the callback method is invalid",
+                    {"supported_callback_methods": ["post"]},
+                )
+            if not isinstance(callback.get("url"), str) or not callback["url"].startswith(
+                ("http://", "https://")
+            ):
+                raise _ApiError(400, "INVALID_CALLBACK_URL", "the callback url is invalid", {})
+            # The callback itself is never posted (guess-free: this simulator has no outbound calls).
+        credits = self._charge(BULK_READ_JOB_CREDITS)
+        with self._lock:
+            job = _BulkJob(
+                id=self._new_id(),
+                module=module,
+                fields=list(dict.fromkeys(fields)) if fields else None,
+                page=page,
+                created_time=format_time(self.now()),
+                fail=self._bulk_failures > 0,
+            )
+            self._bulk_failures = max(0, self._bulk_failures - 1)
+            self._bulk_jobs[job.id] = job
+            user = self._current_user()
+        details = {
+            "id": job.id,
+            "operation": "read",
+            "state": job.state,
+            "created_by": {"id": user["id"], "name": user["full_name"]},
+            "created_time": job.created_time,
+        }
+        answer = {
+            "data": [
+                {
+                    "status": "success",
+                    "code": "ADDED_SUCCESSFULLY",
+                    "message": "Added successfully.",
+                    "details": details,
+                }
+            ],
+            "info": {},
+        }
+        return _Response(201, answer, credits=credits)
+
+    def _advance_bulk_job(self, job: _BulkJob) -> None:
+        """One poll: the job goes ``IN PROGRESS``, then finishes at ``bulk_job_polls``. The records
+        are exported when it completes (call with the lock held)."""
+        if job.state in ("COMPLETED", "FAILURE"):
+            return
+        job.polls += 1
+        if job.polls < self.bulk_job_polls:
+            job.state = "IN PROGRESS"
+            return
+        if job.fail:
+            job.state = "FAILURE"
+            return
+        job.archive, job.count, job.more_records = self._bulk_export(job)
+        job.state = "COMPLETED"
+
+    def _bulk_export(self, job: _BulkJob) -> tuple[bytes, int, bool]:
+        """The job's page of records as a ZIP of one CSV (call with the lock held).
+
+        The header is ``id`` ("added by default") and the asked fields in the asked order (guess:
+        the order is not documented), every field of the module when none were asked; fields the
+        CSV cannot hold (subforms...) and fields the org no longer has are left out. Records go in
+        id order (guess: Zoho documents no order). Values: empty for null, ``true``/``false``,
+        numbers as Python writes them, a lookup or owner as its id, a list of values ``;``-joined
+        (guess: how Zoho writes types in the CSV is not documented beyond "Date/Time fields ...
+        in the ISO8601 format", which the stored values are).
+        """
+        meta = _fields_of(job.module)
+        asked = job.fields if job.fields is not None else list(meta)
+        columns = [
+            n
+            for n in asked
+            if n != "id"
+            and n in meta
+            and meta[n]["data_type"] not in _BULK_NOT_EXPORTED
+            and (job.module, n) not in self._removed_fields
+        ]
+        live = self._sorted_read(job.module, "id", "asc", None).records  # kept between pages
+        start = (job.page - 1) * BULK_READ_PAGE_SIZE
+        chunk = live[start : start + BULK_READ_PAGE_SIZE]
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["id", *columns])
+        writer.writerows([rec["id"], *(_csv_value(rec.get(n)) for n in columns)] for rec in chunk)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            # Guess: the member's name; Zoho names the ZIP and its CSV after the job.
+            archive.writestr(f"{job.id}.csv", text.getvalue().encode("utf-8"))
+        return buffer.getvalue(), len(chunk), start + len(chunk) < len(live)
+
+    def _bulk_job_view(self, job: _BulkJob, version: str) -> dict:
+        """``data[0]`` of ``GET /read/{job_id}`` (v8 job-details)."""
+        user = self._current_user()
+        query: dict[str, Any] = {
+            "module": {"api_name": job.module, "id": _module_id(self.id_prefix, job.module)},
+            "page": job.page,
+        }
+        if job.fields is not None:
+            query["fields"] = list(job.fields)
+        view: dict[str, Any] = {
+            "id": job.id,
+            "operation": "read",
+            "state": job.state,
+            "query": query,
+            "created_by": {"id": user["id"], "name": user["full_name"]},
+            "created_time": job.created_time,
+            "file_type": "csv",
+        }
+        if job.state == "COMPLETED":
+            view["result"] = {
+                "page": job.page,
+                "per_page": BULK_READ_PAGE_SIZE,
+                "count": job.count,
+                "download_url": f"/crm/bulk/{version}/read/{job.id}/result",
+                "more_records": job.more_records,
+            }
+        return view
+
+    def _download_bulk_result(self, job: _BulkJob) -> _Response:
+        """``GET /read/{job_id}/result``: the ZIP, 10 downloads a minute."""
+        with self._lock:
+            if job.state != "COMPLETED" or job.archive is None:
+                raise _ApiError(
+                    404, "RESOURCE_NOT_FOUND", "the requested resource is not found", {"resource": "result"}
+                )
+            now = self.now()
+            while self._bulk_downloads and now - self._bulk_downloads[0] >= timedelta(minutes=1):
+                self._bulk_downloads.popleft()
+            if len(self._bulk_downloads) >= BULK_DOWNLOADS_PER_MINUTE:
+                raise _ApiError(
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    "only 10 downloads are allowed in a minute",  # guess: the message
+                    {"limit": BULK_DOWNLOADS_PER_MINUTE},
+                )
+            self._bulk_downloads.append(now)
+            archive = job.archive
+        credits = self._charge(1)
+        headers = {
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="{job.id}.zip"',
+        }
+        return _Response(200, None, headers=headers, credits=credits, raw=archive)
+
 
 # --- helpers ------------------------------------------------------------------------------------------
 
@@ -2658,6 +2964,24 @@ def _compare(left: Any, op: str, right: Any) -> bool:
         return False
 
 
+def _csv_value(value: Any) -> str:
+    """One stored value as the simulated Bulk Read CSV writes it (see ``_bulk_export``)."""
+    if value is None:
+        return ""
+    if type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        target = value.get("id")
+        return "" if target is None else str(target)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ";".join(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
 # --- HTTP plumbing ----------------------------------------------------------------------------------
 
 
@@ -2689,13 +3013,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         payload = b""
-        if response.body is not None and response.status not in (204, 304):
+        if response.raw is not None:
+            payload = response.raw
+        elif response.body is not None and response.status not in (204, 304):
             payload = json.dumps(response.body, ensure_ascii=False).encode("utf-8")
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         if response.status not in (204, 304):
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            if response.raw is None:
+                self.send_header("Content-Type", "application/json;charset=UTF-8")
             self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if payload:

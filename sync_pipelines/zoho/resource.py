@@ -63,4 +63,5 @@ class ZohoCRMResource(dg.ConfigurableResource):
             token_cache=_TOKENS,
             token_wait_seconds=self.token_wait_seconds,
             token_throttle_seconds=self.token_throttle_seconds,
+            bulk_read_threshold=z.bulk_read_threshold,
         )

@@ -21,6 +21,17 @@ REQUIRED_SCOPES: dict[str, str] = {
     "ZohoCRM.settings.fields.READ": "to read each module's fields, /settings/fields",
 }
 
+#: The scope of Zoho's Bulk Read API (v8 create-job: "scope=ZohoCRM.bulk.read (and)
+#: scope=ZohoCRM.modules.{module_name}.{operation_type}"; the v8 OpenAPI spec writes
+#: ``ZohoCRM.bulk.READ``). Optional: without it a full read of a big module pages 200 records a
+#: call instead (:func:`sync_pipelines.zoho.bulk.read_full`), so a grant lacking it is no failure.
+BULK_READ_SCOPE = "ZohoCRM.bulk.READ"
+
+#: Scopes a sync makes use of when granted and does without otherwise, each with what it buys.
+OPTIONAL_SCOPES: dict[str, str] = {
+    BULK_READ_SCOPE: "to read modules of more than the bulk-read threshold in 200,000-record jobs",
+}
+
 _WRITE_OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "WRITE"})
 
 

@@ -38,6 +38,7 @@ from sync_pipelines.diff import ID, NOTE, DiffResult, Status, diff, field_change
 from sync_pipelines.progress import Progress
 from sync_pipelines.warehouse import Cursor, RunInfo, Warehouse
 from sync_pipelines.warehouse.store import AppliedEvent
+from sync_pipelines.zoho.bulk import read_full
 from sync_pipelines.zoho.canonical import (
     FINDINGS,
     INVALID_REASON,
@@ -586,13 +587,11 @@ def _fetch(
 ) -> tuple[list[dict], list[dict], bool]:
     """The read itself: records (all, or what changed) and, with ``check_deleted``, Zoho's
     deletions since the last check. The flag is False when ``/deleted`` had more than it lists."""
-    if spec.has_modified_time:
-        since = (
-            None if full or cursor.modified_since is None else cursor.modified_since + timedelta(seconds=1)
-        )
+    if full:  # Bulk Read above the tenant's threshold, else by pages (sync_pipelines.zoho.bulk)
+        records = list(read_full(client, spec))
+    elif spec.has_modified_time:
+        since = None if cursor.modified_since is None else cursor.modified_since + timedelta(seconds=1)
         records = list(client.iter_records(spec.api_name, spec.api_fields, modified_since=since))
-    elif full:
-        records = list(client.iter_records(spec.api_name, spec.api_fields, sort_by="id", sort_order="desc"))
     else:
         newest_first = client.iter_records(spec.api_name, spec.api_fields, sort_by="id", sort_order="desc")
         records = list(_newer_than(newest_first, cursor.max_id))
