@@ -218,6 +218,19 @@ def evaluate(results: dict[str, Any], *, quick: bool) -> list[dict[str, str]]:
                 f"(minimum {m['total_minimum']})",
                 z["total_calls"] <= zmin["calls"] and m["total_calls"] <= m["total_minimum"],
             )
+    bc = (econ or {}).get("moodle_by_change")
+    if bc:
+        nc, one = bc["after"]["nothing changed"], bc["after"]["1 % edited"]
+        add(
+            f"Moodle by change: a no-change run ≤ 5 Moodle calls ({bc['courses']} courses)",
+            f"{nc['total_calls']} (in full: {bc['before']['nothing changed']['total_calls']})",
+            nc["total_calls"] <= 5,
+        )
+        add(
+            f"Moodle by change: a 1 % edit ≤ its minimum + 5 calls ({bc['courses']} courses)",
+            f"{one['total_calls']} (minimum {one['minimum']}; in full: {bc['before']['1 % edited']['total_calls']})",
+            one["total_calls"] <= one["minimum"] + 5,
+        )
     bulk = results.get("bulk")
     if bulk:
         for row in bulk["sizes"]:
@@ -539,6 +552,45 @@ def _render_economy(econ: dict[str, Any]) -> list[str]:
             for name, sc in econ["scenarios"].items()
         )
         + ".",
+        "",
+        *_render_by_change(econ.get("moodle_by_change")),
+    ]
+
+
+def _render_by_change(bc: dict[str, Any] | None) -> list[str]:
+    """Moodle read by change against read in full, at 400 courses (economy_bench.by_change)."""
+    if not bc:
+        return []
+    rows = []
+    for scenario in ("nothing changed", "1 % edited"):
+        before, after = bc["before"][scenario], bc["after"][scenario]
+        rows.append(
+            [
+                scenario,
+                f"**{after['total_calls']}**",
+                before["total_calls"],
+                after["minimum"],
+                f"{after.get('students_edited', 0)} / {after.get('grades_changed', 0)}",
+                "yes" if after["success"] and before["success"] else "**no**",
+            ]
+        )
+    return [
+        f"**Moodle read by change, {bc['courses']} courses** ({bc.get('graded', 0):,} assignment grades): the "
+        "whole graph's Moodle calls as a scheduled run makes them (*by change*) and as every run used to "
+        "(*in full*: `full_read` in every Moodle step, what the nightly reconciliation still does). Minimum: "
+        "the writes, and one gradebook read per course holding a changed grade.",
+        "",
+        _table(
+            [
+                "scenario",
+                "Moodle calls, by change",
+                "in full",
+                "minimum",
+                "students / grades edited",
+                "runs ok",
+            ],
+            rows,
+        ),
         "",
     ]
 

@@ -113,6 +113,20 @@ def test_economy_and_dagster_figures_are_well_formed(quick: tuple[dict, str, str
         assert zoho["total_calls"] >= minimum["calls"] >= 9, name  # at least one read per module
         assert zoho["credits"] >= minimum["credits"] > 0, name
         assert scenario["moodle"]["total_calls"] >= scenario["moodle"]["total_minimum"] > 0, name
+    # Moodle read by change: a scheduled run that finds nothing makes a handful of calls where the
+    # full read makes several a course; a 1 % edit stays within its minimum + 5 (call counts, not time).
+    by_change = economy["moodle_by_change"]
+    assert by_change["courses"] >= 20
+    idle, full_idle = by_change["after"]["nothing changed"], by_change["before"]["nothing changed"]
+    assert idle["success"] and idle["total_calls"] <= 5 < by_change["courses"] <= full_idle["total_calls"]
+    edited = by_change["after"]["1 % edited"]
+    assert edited["success"] and edited["total_calls"] <= edited["minimum"] + 5
+    # Bulk Read reads every record of the module in fewer calls than pages (in fewer credits too
+    # above its threshold: a job costs 50, what 10,000 records cost by pages).
+    for row in results["bulk"]["sizes"]:
+        assert row["bulk"]["records"] == row["pages"]["records"] == row["n"]
+        assert row["bulk"]["calls"] < row["pages"]["calls"]
+        assert (row["bulk"]["credits"] < row["pages"]["credits"]) == (row["n"] > 50 * 200)
     dagster = results["dagster"]
     assert dagster["statuses"] == ["SUCCESS"] * (dagster["repeats"] + 1)
     assert _positive(dagster["median_no_change_cli_s"]) and _positive(dagster["median_no_change_run_s"])
@@ -125,5 +139,6 @@ def test_economy_and_dagster_figures_are_well_formed(quick: tuple[dict, str, str
         "## 2. End to end",
         "## 3. API economy",
         "## 4. Dagster",
+        "## Full read of a big module: pages against Bulk Read",
     ):
         assert heading in report

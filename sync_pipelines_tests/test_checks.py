@@ -146,8 +146,11 @@ def test_the_drift_checks_warn_on_what_only_moodle_holds_and_fail_on_what_was_no
         moodle.fail_function(
             "enrol_manual_enrol_users", "invalidparameter", "Invalid parameter value detected", count=50
         )
+        # Drift is looked for by the nightly reconciliation, which reads Moodle in full (a scheduled
+        # run reads it by change only).
+        nightly = definitions.resolve_job_def("reconcile")
         checks = _checks(
-            sync.execute_in_process(instance=instance, partition_key=TENANT, raise_on_error=False)
+            nightly.execute_in_process(instance=instance, partition_key=TENANT, raise_on_error=False)
         )
     only = checks["moodle/drift:nothing_only_in_moodle"]
     assert not only.passed and only.severity == dg.AssetCheckSeverity.WARN

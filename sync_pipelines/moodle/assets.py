@@ -28,13 +28,14 @@ from sync_pipelines.moodle.entities import (
     RUBRICS_ASSET,
     EntitySpec,
 )
-from sync_pipelines.moodle.grades import collect_grades
+from sync_pipelines.moodle.grades import read_grades
 from sync_pipelines.moodle.reconcile import PushReport, reconcile
 from sync_pipelines.moodle.resource import MoodleResource
 from sync_pipelines.progress import Progress
 from sync_pipelines.report import source_lag_seconds
 from sync_pipelines.tenants import TenantConfigError, tenant_partitions
 from sync_pipelines.warehouse import Push, Warehouse
+from sync_pipelines.warehouse.moodle import ReadPosition
 from sync_pipelines.warehouse.resource import WarehouseResource
 
 logger = logging.getLogger(__name__)
@@ -48,13 +49,47 @@ class PushConfig(dg.Config):
 
     dry_run: bool = False
     """Compute and report every write, make none (Moodle and Zoho are only read)."""
+    full_read: bool = False
+    """Reconcile against everything Moodle holds, as the nightly ``reconcile`` job does (by
+    default a scheduled run reads Moodle only for what the warehouse says is to be written)."""
 
 
 class GradesConfig(dg.Config):
     """Run configuration of the grade read."""
 
     course_ids: list[int] = Field(default_factory=list)
-    """Moodle course ids to read (a grading event names one); empty reads every synced course."""
+    """Moodle course ids to read in full (a grading event names one); empty reads by change."""
+    full_read: bool = False
+    """Read every synced course's gradebook, as the nightly ``reconcile`` job does."""
+
+
+#: Jobs whose Moodle steps read Moodle in full (``sync_pipelines.definitions.reconcile``, which the
+#: ``nightly_reconciliation`` schedule runs).
+FULL_READ_JOBS = frozenset({"reconcile"})
+#: Run triggers (tag ``sync/trigger``) whose entity steps reconcile in full: the nightly schedule's
+#: runs, and the plugin's events (an enrolment removed by hand is drift Moodle alone knows of).
+FULL_READ_TRIGGERS = frozenset({"reconcile", "moodle-webhook"})
+#: An entity step reconciles in full when its last full reconciliation is older than this.
+FULL_RECONCILE_AFTER = timedelta(hours=25)
+
+
+def wants_full_read(context: dg.AssetExecutionContext, asked: bool) -> bool:
+    """Whether this run reads Moodle in full: asked in the step's config, the ``reconcile`` job, or
+    a run the nightly schedule started."""
+    return (
+        asked or context.run.job_name in FULL_READ_JOBS or context.run.tags.get("sync/trigger") == "reconcile"
+    )
+
+
+def reconciles_in_full(
+    context: dg.AssetExecutionContext, asked: bool, store: Warehouse, tenant: str, name: str
+) -> bool:
+    """Whether an entity step reconciles in full (:func:`wants_full_read`, a plugin event's run, or
+    no full reconciliation of the entity for :data:`FULL_RECONCILE_AFTER`); else by change."""
+    if wants_full_read(context, asked) or context.run.tags.get("sync/trigger") in FULL_READ_TRIGGERS:
+        return True
+    last = store.moodle.read_position(tenant, name).last_full_at
+    return last is None or datetime.now(UTC) - last >= FULL_RECONCILE_AFTER
 
 
 def _key(path: str) -> dg.AssetKey:
@@ -284,6 +319,7 @@ def _entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         def step() -> dg.MaterializeResult:
             started, now = time.monotonic(), datetime.now(UTC)
             client = moodle.client(tenant)
+            full = reconciles_in_full(context, config.full_read, store, tenant, spec.name)
             with moodle_progress(context, client, f"{spec.asset} for {tenant}"):
                 service_user = remember_site(client, store, tenant)
                 before_first_write(client, store, tenant)
@@ -296,7 +332,10 @@ def _entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
                     dry_run=config.dry_run,
                     run_id=run_id,
                     service_user_id=service_user,
+                    full=full,
                 )
+            if full and not config.dry_run:
+                store.moodle.save_read_position(tenant, spec.name, ReadPosition(last_full_at=now))
             meta = push_metadata(
                 report,
                 client.stats.calls,
@@ -304,6 +343,7 @@ def _entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
                 duration_seconds=time.monotonic() - started,
                 lag_seconds=source_lag_seconds(store, tenant, spec.sources, now),
             )
+            meta["read_mode"] = "full" if full else "by change"
             return dg.MaterializeResult(metadata=meta)
 
         return guard(step, store, tenant, spec.entity, run_id)
@@ -421,7 +461,14 @@ def moodle_grades(
         tenant = context.partition_key
         client = moodle.client(tenant)
         with moodle_progress(context, client, f"{GRADES_ASSET} for {tenant}"):
-            grades = collect_grades(client, warehouse.get(), tenant, course_ids=config.course_ids)
+            read = read_grades(
+                client,
+                warehouse.get(),
+                tenant,
+                course_ids=config.course_ids,
+                full=wants_full_read(context, config.full_read),
+            )
+        grades = read.grades
         letters = grades["btec_grade"].value_counts().to_dict() if len(grades) else {}
         by_grade = {f"grade_{name.lower()}": 0 for name in GRADE_NAMES}
         by_grade.update({f"grade_{str(k).lower()}": int(v) for k, v in letters.items()})
@@ -435,7 +482,15 @@ def moodle_grades(
                 duration_seconds=time.monotonic() - started,
                 courses_with_grades=courses,
                 ungraded=ungraded,
+                gradebooks_read=read.courses_read,
+                changed_grades=read.changed,
             )
+            | {
+                "read_mode": read.mode,
+                "since": dg.MetadataValue.timestamp(float(read.since))
+                if read.since is not None
+                else "none yet",
+            }
         )
 
     return guard(step, warehouse.get(), context.partition_key, "grade", context.run.run_id)

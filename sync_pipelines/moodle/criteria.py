@@ -304,16 +304,31 @@ def reconcile_rubrics(
 
 
 def rubric_fillings(
-    client: MoodleClient, store: Warehouse, tenant_id: str, course_ids: set[int] | None = None
+    client: MoodleClient,
+    store: Warehouse,
+    tenant_id: str,
+    course_ids: set[int] | None = None,
+    *,
+    assign_grades: list[dict] | None = None,
+    assignment_ids: set[int] | None = None,
+    since: int = 0,
 ) -> pd.DataFrame:
     """Each learner's latest graded attempt of every rubric assessment: one row per (assignment,
     learner) with ``moodle_user_id``, ``cmid``, ``unit_zoho_id``, ``class_zoho_id``, ``attempt``
     (1 = first), ``grader_id``, ``graded_at`` and ``achieved`` (code → True/False; a criterion of
-    the rubric not filled is absent)."""
+    the rubric not filled is absent).
+
+    The grade read by change (:mod:`sync_pipelines.moodle.grades`) passes what it already has:
+    ``assign_grades`` (its ``mod_assign_get_grades`` answer: the latest attempts that changed, so
+    no second call), ``assignment_ids`` (only the rubric assessments with a changed grade) and
+    ``since`` (only the fillings saved since: ``core_grading_get_gradingform_instances`` takes it).
+    """
     rubrics = store.moodle.rubrics(tenant_id)
     rubrics = rubrics[rubrics["definition_id"].notna()]
     if course_ids:
         rubrics = rubrics[rubrics["course_id"].isin(course_ids)]
+    if assignment_ids is not None:
+        rubrics = rubrics[rubrics["assignment_id"].astype(int).isin(assignment_ids)]
     cols = [
         "moodle_user_id",
         "cmid",
@@ -329,13 +344,15 @@ def rubric_fillings(
     if rubrics.empty:
         return pd.DataFrame(columns=cols)
     grades: dict[int, dict] = {}
-    for entry in client.assign_grades(rubrics["assignment_id"].astype(int).tolist()):
+    if assign_grades is None:
+        assign_grades = client.assign_grades(rubrics["assignment_id"].astype(int).tolist())
+    for entry in assign_grades:
         for g in entry.get("grades") or []:
             grades[int(g["id"])] = g
     out = []
     for r in rubrics.itertuples(index=False):
         stored = json.loads(r.criteria)
-        for inst in client.gradingform_instances(int(r.definition_id)):
+        for inst in client.gradingform_instances(int(r.definition_id), since=since):
             g = grades.get(int(inst.get("itemid", -1)))
             if g is None:  # an earlier attempt's filling: the latest one counts
                 continue

@@ -81,6 +81,11 @@ class Context:
     store: Warehouse
     tenant_id: str
     service_user_id: int | None = None
+    #: A reconciliation by change reads only what it writes for: ``scoped`` leaves out the reads
+    #: that only find Moodle-only objects (every account of the school's domains), and ``courses``
+    #: names the only courses whose enrolments are read (``None``: every course).
+    scoped: bool = False
+    courses: frozenset[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -309,17 +314,21 @@ def _user_frame(users: Sequence[Mapping]) -> pd.DataFrame:
 def read_users(client: MoodleClient, rows: pd.DataFrame, held: pd.DataFrame, ctx: Context) -> pd.DataFrame:
     """The accounts Moodle holds that matter: those with a Zoho id as idnumber, the mapped ones
     (found by id, in case their idnumber was changed by hand), those with a wanted e-mail, and
-    every account with an e-mail of the school's domains (to find the ones Zoho does not know)."""
+    every account with an e-mail of the school's domains (to find the ones Zoho does not know).
+    By change (``ctx.scoped``), the mapped accounts are read by id only and the domains not at all
+    (Moodle-only accounts are the nightly reconciliation's to find)."""
     found: list[Mapping] = []
-    found += client.get_users_by_field("idnumber", rows["zoho_id"].tolist())
+    looked_up = rows[~rows["key"].isin(held.index)] if ctx.scoped else rows
+    if len(looked_up):
+        found += client.get_users_by_field("idnumber", looked_up["zoho_id"].tolist())
     mapped = held["moodle_id"].dropna().astype(int).tolist()
     if mapped:
         found += client.get_users_by_field("id", mapped)
     seen_ids = {str(u.get("idnumber")) for u in found}
-    emails = rows.loc[~rows["zoho_id"].isin(seen_ids), "email"].dropna().astype(str).str.lower()
+    emails = looked_up.loc[~looked_up["zoho_id"].isin(seen_ids), "email"].dropna().astype(str).str.lower()
     if len(emails):
         found += client.get_users_by_field("email", emails.tolist())
-    for domain in school_domains(rows["email"]):
+    for domain in [] if ctx.scoped else school_domains(rows["email"]):
         found += client.search_users("email", f"%@{domain}")
     frame = _user_frame(found)
     if ctx.service_user_id is not None:
@@ -522,8 +531,11 @@ def read_enrolments(
 ) -> pd.DataFrame:
     """The active role holders of every course the pipeline manages (one row per user and role;
     a suspended enrolment or one without a role counts as absent), read page by page."""
-    mapped = ctx.store.moodle.id_map(ctx.tenant_id, "course")["moodle_id"]
-    courses = sorted({int(c) for c in mapped} | {int(c) for c in held.get("moodle_course_id", [])})
+    if ctx.courses is not None:
+        courses = sorted(ctx.courses)
+    else:
+        mapped = ctx.store.moodle.id_map(ctx.tenant_id, "course")["moodle_id"]
+        courses = sorted({int(c) for c in mapped} | {int(c) for c in held.get("moodle_course_id", [])})
     out: list[dict] = []
     for course in courses:
         for user in client.iter_enrolled_users(course, only_active=True):

@@ -30,6 +30,17 @@ For an entity of :data:`sync_pipelines.moodle.entities.ENTITIES` the procedure i
 A mapped object Moodle does not answer is only taken as removed when Moodle answered some of the
 others: when it answers none of them (a role that lost a capability sees nothing, see the
 preflight), nothing is restored and the drift says why.
+
+**In full or by change** (``full``). In full, every desired row is compared with everything Moodle
+holds: the nightly reconciliation, the first run, a plugin event, and any run when the last full
+one is older than a day (:mod:`sync_pipelines.moodle.assets` decides). By change (every other
+run), the warehouse alone says what is to be written (:func:`pending`: a row without its object,
+a row whose fingerprint is not the one pushed, an enrolment the map does not hold as it is or
+holds and Zoho no longer has); with nothing, Moodle is not read at all. Otherwise only that is
+read: those accounts (the mapped ones by id), all categories or courses (one call), the
+enrolments of those courses only. Drift of what was not read, and objects only in Moodle (but
+for the enrolments of the courses read, which are read whole), are the full reconciliation's to
+find; the drift it recorded for them is kept.
 """
 
 from dataclasses import dataclass, field
@@ -97,6 +108,77 @@ def _held(spec: EntitySpec, store: Warehouse, tenant_id: str) -> pd.DataFrame:
     held = store.moodle.id_map(tenant_id, spec.entity)
     held["moodle_id"] = held["moodle_id"].astype("int64").astype(str) if len(held) else held["moodle_id"]
     return held
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What the warehouse says is to be written for an entity, without reading Moodle.
+
+    Attributes:
+        keys: the rows to create or update (entities with Moodle ids).
+        courses: the Moodle courses whose enrolments change (enrolments: a new, moved or dropped
+            one; the course it was in is read too).
+    """
+
+    keys: frozenset[str] = frozenset()
+    courses: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.courses)
+
+
+def pending(spec: EntitySpec, rows: pd.DataFrame, held: pd.DataFrame) -> Pending:
+    """What a reconciliation by change must read for (see the module docstring): ``rows`` are the
+    desired rows, ``held`` what :func:`_held` answers."""
+    if spec.derived_identity:
+        held_ident = rows["key"].map(held["moodle_id"]) if len(held) else pd.Series(None, index=rows.index)
+        new = held_ident.isna() | (held_ident != rows["ident"])
+        moved = rows.loc[new & held_ident.notna(), "key"]
+        dropped = held[~held.index.isin(rows["key"])] if len(held) else held
+        courses = (
+            {int(c) for c in rows.loc[new, "moodle_course_id"]}
+            | {int(c) for c in held.loc[held.index.isin(moved), "moodle_course_id"]}
+            | {int(c) for c in dropped.get("moodle_course_id", [])}
+        )
+        return Pending(courses=frozenset(courses))
+    mapped = rows["key"].isin(held.index)
+    pushed = rows["key"].map(held["pushed_fingerprint"]) if len(held) else pd.Series(None, index=rows.index)
+    blocked = rows["unusable"].notna()
+    active = rows["active"].astype(bool)
+    create = ~mapped & active & ~blocked
+    update = mapped & (rows["fingerprint"] != pushed) & ~blocked
+    return Pending(keys=frozenset(rows.loc[create | update, "key"]))
+
+
+def _quiet_skips(spec: EntitySpec, rows: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
+    """The records a reconciliation by change leaves unread that it could not use anyway (no
+    object made for an inactive or unusable record), so that its log still names every one."""
+    mapped = rows["key"].isin(held.index)
+    active = rows["active"].astype(bool)
+    inactive_new = ~mapped & ~active
+    cannot = rows["unusable"].notna() & ~mapped & ~inactive_new
+    return _skips(spec, rows, inactive_new, cannot)
+
+
+def _skips(spec: EntitySpec, rows: pd.DataFrame, inactive_new: pd.Series, cannot: pd.Series) -> pd.DataFrame:
+    """The log's SKIPPED rows: records no object is made for (inactive), or cannot be (unusable)."""
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "key": rows.loc[inactive_new, "key"],
+                    "reason": f"inactive: no Moodle {spec.label} is made for it",
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "key": rows.loc[cannot, "key"],
+                    "reason": f"no Moodle {spec.label}: " + rows.loc[cannot, "unusable"].astype(str),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
 
 
 def _differences(spec: EntitySpec, rows: pd.DataFrame, actual: pd.DataFrame) -> pd.Series:
@@ -174,13 +256,42 @@ def reconcile(
     dry_run: bool = False,
     run_id: str | None = None,
     service_user_id: int | None = None,
+    full: bool = True,
 ) -> PushReport:
-    """Reconcile one entity of one school (module docstring)."""
+    """Reconcile one entity of one school (module docstring): in full, or by change (``full=False``)."""
     policy = policy or DriftPolicy()
     desired = spec.desired(store, tenant_id)
     rows = desired.rows.reset_index(drop=True).copy()
     held = _held(spec, store, tenant_id)
     ctx = Context(store, tenant_id, service_user_id)
+    scope: Pending | None = None
+    claimed_elsewhere: set[str] = set()
+    quiet = pd.DataFrame(columns=["key", "reason"])
+    if not full:
+        scope = pending(spec, rows, held)
+        if spec.derived_identity:
+            inside = rows["moodle_course_id"].astype(int).isin(scope.courses)
+            held_inside = (
+                held["moodle_course_id"].astype(int).isin(scope.courses)
+                if len(held)
+                else pd.Series(False, index=held.index)
+            )
+            ctx = Context(store, tenant_id, service_user_id, scoped=True, courses=scope.courses)
+        else:
+            inside = rows["key"].isin(scope.keys)
+            held_inside = held.index.isin(scope.keys)
+            ctx = Context(store, tenant_id, service_user_id, scoped=True)
+            quiet = _quiet_skips(spec, rows[~inside], held)
+        claimed_elsewhere = set(held.loc[~held_inside, "moodle_id"].astype(str))
+        rows, held = rows[inside].reset_index(drop=True), held[held_inside]
+        if not scope:  # nothing to write: Moodle is not read
+            return PushReport(
+                spec.entity,
+                dry_run,
+                pd.DataFrame(columns=["key", "action", "detail"]),
+                skipped=pd.concat([quiet, desired.waiting], ignore_index=True),
+                unchanged=int(len(desired.rows) - len(quiet)),
+            )
     actual = spec.read(client, rows, held, ctx)
 
     rows["moodle_id"] = rows["key"].map(held["moodle_id"]).astype(object)
@@ -193,7 +304,7 @@ def reconcile(
     missing = mapped & ~present
     blind = bool(missing.sum() >= BLIND_READ_MINIMUM and not present.any())
 
-    claimed = set(rows.loc[present, "moodle_id"])
+    claimed = set(rows.loc[present, "moodle_id"]) | claimed_elsewhere
     found, conflicts = _find(spec, rows[~mapped], actual, claimed)
     conflicted = pd.Series(False, index=rows.index)
     conflicted[found.index] = found.eq("")
@@ -220,24 +331,7 @@ def reconcile(
 
     inactive_new = ~mapped & ~on_moodle & ~active
     cannot = blocked & ~unchanged & ~inactive_new
-    skipped = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "key": rows.loc[inactive_new, "key"],
-                    "reason": f"inactive: no Moodle {spec.label} is made for it",
-                }
-            ),
-            pd.DataFrame(
-                {
-                    "key": rows.loc[cannot, "key"],
-                    "reason": f"no Moodle {spec.label}: " + rows.loc[cannot, "unusable"].astype(str),
-                }
-            ),
-            desired.waiting,
-        ],
-        ignore_index=True,
-    )
+    skipped = pd.concat([_skips(spec, rows, inactive_new, cannot), quiet, desired.waiting], ignore_index=True)
 
     # --- drift ------------------------------------------------------------------------------------
     drift_parts: list[pd.DataFrame] = []
@@ -269,7 +363,10 @@ def reconcile(
         if len(remove):  # never unenrol a (user, course) that a wanted enrolment still needs
             remove = remove[~remove["moodle_id"].str.rsplit(":", n=1).str[0].isin(needed_pairs)]
     only_action = policy.moodle_only_action(spec.name) if spec.reports_moodle_only else "keep"
-    moodle_only = spare if spec.reports_moodle_only else spare.iloc[0:0]
+    # By change, only the enrolments of a course are read whole: Moodle-only accounts, courses and
+    # categories are the full reconciliation's to find.
+    sees_all = scope is None or spec.derived_identity
+    moodle_only = spare if spec.reports_moodle_only and sees_all else spare.iloc[0:0]
     act_on = moodle_only.iloc[0:0]
     if len(moodle_only):
         kept = pd.Series(False, index=moodle_only.index)
@@ -417,6 +514,16 @@ def reconcile(
         drift.loc[failed, "action"] = drift["action"] + " (failed)"
         report.drift = drift
 
+    saved_drift = report.drift
+    if scope is not None:  # the drift of what was not read stays as the last reconciliation found it
+        before = store.moodle.drift(tenant_id, spec.entity)
+        if len(before):
+            if spec.derived_identity:
+                course = before["moodle_id"].astype(str).str.split(":").str[1]
+                kept = before[~course.isin({str(c) for c in scope.courses})]
+            else:
+                kept = before[~before["key"].isin(scope.keys)]
+            saved_drift = pd.concat([kept[DRIFT_COLUMNS], report.drift[DRIFT_COLUMNS]], ignore_index=True)
     source = rows.drop_duplicates("key").set_index("key")[["zoho_id", "zoho_module"]]
     store.moodle.save_reconciliation(
         tenant_id,
@@ -434,7 +541,7 @@ def reconcile(
         removed=removed,
         derived=spec.derived_identity,
         pushes=report.pushes + _skipped_pushes(spec, report.skipped),
-        drift=report.drift,
+        drift=saved_drift,
         run_id=run_id,
     )
     return report

@@ -1317,7 +1317,12 @@ class MoodleSimulator(LoopbackServer):
     ) -> int:
         """Add a graded activity (a course module and its grade item) to a course.
 
-        The course-total item is created first if the course has none yet, as Moodle does.
+        The course-total item is created first if the course has none yet, as Moodle does. An
+        ``assign`` activity is an assignment too, with the default settings of
+        :meth:`add_assignment`: in Moodle every grade item of ``itemmodule`` ``assign`` is the item of
+        an ``assign`` record (``iteminstance`` = the assignment id), which ``mod_assign_get_assignments``
+        lists and whose grades ``mod_assign_get_grades`` answers. Other modules (``quiz``...) are
+        gradebook items only, as far as this simulator goes.
 
         Returns:
             The grade item id.
@@ -1346,12 +1351,35 @@ class MoodleSimulator(LoopbackServer):
                 "sortorder": item_id,
             }
             self._recompute_course_max(course_id)
+            if itemmodule == "assign":
+                item = self._state.grade_items[item_id]
+                self._state.grading["assignments"][item["iteminstance"]] = {
+                    "id": item["iteminstance"],
+                    "cmid": item["cmid"],
+                    "course": course_id,
+                    "name": itemname,
+                    "grade": round(float(grademax)),
+                    "timemodified": self._ts(),
+                    "intro": "",
+                    "introformat": 1,
+                    "onlinetext": True,
+                    "feedback_comments": True,
+                    "gradeitemid": item_id,
+                    **_ASSIGN_SETTINGS,
+                }
             return item_id
 
     def set_grade(self, course_id: int, user_id: int, item_id: int, grade: float | None) -> None:
         """Set (or, with ``None``, clear) a user's grade for an activity; the course total follows.
 
         The grade is bounded to the item's range, as Moodle bounds a raw grade.
+
+        The grade of an assignment's item is given as a teacher gives it in the assignment without
+        advanced grading: the learner's latest attempt's ``assign_grades`` row takes it (``None``:
+        -1, no grade), with the grader and the time, and the gradebook gets it with that time as its
+        date graded (``assign::update_grade()`` -> ``convert_grade_for_gradebook()``,
+        ``mod/assign/locallib.php``: ``dategraded = $grade->timemodified``), so
+        ``mod_assign_get_grades`` answers it. Other items are graded in the gradebook only.
 
         Raises:
             KeyError: no such course, user or grade item of that course.
@@ -1362,7 +1390,20 @@ class MoodleSimulator(LoopbackServer):
                 raise KeyError(f"course {course_id} has no activity grade item {item_id}")
             if int(user_id) not in self._state.users:
                 raise KeyError(f"no user {user_id}")
-            self._store_grade(item, int(user_id), grade, feedback=None)
+            assign = self._state.grading["assignments"].get(item["iteminstance"])
+            if item["itemmodule"] != "assign" or assign is None or assign.get("gradeitemid") != item["id"]:
+                self._store_grade(item, int(user_id), grade, feedback=None)
+                return
+            row = self._user_grade(assign, int(user_id), -1)
+            if grade is not None:
+                grade = min(max(float(grade), item["grademin"]), item["grademax"])
+            row.update(
+                grade=_decimal5(grade) if grade is not None else -1.0,
+                grader=ADMIN_USER_ID,
+                timemodified=self._ts(),
+            )
+            self._store_grade(item, int(user_id), grade, feedback=None, at=row["timemodified"])
+            self._state.grades[(item["id"], int(user_id))]["dategraded"] = row["timemodified"]
 
     def fail_next(self, count: int, *, status: int = 500, function: str = "", apply: bool = False) -> None:
         """Answer the next ``count`` matching REST calls with an HTTP error page instead of Moodle's answer.
@@ -1615,9 +1656,14 @@ class MoodleSimulator(LoopbackServer):
             float(sum(i["grademax"] for i in items)) if items else 0.0
         )
 
-    def _store_grade(self, item: dict, user_id: int, grade: float | None, feedback: str | None) -> None:
+    def _store_grade(
+        self, item: dict, user_id: int, grade: float | None, feedback: str | None, *, at: int | None = None
+    ) -> None:
+        """A gradebook grade; ``at`` is the date graded an activity sends (``grade_item::update_raw_grade()``
+        in ``lib/grade/grade_item.php`` sets ``timemodified = $dategraded`` when the module gives one),
+        else the time now."""
         key = (item["id"], user_id)
-        now = self._ts()
+        now = self._ts() if at is None else int(at)
         row = self._state.grades.get(key)
         if row is None:
             row = {"finalgrade": None, "feedback": None, "timecreated": now, "timemodified": now}
@@ -2881,6 +2927,7 @@ class MoodleSimulator(LoopbackServer):
         with self._lock:
             item_id = self.add_grade_item(course_id, name, grademax=float(grade), itemmodule="assign")
             item = self._state.grade_items[item_id]
+            # add_grade_item registered it with the defaults; these are the teacher's settings.
             record = {
                 "id": item["iteminstance"],
                 "cmid": item["cmid"],
@@ -3257,6 +3304,8 @@ class MoodleSimulator(LoopbackServer):
         earlier attempts included) with ``timemodified >= since``, in id order; ``itemid`` is the
         assign_grades id, ``rawgrade`` null. The fillings are answered as stored, also those of
         criteria deleted since (grading/core_grading_get_gradingform_instances.json)."""
+        # "since" as Moodle 4.5 applies it: gradingform_controller::get_all_active_instances($since)
+        # (grade/grading/form/lib.php) selects "timemodified >= since" among the ACTIVE instances.
         grading = self._state.grading
         definition = grading["definitions"].get(definitionid)
         if definition is None:
@@ -3539,7 +3588,13 @@ class MoodleSimulator(LoopbackServer):
         if latest is not None and latest["attemptnumber"] != row["attemptnumber"]:
             return
         item = self._state.grade_items[assign["gradeitemid"]]
-        self._store_grade(item, row["userid"], row["grade"] if row["grade"] >= 0 else None, feedback)
+        self._store_grade(
+            item,
+            row["userid"],
+            row["grade"] if row["grade"] >= 0 else None,
+            feedback,
+            at=row["timemodified"],  # dategraded = the assign grade's timemodified (locallib.php)
+        )
         stored = self._state.grades[(item["id"], row["userid"])]
         stored["dategraded"] = row["timemodified"]
         stored["datesubmitted"] = None  # convert_grade_for_gradebook()
@@ -3564,6 +3619,14 @@ class MoodleSimulator(LoopbackServer):
         reopened attempt not yet graded leaves the learner out) with ``timemodified >= since``, by
         grade id; ``grade`` a string with 5 decimals ("-1.00000": not graded). An assignment without
         such grades (or unknown) is a warning 3; one the role cannot see a warning 1 and no error."""
+        # Checked against Moodle 4.5's source, mod/assign/externallib.php, get_grades(): the SQL joins
+        # assign_submission on "s.latest = 1 AND s.attemptnumber = ag.attemptnumber" and filters
+        # "ag.timemodified >= :since" (inclusive), ORDER BY ag.assignment, ag.id; the warning 1
+        # (require_view_grades() failed) names the assignment id (cm->instance) although the
+        # returns description says "a course module id"; "grade" is (string) of the numeric(10,5)
+        # column, hence 5 decimals (also in the recording, grading/mod_assign_get_grades.json).
+        # The optional "assignment" and "gradefordisplay" keys of get_grade_structure() are never
+        # set by get_grades(), so they are not answered here either.
         grading = self._state.grading
         requested = list(assignmentids)
         warnings: list[dict] = []

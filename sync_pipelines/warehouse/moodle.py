@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import sqlalchemy as sa
 
-from sync_pipelines.warehouse.schema import metadata
+from sync_pipelines.warehouse.schema import metadata, sync_cursors
 from sync_pipelines.warehouse.sql import upsert_statement
 
 moodle_id_map = sa.Table(
@@ -193,6 +193,27 @@ moodle_rubrics = sa.Table(
 
 
 @dataclass(frozen=True)
+class ReadPosition:
+    """Where a Moodle step's reads stand (:meth:`MoodleStore.read_position`).
+
+    Attributes:
+        since: for the grade read, the next ``mod_assign_get_grades`` ``since`` (Unix seconds, by
+            the Moodle site's own clock); ``None`` before the first.
+        last_full_at: when the step last read Moodle in full (every course's gradebook, every
+            object of the entity), or ``None``.
+    """
+
+    since: int | None = None
+    last_full_at: datetime | None = None
+
+
+#: ``sync_cursors.module`` of a Moodle step's read position: ``moodle/<step>`` (Zoho modules use
+#: their bare names, so the two never meet).
+def _position_key(step: str) -> str:
+    return f"moodle/{step}"
+
+
+@dataclass(frozen=True)
 class Push:
     """One write, for the push log."""
 
@@ -266,6 +287,38 @@ class MoodleStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(moodle_site.c.tenant_id, moodle_site.c.service_user_id)).all()
         return {tenant: int(user) for tenant, user in rows}
+
+    # --- read positions (the sync_cursors rows of the Moodle steps) ----------------------------
+
+    def read_position(self, tenant_id: str, step: str) -> ReadPosition:
+        """The read position of a Moodle step (``grades``, ``users``, ``enrolments``...) of a tenant,
+        kept in ``sync_cursors`` under ``moodle/<step>``: ``modified_since`` holds ``since`` as
+        Unix seconds, ``last_full_at`` the last full read."""
+        t = sync_cursors
+        q = sa.select(t.c.modified_since, t.c.last_full_at).where(
+            t.c.tenant_id == tenant_id, t.c.module == _position_key(step)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return ReadPosition()
+        since = int(row[0]) if row[0] not in (None, "") else None
+        at = row[1].replace(tzinfo=UTC) if row[1] is not None and row[1].tzinfo is None else row[1]
+        return ReadPosition(since=since, last_full_at=at)
+
+    def save_read_position(self, tenant_id: str, step: str, position: ReadPosition) -> None:
+        """Store a step's read position (after the step succeeded: a failed run never moves it)."""
+        values = {
+            "tenant_id": tenant_id,
+            "module": _position_key(step),
+            "modified_since": None if position.since is None else str(int(position.since)),
+            "deleted_since": None,
+            "max_id": None,
+            "last_full_at": position.last_full_at,
+            "updated_at": datetime.now(UTC),
+        }
+        with self.engine.begin() as conn:
+            self._upsert(conn, sync_cursors, [values], ["tenant_id", "module"])
 
     # --- id map -------------------------------------------------------------------------------
 

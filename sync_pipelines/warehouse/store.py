@@ -234,6 +234,10 @@ def _subform_rows(text: str | None) -> list[dict]:
     return rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else []
 
 
+#: Rows one sync writes from which the module table's statistics are refreshed at once (PostgreSQL).
+ANALYZE_AFTER_ROWS = 10_000
+
+
 class Warehouse:
     """A warehouse database. ``url`` is any SQLAlchemy URL (``sqlite:///…``, ``postgresql://…``)."""
 
@@ -513,6 +517,12 @@ class Warehouse:
                     ),
                     rows,
                 )
+        if len(write) >= ANALYZE_AFTER_ROWS and self.engine.dialect.name == "postgresql":
+            # After a bulk load, as PostgreSQL's documentation advises: the planner's statistics
+            # otherwise wait for autovacuum, and until then the indexed lookups of the next
+            # incremental run (load_state by ids and natural keys) may be planned as table scans.
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"ANALYZE {self.engine.dialect.identifier_preparer.format_table(t)}")
 
     def _write_subforms(
         self,
