@@ -654,7 +654,18 @@ def _render_misses(results: dict[str, Any]) -> list[str]:
                 f"{fmt_s(med['per_row'] / TARGETS['diff_x_per_row'])}, about what the conversion of the "
                 "fifteen text columns to Arrow costs alone here. Reaching it would take canonical frames held "
                 "in Arrow from the start (pandas' Arrow-backed strings), so that nothing is converted at "
-                "diff time, and the classification out of Python objects (ids and statuses as Arrow arrays)."
+                "diff time, and the classification out of Python objects (ids and statuses as Arrow arrays). "
+                f"The hashing floor is one XXH3 pass ({fmt_s(med['floor'])}), so far below the SHA-256 pass it "
+                "was measured against before that the same per-record work is now a larger multiple of it."
+            )
+        mem = big.get("memory")
+        if mem and mem["process_peak_rss_mib"] > TARGETS["diff_peak_mib"]:
+            notes.append(
+                f"**Diff memory.** The inputs alone (the stored state and the incoming read of {big['records']:,} "
+                f"records as Python strings) are {mem['inputs_resident_mib']:,.0f} MiB resident before the diff "
+                f"starts; the diff itself allocates at most {mem['engine_peak_mib']:,.0f} MiB (its batches of "
+                f"{1 << 17:,} records keep Arrow's buffers small), so the peak of "
+                f"{mem['process_peak_rss_mib']:,.0f} MiB is the inputs' size plus that."
             )
         sc = d.get("scaling")
         if sc and sc["time_factor"] > sc["records_factor"]:

@@ -93,8 +93,11 @@ def test_end_to_end_figures_are_well_formed(quick: tuple[dict, str, str]):
     for run in runs["no_change"]["project"]:
         assert run["counts"].get("NEW", 0) == run["counts"].get("UPDATED", 0) == 0
         assert run["calls"]["read"] == 1 and run["calls"].get("deleted", 0) == 0  # check not due yet
+    for run in runs["no_change"]["project"]:
+        assert run["state_rows_read"] == 0  # Zoho answered 304: nothing stored is read
     for run in runs["one_percent"]["project"]:
         assert run["counts"]["UPDATED"] == round(n * 0.01)
+        assert run["state_rows_read"] == round(n * 0.01)  # only the edited records' stored rows
         assert run["changed_fields"] >= run["counts"]["UPDATED"]
     for scenario, by_side in e2e["median_wall_s"].items():
         assert _positive(by_side["project"]), scenario
