@@ -36,10 +36,10 @@ def pytest_configure(config: pytest.Config) -> None:
 #: alone at the end while the other workers idle, so these are collected first. Only the order
 #: changes: every test of every file still runs, each file's tests together and in their order.
 HEAVY_FIRST = (  # worker-seconds per file in one run of the suite (pytest --durations=0), 2026-12-08
+    "test_benchmarks.py",  # 88, then the quick Moodle-by-change and Bulk Read benches came
     "zoho/test_sync.py",  # 142
     "reliability/test_isolation.py",  # 104
     "zoho/test_mirror.py",  # 89
-    "test_benchmarks.py",  # 88
     "moodle/test_criteria.py",  # 88
     "warehouse/test_migrations.py",  # 77
     "moodle/test_provision.py",  # 70
@@ -57,6 +57,10 @@ HEAVY_FIRST = (  # worker-seconds per file in one run of the suite (pytest --dur
     "zoho/test_tokens.py",  # 22
     "test_report.py",  # 17
     "test_events_e2e.py",  # 17
+    # measured on their own (2026-12-08, -n 3): 42 s for the three
+    "moodle/test_by_change.py",
+    "zoho/test_bulk_read.py",
+    "warehouse/test_fingerprint_upgrade.py",
 )
 
 
