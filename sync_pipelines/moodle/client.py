@@ -1101,21 +1101,26 @@ class MoodleClient:
         """
         if not course_ids:
             raise ValueError("course_ids must not be empty")
-        unique = list(dict.fromkeys(int(c) for c in course_ids))
-        per_request = self.field_budget - 1  # one field for includenotenrolledcourses
         out: list[dict] = []
-        for start in range(0, len(unique), per_request):
-            answer = self.call(
-                "mod_assign_get_assignments",
-                {"courseids": unique[start : start + per_request], "includenotenrolledcourses": True},
-            )
-            body = self._expect(dict, "mod_assign_get_assignments", answer)
+        fn = "mod_assign_get_assignments"
+        for body in self._by_id_batches(fn, "courseids", course_ids, {"includenotenrolledcourses": True}):
             for warning in body.get("warnings") or []:
                 logger.warning("tenant %s: mod_assign_get_assignments warning: %s", self.tenant_id, warning)
             for course in self._expect(list, "mod_assign_get_assignments", body.get("courses", [])):
                 course = self._expect(dict, "mod_assign_get_assignments", course)
                 out += self._expect(list, "mod_assign_get_assignments", course.get("assignments", []))
         return out
+
+    def _by_id_batches(
+        self, function: str, key: str, ids: Sequence[int], extra: Mapping[str, Any]
+    ) -> Iterator[dict]:
+        """``function`` over the distinct ``ids`` (as ``key``), as many ids a request as the field
+        budget holds beside the ``extra`` parameters (one field each): each answer's body."""
+        unique = list(dict.fromkeys(int(i) for i in ids))
+        per_request = self.field_budget - len(extra)
+        for start in range(0, len(unique), per_request):
+            answer = self.call(function, {key: unique[start : start + per_request], **extra})
+            yield self._expect(dict, function, answer)
 
     def assign_grades(self, assignment_ids: Sequence[int], since: int = 0) -> list[dict]:
         """``mod_assign_get_grades``: ``[{"assignmentid", "grades": [{"id", "userid",
@@ -1138,15 +1143,10 @@ class MoodleClient:
             since: only grades with ``timemodified >= since`` (Unix time, the site's clock;
                 Moodle 4.5 ``mod/assign/externallib.php``: ``ag.timemodified >= :since``).
         """
-        unique = list(dict.fromkeys(int(a) for a in assignment_ids))
-        per_request = self.field_budget - 1  # one field for since
         out: list[dict] = []
-        for start in range(0, len(unique), per_request):
-            answer = self.call(
-                "mod_assign_get_grades",
-                {"assignmentids": unique[start : start + per_request], "since": since},
-            )
-            body = self._expect(dict, "mod_assign_get_grades", answer)
+        for body in self._by_id_batches(
+            "mod_assign_get_grades", "assignmentids", assignment_ids, {"since": since}
+        ):
             for warning in body.get("warnings") or []:
                 if isinstance(warning, dict) and str(warning.get("warningcode")) == "3":
                     continue  # no grades found: normal
