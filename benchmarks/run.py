@@ -307,6 +307,11 @@ def render(results: dict[str, Any]) -> str:
         lines += _render_dagster(results["dagster"])
     if "bulk" in results:
         lines += [*bulk_bench.render(results["bulk"]).splitlines(), ""]
+    capacity = ROOT / "benchmarks" / "capacity_results.json"
+    if not quick and capacity.exists():  # `make bench-capacity`: its own target, tens of minutes
+        from benchmarks import capacity_bench
+
+        lines += [*capacity_bench.render(json.loads(capacity.read_text(encoding="utf-8"))).splitlines(), ""]
     lines += _render_misses(results)
     lines += [
         "## How to run",
