@@ -96,6 +96,16 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run
 
+## Capacity: N schools as production runs them (dagster-daemon, its code server, a run process per
+## school per tick, PostgreSQL storage) through no-change cycles, and the schools a 2-core machine
+## serves (benchmarks/capacity_bench.py; writes benchmarks/capacity_results.json). Needs PostgreSQL
+## at 127.0.0.1:5432, and pgbouncer for its variant. SCHOOLS, CYCLES to choose; tens of minutes at 100.
+SCHOOLS ?= 10 50 100
+CYCLES ?= 2
+.PHONY: bench-capacity
+bench-capacity: install
+	$(BIN)/python -m benchmarks.capacity_bench --schools $(SCHOOLS) --cycles $(CYCLES)
+
 ## The webhook receiver (POST /v1/webhooks/{zoho,moodle}/<tenant>), writing drop files for the sensors.
 webhooks: install
 	$(BIN)/python -m sync_pipelines.webhooks
